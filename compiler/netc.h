@@ -1,0 +1,332 @@
+/* netc.h: the one internal header of the netc compiler.
+ *
+ * Read it as the table of contents: one section per .c file, in pipeline
+ * order. Data flows  source text -> tokens -> AST (parse.y) -> graph IR
+ * (infer.c) -> dumps and summaries. Every later pass refers to tensors,
+ * nodes and weights by integer ids into the Graph's arrays, never by pointer.
+ */
+#ifndef NETC_H
+#define NETC_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define NETC_VERSION "0.1.0"
+
+/* Limits that keep netc bounded on any input (see docs/language.md). */
+enum {
+  MAX_ERRORS = 20,        /* stop reporting after this many errors */
+  MAX_NESTING = 200,      /* brackets and braces, and block call depth */
+  MAX_IDENT_LEN = 64,     /* identifier length */
+  MAX_REPEAT = 10000,     /* count of one repeat statement */
+  MAX_NODES = 1000000,    /* ops in one elaborated network */
+  MAX_DIM = 1 << 24,      /* any one tensor dimension */
+  MAX_IMPORTS = 64,       /* files in one compilation */
+};
+
+/* ---- pool.c: one arena for everything a compilation allocates ---------- */
+
+typedef struct PoolBlock PoolBlock;
+typedef struct {
+  PoolBlock *head;
+} Pool;
+
+void *pool_alloc(Pool *p, size_t size);            /* zeroed, never NULL */
+char *pool_strndup(Pool *p, const char *s, size_t n);
+char *pool_strdup(Pool *p, const char *s);
+char *pool_printf(Pool *p, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void *pool_grow(Pool *p, void *old, size_t elem, int n, int *cap);
+void pool_free(Pool *p);
+int edit_distance(const char *a, const char *b);
+/* The candidate nearest to `name` (or NULL if none is plausibly meant). */
+const char *nearest_name(const char *name, const char *const *cands, int n);
+
+/* ---- diag.c: source files and diagnostics ----------------------------- */
+
+typedef struct {
+  int file; /* index into Diag.files; -1 = no location */
+  int line; /* 1-based */
+  int col;  /* 1-based, in bytes */
+} Loc;
+
+typedef struct {
+  const char *path;
+  char *text; /* file contents, NUL-terminated (may contain other NULs) */
+  size_t len;
+} SourceFile;
+
+typedef struct {
+  SourceFile files[MAX_IMPORTS];
+  int nfiles;
+  FILE *out;   /* where diagnostics go (stderr, or a memstream in tests) */
+  int errors;
+  int warnings;
+  bool stop;   /* MAX_ERRORS reached: passes should return promptly */
+  Pool *pool;
+} Diag;
+
+void diag_init(Diag *d, Pool *pool, FILE *out);
+/* Reads `path` into a new SourceFile; returns its index or -1 (reported). */
+int diag_load(Diag *d, const char *path, Loc from);
+int diag_add_text(Diag *d, const char *path, const char *text, size_t len);
+void diag_error(Diag *d, Loc loc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void diag_warning(Diag *d, Loc loc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void diag_note(Diag *d, Loc loc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+const char *loc_str(Diag *d, Loc loc); /* "file:line:col", pool-allocated */
+
+/* ---- ast.c / parse.y / lex.l: the abstract syntax tree ----------------- */
+
+typedef struct Expr Expr;
+typedef struct Stmt Stmt;
+
+typedef enum {
+  EX_INT,    /* 42 */
+  EX_BOOL,   /* true, false */
+  EX_SHAPE,  /* 3x64x64 */
+  EX_NAME,   /* x */
+  EX_ATTR,   /* x.c, x.h, x.w */
+  EX_CALL,   /* conv(x, 64, k=3); also what `x -> relu` becomes */
+  EX_UNARY,  /* -e, !e */
+  EX_BINARY, /* e + e, e == e, e && e, ... */
+} ExprKind;
+
+typedef struct Arg {
+  const char *name; /* NULL for a positional argument */
+  Expr *value;
+  Loc loc;
+  struct Arg *next, *tail; /* tail: valid in the list head only */
+} Arg;
+
+enum { MAX_SHAPE_DIMS = 4 };
+
+struct Expr {
+  ExprKind kind;
+  Loc loc;
+  int64_t ival;                /* EX_INT, EX_BOOL */
+  int64_t dims[MAX_SHAPE_DIMS]; /* EX_SHAPE */
+  int ndims;
+  const char *name;            /* EX_NAME, EX_CALL callee, EX_ATTR field */
+  int op;                      /* EX_UNARY/EX_BINARY: an Operator */
+  Expr *lhs, *rhs;             /* operands; EX_ATTR base in lhs */
+  Arg *args;                   /* EX_CALL */
+  int depth;                   /* nesting depth, bounded by MAX_NESTING */
+};
+
+typedef enum {
+  OPR_NEG, OPR_NOT, OPR_ADD, OPR_SUB, OPR_MUL, OPR_DIV, OPR_MOD,
+  OPR_EQ, OPR_NE, OPR_LT, OPR_LE, OPR_GT, OPR_GE, OPR_AND, OPR_OR,
+} Operator;
+
+typedef enum {
+  ST_ASSIGN, /* name = expr */
+  ST_SHARED, /* shared name = block(args) */
+  ST_RETURN, /* return expr */
+  ST_REPEAT, /* repeat expr { body } */
+  ST_IF,     /* if expr { body } else { else_body } */
+} StmtKind;
+
+struct Stmt {
+  StmtKind kind;
+  Loc loc;
+  const char *name;
+  Expr *value;
+  Stmt *body, *else_body;
+  Stmt *next, *tail; /* tail: valid in the list head only */
+};
+
+typedef struct Param {
+  const char *name;
+  Expr *def; /* default value, or NULL */
+  Loc loc;
+  struct Param *next, *tail; /* tail: valid in the list head only */
+} Param;
+
+typedef enum { DECL_IMPORT, DECL_BLOCK, DECL_NETWORK } DeclKind;
+
+typedef struct Decl {
+  DeclKind kind;
+  Loc loc;
+  const char *name; /* block/network name, or the import path */
+  Param *params;
+  Stmt *body;
+  struct Decl *next, *tail; /* tail: valid in the list head only */
+} Decl;
+
+Expr *new_expr(Pool *p, ExprKind kind, Loc loc);
+Expr *new_binary(Pool *p, int op, Expr *l, Expr *r, Loc loc);
+Expr *chain_call(Pool *p, Expr *lhs, Expr *call); /* lhs -> call */
+Arg *append_arg(Arg *list, Arg *a);
+Stmt *append_stmt(Stmt *list, Stmt *s);
+Param *append_param(Param *list, Param *prm);
+Decl *append_decl(Decl *list, Decl *d);
+const char *operator_text(int op);
+void dump_ast(FILE *out, Diag *d, Decl *decls);
+
+/* parse.y: parses diag file `file`; returns its declarations. Errors go to
+ * the Diag; recovery happens at statement boundaries. */
+Decl *parse_file(Diag *d, Pool *pool, int file);
+
+/* ---- ops.c: the table of operations ------------------------------------ */
+
+/* X(ENUM, name, tensor inputs, parameter spec, summary)
+ * A parameter spec lists named parameters in positional order. `name` is a
+ * required int, `name=3` has a default, `name=true` is a bool, `name=other`
+ * defaults to another parameter's value. Adding an op means one line here,
+ * a shape rule in ops.c, and (later) its runtime and backward rule. */
+#define OP_LIST(X)                                                            \
+  X(CONV, "conv", 1, "out k stride=1 pad=0 bias=true", "2-D convolution")     \
+  X(BATCHNORM, "batchnorm", 1, "", "batch normalization, per channel")        \
+  X(RELU, "relu", 1, "", "max(x, 0)")                                         \
+  X(ADD, "add", 2, "", "elementwise sum of two equal shapes")                 \
+  X(MAXPOOL, "maxpool", 1, "k stride=k pad=0", "max pooling")                 \
+  X(AVGPOOL, "avgpool", 1, "k stride=k pad=0",                                \
+    "average pooling (padding counted)")                                      \
+  X(GLOBAL_AVGPOOL, "global_avgpool", 1, "", "mean over height and width")    \
+  X(DENSE, "dense", 1, "out bias=true", "fully connected layer")              \
+  X(FLATTEN, "flatten", 1, "", "C x H x W -> (C*H*W) x 1 x 1")                \
+  X(SOFTMAX_XENT, "softmax_cross_entropy", 1, "",                             \
+    "softmax cross-entropy loss, mean over the batch")
+
+typedef enum {
+#define X(e, n, ni, spec, doc) OP_##e,
+  OP_LIST(X)
+#undef X
+  OP_COUNT
+} OpKind;
+
+enum { MAX_OP_PARAMS = 6, MAX_WEIGHTS_PER_NODE = 2 };
+
+typedef struct {
+  const char *name;
+  bool is_bool;
+  bool required;
+  int64_t def;       /* default value when !required and def_from < 0 */
+  int def_from;      /* index of the parameter whose value is the default */
+} OpParam;
+
+typedef struct {
+  const char *name;
+  int ninputs;
+  const char *doc;
+  OpParam params[MAX_OP_PARAMS];
+  int nparams;
+} OpInfo;
+
+/* Attribute indices, in spec order. */
+enum { CONV_OUT, CONV_K, CONV_STRIDE, CONV_PAD, CONV_BIAS };
+enum { POOL_K, POOL_STRIDE, POOL_PAD };
+enum { DENSE_OUT, DENSE_BIAS };
+
+typedef struct Shape Shape;
+
+typedef struct {
+  const char *suffix; /* "weight", "bias" */
+  int64_t dims[4];    /* PyTorch order */
+  int ndims;
+} WeightShape;
+
+const OpInfo *op_info(OpKind k);
+int op_lookup(const char *name); /* OpKind, or -1 */
+const char *const *op_names(void); /* OP_COUNT names, for suggestions */
+/* Output shape of op `k` for inputs `in` and attributes `a`; false with a
+ * message in *why when the inputs do not fit. */
+bool op_infer(OpKind k, const Shape *in, const int64_t *a, Shape *out,
+              Pool *p, const char **why);
+/* The weights op `k` creates for input `in`: their number, shapes in `w`. */
+int op_weights(OpKind k, const Shape *in, const int64_t *a,
+               WeightShape w[MAX_WEIGHTS_PER_NODE]);
+double op_flops(OpKind k, const Shape *in, const Shape *out,
+                const int64_t *a);
+
+/* ---- graph.c: the graph IR --------------------------------------------- */
+
+struct Shape {
+  int64_t c, h, w; /* per image; the batch is a compile-time constant */
+};
+
+typedef struct {
+  Shape shape;
+  int producer;     /* node id, or -1 for the network input */
+  Loc loc;          /* where the value was defined */
+  const char *name; /* the .net variable it was first bound to, or NULL */
+} Tensor;
+
+
+typedef struct {
+  const char *name;  /* stage2.bottleneck1.conv1.weight */
+  int64_t dims[4];   /* PyTorch order: (C_out, C_in, K, K), (C), (out, in) */
+  int ndims;
+  int64_t count;
+  int first_node;    /* the node that created it */
+  int uses;          /* nodes that read it (> 1 when shared) */
+} Weight;
+
+typedef struct {
+  OpKind op;
+  int in[2];
+  int nin;
+  int out;                          /* tensor id */
+  int64_t attr[MAX_OP_PARAMS];      /* bound op parameters, spec order */
+  int weight[MAX_WEIGHTS_PER_NODE]; /* weight ids, -1 if none */
+  Loc loc;
+  const char *path;                 /* hierarchical layer name */
+} Node;
+
+typedef struct {
+  Node *nodes;
+  int nnodes, cap_nodes;
+  Tensor *tensors;
+  int ntensors, cap_tensors;
+  Weight *weights;
+  int nweights, cap_weights;
+  const char *name; /* network name */
+  int input;        /* tensor id of the image input */
+  int loss;         /* tensor id of the loss */
+  int64_t classes;
+  Pool *pool;
+} Graph;
+
+int graph_add_tensor(Graph *g, Shape s, int producer, Loc loc);
+int graph_add_node(Graph *g, const Node *n);
+int graph_add_weight(Graph *g, const char *name, const int64_t *dims,
+                     int ndims, int node);
+int64_t shape_elems(Shape s);
+const char *shape_str(Pool *p, Shape s);
+int64_t node_param_count(const Graph *g, int node); /* weights it creates */
+double node_flops(const Graph *g, int node); /* forward FLOPs per image */
+int64_t graph_param_count(const Graph *g);
+/* Checks the invariants; reports violations to stderr; returns their count. */
+int graph_verify(const Graph *g, FILE *err);
+
+/* ---- infer.c: elaboration and shape inference -------------------------- */
+
+/* Expands blocks and repeats of the network in `decls` (with imports
+ * resolved), checks every value, and fills `g`. Returns false on errors. */
+bool infer_network(Diag *d, Decl *decls, Graph *g);
+
+/* ---- load.c: parse a file with its imports ----------------------------- */
+
+/* Parses `path` and, transitively, every file it imports. Returns all
+ * declarations (imports first), or NULL with errors in `d`. */
+Decl *load_program(Diag *d, Pool *pool, const char *path);
+
+/* ---- report.c: what `netc check` and `netc dump shapes` print ---------- */
+
+void print_summary(FILE *out, const Graph *g);
+void dump_shapes(FILE *out, Diag *d, const Graph *g);
+
+/* ---- driver.c: the whole front end behind one call --------------------- */
+
+/* Loads, parses and checks `path` into `g`. Returns 0 on success, 1 when the
+ * input has errors (reported to d->out). */
+int compile_front(Diag *d, Pool *pool, const char *path, Graph *g,
+                  Decl **decls_out);
+
+#endif

@@ -1,0 +1,104 @@
+/* report.c: what `netc check` prints (a per-layer summary with totals) and
+ * `netc dump shapes` (every op with its inputs, attributes and output
+ * shape, then every weight). Both are stable text for golden tests. */
+#include <string.h>
+
+#include "netc.h"
+
+/* Parameters a node creates (0 for a replay of a shared block). */
+static int64_t node_params(const Graph *g, int i) {
+  int64_t n = 0;
+  for (int j = 0; j < MAX_WEIGHTS_PER_NODE; j++) {
+    int w = g->nodes[i].weight[j];
+    if (w >= 0 && g->weights[w].first_node == i)
+      n += g->weights[w].count;
+  }
+  return n;
+}
+
+static bool node_shares(const Graph *g, int i) {
+  int w = g->nodes[i].weight[0];
+  return w >= 0 && g->weights[w].first_node != i;
+}
+
+static double node_mflops(const Graph *g, int i) {
+  const Node *n = &g->nodes[i];
+  Shape in[2];
+  for (int j = 0; j < n->nin; j++)
+    in[j] = g->tensors[n->in[j]].shape;
+  return op_flops(n->op, in, &g->tensors[n->out].shape, n->attr) / 1e6;
+}
+
+void print_summary(FILE *out, const Graph *g) {
+  int width = 5;
+  for (int i = 0; i < g->nnodes; i++)
+    if ((int)strlen(g->nodes[i].path) > width)
+      width = (int)strlen(g->nodes[i].path);
+  Pool p = {0};
+  fprintf(out, "%-*s  %-21s  %-12s  %10s  %9s\n", width, "layer", "op",
+          "output", "params", "MFLOPs");
+  double total = 0;
+  for (int i = 0; i < g->nnodes; i++) {
+    const Node *n = &g->nodes[i];
+    double mf = node_mflops(g, i);
+    total += mf;
+    char params[32];
+    if (node_shares(g, i))
+      snprintf(params, sizeof params, "shared");
+    else
+      snprintf(params, sizeof params, "%lld", (long long)node_params(g, i));
+    fprintf(out, "%-*s  %-21s  %-12s  %10s  %9.2f\n", width, n->path,
+            op_info(n->op)->name, shape_str(&p, g->tensors[n->out].shape),
+            params, mf);
+  }
+  fprintf(out, "network=%s input=%s classes=%lld layers=%d params=%lld "
+               "weights=%d mflops=%.2f\n",
+          g->name, shape_str(&p, g->tensors[g->input].shape),
+          (long long)g->classes, g->nnodes, (long long)graph_param_count(g),
+          g->nweights, total);
+  pool_free(&p);
+}
+
+static void print_attrs(FILE *out, const Node *n) {
+  const OpInfo *op = op_info(n->op);
+  for (int i = 0; i < op->nparams; i++) {
+    if (op->params[i].is_bool)
+      fprintf(out, " %s=%s", op->params[i].name,
+              n->attr[i] ? "true" : "false");
+    else
+      fprintf(out, " %s=%lld", op->params[i].name, (long long)n->attr[i]);
+  }
+}
+
+void dump_shapes(FILE *out, Diag *d, const Graph *g) {
+  Pool p = {0};
+  const Tensor *in = &g->tensors[g->input];
+  fprintf(out, "t%d = input : %s  # %s\n", g->input,
+          shape_str(&p, in->shape), loc_str(d, in->loc));
+  for (int i = 0; i < g->nnodes; i++) {
+    const Node *n = &g->nodes[i];
+    fprintf(out, "t%d = %s(", n->out, op_info(n->op)->name);
+    for (int j = 0; j < n->nin; j++)
+      fprintf(out, "%st%d", j ? ", " : "", n->in[j]);
+    fputc(')', out);
+    print_attrs(out, n);
+    for (int j = 0; j < MAX_WEIGHTS_PER_NODE; j++)
+      if (n->weight[j] >= 0)
+        fprintf(out, " w%d", n->weight[j]);
+    fprintf(out, " : %s  # %s %s\n", shape_str(&p, g->tensors[n->out].shape),
+            n->path, loc_str(d, n->loc));
+  }
+  for (int i = 0; i < g->nweights; i++) {
+    const Weight *w = &g->weights[i];
+    fprintf(out, "w%d %s", i, w->name);
+    for (int j = 0; j < w->ndims; j++)
+      fprintf(out, "%s%lld", j ? "x" : " ", (long long)w->dims[j]);
+    fprintf(out, " = %lld", (long long)w->count);
+    if (w->uses > 1)
+      fprintf(out, " (shared by %d ops)", w->uses);
+    fputc('\n', out);
+  }
+  fprintf(out, "loss t%d params=%lld\n", g->loss,
+          (long long)graph_param_count(g));
+  pool_free(&p);
+}

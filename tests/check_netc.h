@@ -1,0 +1,47 @@
+/* check_netc.h: the suites of the test runner and the helpers they share.
+ * One check_<module>.c per compiler module; check_main.c runs them all. */
+#ifndef CHECK_NETC_H
+#define CHECK_NETC_H
+
+#include <check.h>
+
+#include "netc.h"
+
+Suite *suite_pool(void);
+Suite *suite_diag(void);
+Suite *suite_parse(void);
+Suite *suite_ops(void);
+Suite *suite_infer(void);
+Suite *suite_graph(void);
+Suite *suite_errors(void);
+Suite *suite_cli(void);
+
+/* One compilation of a source text (written to a temporary file `name`,
+ * so imports and messages work as for real files). */
+typedef struct {
+  Pool pool;
+  Diag diag;
+  Graph graph;
+  Decl *decls;
+  int rc;          /* compile_front's result: 0 ok, 1 errors */
+  char *messages;  /* everything reported, NUL-terminated */
+} Compiled;
+
+void compile_text(Compiled *c, const char *name, const char *src);
+void compile_path(Compiled *c, const char *path);
+void compiled_free(Compiled *c);
+/* Writes `src` to a file `name` in the test's temporary directory; returns
+ * its path (static storage until the next call). */
+const char *write_temp(const char *name, const char *src, size_t len);
+/* Runs a shell command; returns its output (stdout and stderr, malloc'ed)
+ * and stores its exit status (or 128 + signal) in *status. */
+char *run_command(const char *cmd, int *status);
+/* The netc binary under test ($NETC, default build/netc). */
+const char *netc_path(void);
+/* Reads a whole file (malloc'ed, NUL-terminated) or NULL. */
+char *read_file(const char *path, size_t *len);
+/* The first index of a weight called `name`, or -1. */
+int find_weight(const Graph *g, const char *name);
+int find_node(const Graph *g, const char *path);
+
+#endif
