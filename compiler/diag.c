@@ -71,12 +71,15 @@ int diag_load(Diag *d, const char *path, Loc from) {
 const char *loc_str(Diag *d, Loc loc) {
   if (loc.file < 0 || loc.file >= d->nfiles)
     return "netc";
+  if (loc.line < 1) /* the file as a whole */
+    return d->files[loc.file].path;
   return pool_printf(d->pool, "%s:%d:%d", d->files[loc.file].path, loc.line,
                      loc.col);
 }
 
 /* Prints the source line of `loc` and a caret under its column. Very long
- * lines are shown as a window around the column; control bytes as '?'. */
+ * lines are shown as a window around the column; control bytes and
+ * non-ASCII bytes as '?', so the caret stays aligned on any terminal. */
 static void show_line(Diag *d, Loc loc) {
   if (loc.file < 0 || loc.file >= d->nfiles || loc.line < 1)
     return;
@@ -96,7 +99,7 @@ static void show_line(Diag *d, Loc loc) {
   fputs(from > 0 ? " ..." : " ", d->out);
   for (long i = from; i < to; i++) {
     unsigned char c = (unsigned char)p[i];
-    fputc(c == '\t' || (c >= 32 && c < 127) || c >= 128 ? c : '?', d->out);
+    fputc(c == '\t' || (c >= 32 && c < 127) ? c : '?', d->out);
   }
   fputs(to < len ? "...\n" : "\n", d->out);
   fputs(from > 0 ? "    " : " ", d->out);
@@ -113,22 +116,52 @@ static void report(Diag *d, Loc loc, const char *kind, const char *fmt,
   show_line(d, loc);
 }
 
-void diag_error(Diag *d, Loc loc, const char *fmt, ...) {
+struct Seen {
+  Loc loc;
+  const char *msg;
+  struct Seen *next;
+};
+
+bool diag_verror(Diag *d, Loc loc, const char *fmt, va_list ap) {
   if (d->stop)
-    return;
-  va_list ap;
-  va_start(ap, fmt);
-  report(d, loc, "error", fmt, ap);
-  va_end(ap);
+    return false;
+  va_list ap2;
+  va_copy(ap2, ap);
+  int n = vsnprintf(NULL, 0, fmt, ap2);
+  va_end(ap2);
+  char *msg = pool_alloc(d->pool, (size_t)n + 1);
+  vsnprintf(msg, (size_t)n + 1, fmt, ap);
+  for (struct Seen *s = d->seen; s; s = s->next)
+    if (s->loc.file == loc.file && s->loc.line == loc.line &&
+        s->loc.col == loc.col && !strcmp(s->msg, msg)) {
+      d->muted = true;
+      return false;
+    }
+  struct Seen *s = pool_alloc(d->pool, sizeof *s);
+  *s = (struct Seen){loc, msg, d->seen};
+  d->seen = s;
+  d->muted = false;
+  fprintf(d->out, "%s: error: %s\n", loc_str(d, loc), msg);
+  show_line(d, loc);
   if (++d->errors >= MAX_ERRORS) {
     fprintf(d->out, "netc: too many errors (%d), stopping\n", d->errors);
     d->stop = true;
   }
+  return true;
+}
+
+bool diag_error(Diag *d, Loc loc, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  bool shown = diag_verror(d, loc, fmt, ap);
+  va_end(ap);
+  return shown;
 }
 
 void diag_warning(Diag *d, Loc loc, const char *fmt, ...) {
   if (d->stop)
     return;
+  d->muted = false;
   va_list ap;
   va_start(ap, fmt);
   report(d, loc, "warning", fmt, ap);
@@ -139,7 +172,7 @@ void diag_warning(Diag *d, Loc loc, const char *fmt, ...) {
 /* A note belongs to the error just reported: suppressed once stopped. Notes
  * are short, so they show no source line unless it adds a place. */
 void diag_note(Diag *d, Loc loc, const char *fmt, ...) {
-  if (d->stop)
+  if (d->stop || d->muted)
     return;
   va_list ap;
   va_start(ap, fmt);

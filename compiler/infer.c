@@ -61,11 +61,14 @@ struct Instance {
   Value *bound_vals;
   const char *path;
   Loc loc;
+  Loc first_call; /* where it was first applied */
   int napply;
   int *weights;
   int nweights, cap;
   int cursor;
 };
+
+enum { MAX_TRACE = 4 };
 
 typedef struct {
   Diag *d;
@@ -75,9 +78,57 @@ typedef struct {
   Instance *inst[MAX_NESTING + 1];
   int ninst;
   int depth;
+  int64_t steps;                 /* evaluation work so far, < MAX_STEPS */
+  Loc calls[MAX_NESTING + 1];    /* the block calls being expanded */
+  const char *callee[MAX_NESTING + 1];
+  Loc trace[MAX_TRACE];          /* call notes owed to the last error */
+  const char *trace_callee[MAX_TRACE];
+  int ntrace, trace_more;
 } Ctx;
 
+/* An error inside a block is followed, after its own notes, by the calls
+ * that led there ("in block 'basic' called here"). The trace is taken when
+ * the error is reported and printed at the next diagnostic or at the end. */
+static void flush_trace(Ctx *c) {
+  for (int i = 0; i < c->ntrace; i++)
+    diag_note(c->d, c->trace[i], "in block '%s', called here",
+              c->trace_callee[i]);
+  if (c->trace_more)
+    diag_note(c->d, c->trace[c->ntrace - 1], "(and %d calls further out)",
+              c->trace_more);
+  c->ntrace = c->trace_more = 0;
+}
+
+__attribute__((format(printf, 3, 4)))
+static void ierror(Ctx *c, Loc loc, const char *fmt, ...) {
+  flush_trace(c);
+  va_list ap;
+  va_start(ap, fmt);
+  bool shown = diag_verror(c->d, loc, fmt, ap);
+  va_end(ap);
+  if (!shown)
+    return;
+  for (int i = c->depth - 1; i >= 0; i--) {
+    if (c->ntrace == MAX_TRACE) {
+      c->trace_more = i + 1;
+      break;
+    }
+    c->trace[c->ntrace] = c->calls[i];
+    c->trace_callee[c->ntrace++] = c->callee[i];
+  }
+}
+
 static const Value none = {.kind = V_NONE};
+
+static bool return_error(Ctx *c, Loc loc, const char *name) {
+  flush_trace(c);
+  return diag_error(c->d, loc, "block '%s' ends without 'return'", name);
+}
+
+
+/* Evaluation work (expressions, statements) of one network: bounds nested
+ * repeats and exponential recursion that create few ops but take forever. */
+#define MAX_STEPS 2000000
 
 static const char *kind_name(ValKind k) {
   static const char *const n[] = {"an erroneous value", "an integer",
@@ -142,7 +193,7 @@ static const char *suggest(Ctx *c, Scope *s, const char *name, bool calls) {
   if (calls)
     for (int i = 0; i < OP_COUNT; i++)
       cands[n++] = op_names()[i];
-  for (const Decl *x = c->decls; x && calls; x = x->next)
+  for (const Decl *x = c->decls; x; x = x->next)
     if (x->kind == DECL_BLOCK) {
       cands = pool_grow(c->pool, cands, sizeof(char *), n, &cap);
       cands[n++] = x->name;
@@ -166,7 +217,7 @@ static bool want(Ctx *c, Value v, ValKind k, Loc loc, const char *what) {
   if (v.kind == k)
     return true;
   if (v.kind != V_NONE)
-    diag_error(c->d, loc, "%s must be %s, not %s", what, kind_name(k),
+    ierror(c, loc, "%s must be %s, not %s", what, kind_name(k),
                kind_name(v.kind));
   return false;
 }
@@ -185,7 +236,7 @@ static Value attr(Ctx *c, Scope *s, const Expr *e) {
     return int_value(sh.h);
   if (!strcmp(e->name, "w"))
     return int_value(sh.w);
-  diag_error(c->d, e->loc, "a tensor has no field '%s' (its fields are c, h "
+  ierror(c, e->loc, "a tensor has no field '%s' (its fields are c, h "
                            "and w)", e->name);
   return none;
 }
@@ -200,7 +251,7 @@ static Value arith(Ctx *c, const Expr *e, int64_t a, int64_t b) {
   case OPR_DIV:
   case OPR_MOD:
     if (b == 0) {
-      diag_error(c->d, e->loc, "division by zero");
+      ierror(c, e->loc, "division by zero");
       return none;
     }
     over = a == INT64_MIN && b == -1;
@@ -213,7 +264,7 @@ static Value arith(Ctx *c, const Expr *e, int64_t a, int64_t b) {
   case OPR_GE: return bool_value(a >= b);
   }
   if (over) {
-    diag_error(c->d, e->loc, "integer overflow in '%s'",
+    ierror(c, e->loc, "integer overflow in '%s'",
                operator_text(e->op));
     return none;
   }
@@ -236,7 +287,7 @@ static Value binary(Ctx *c, Scope *s, const Expr *e) {
     return none;
   if (e->op == OPR_EQ || e->op == OPR_NE) {
     if (a.kind != b.kind || (a.kind != V_INT && a.kind != V_BOOL)) {
-      diag_error(c->d, e->loc, "'%s' compares integers or booleans, not %s "
+      ierror(c, e->loc, "'%s' compares integers or booleans, not %s "
                                "and %s", operator_text(e->op),
                  kind_name(a.kind), kind_name(b.kind));
       return none;
@@ -244,7 +295,7 @@ static Value binary(Ctx *c, Scope *s, const Expr *e) {
     return bool_value((a.i == b.i) == (e->op == OPR_EQ));
   }
   if (a.kind != V_INT || b.kind != V_INT) {
-    diag_error(c->d, e->loc, "'%s' needs integers, not %s and %s",
+    ierror(c, e->loc, "'%s' needs integers, not %s and %s",
                operator_text(e->op), kind_name(a.kind), kind_name(b.kind));
     if (e->op == OPR_ADD && a.kind == V_TENSOR && b.kind == V_TENSOR)
       diag_note(c->d, e->loc, "to add two tensors, write add(a, b)");
@@ -261,7 +312,7 @@ static Value unary(Ctx *c, Scope *s, const Expr *e) {
   if (!want(c, a, V_INT, e->lhs->loc, "the operand of '-'"))
     return none;
   if (a.i == INT64_MIN) {
-    diag_error(c->d, e->loc, "integer overflow in '-'");
+    ierror(c, e->loc, "integer overflow in '-'");
     return none;
   }
   return int_value(-a.i);
@@ -269,7 +320,20 @@ static Value unary(Ctx *c, Scope *s, const Expr *e) {
 
 static Value call(Ctx *c, Scope *s, const Expr *e);
 
+static bool over_budget(Ctx *c, Loc loc) {
+  if (++c->steps < MAX_STEPS)
+    return false;
+  if (!c->d->stop) {
+    ierror(c, loc, "the network takes more than %d evaluation steps (a "
+                   "deep repeat or a recursive block?)", MAX_STEPS);
+    c->d->stop = true;
+  }
+  return true;
+}
+
 static Value eval(Ctx *c, Scope *s, const Expr *e) {
+  if (over_budget(c, e->loc))
+    return none;
   switch (e->kind) {
   case EX_INT:
     return int_value(e->ival);
@@ -287,10 +351,10 @@ static Value eval(Ctx *c, Scope *s, const Expr *e) {
     const Decl *blk = find_block(c, e->name);
     if (blk) /* a block as a value: stage(x, bottleneck, 64) */
       return (Value){.kind = V_BLOCK, .block = blk};
-    diag_error(c->d, e->loc, "unknown name '%s'", e->name);
+    ierror(c, e->loc, "unknown name '%s'", e->name);
     if (op_lookup(e->name) >= 0)
-      diag_note(c->d, e->loc, "'%s' is an op or a block: call it, as in "
-                              "%s(x), or chain it, as in x -> %s",
+      diag_note(c->d, e->loc, "'%s' is an op: call it, as in %s(x), or "
+                              "chain it, as in x -> %s",
                 e->name, e->name, e->name);
     else
       hint(c, e->loc, suggest(c, s, e->name, false));
@@ -314,7 +378,7 @@ typedef struct {
   const char *name; /* NULL if positional */
   Value v;
   Loc loc;
-  bool used;
+  const Expr *expr; /* NULL for a shared block's bound argument */
 } ArgVal;
 
 static int eval_args(Ctx *c, Scope *s, const Arg *a, ArgVal **out) {
@@ -325,7 +389,7 @@ static int eval_args(Ctx *c, Scope *s, const Arg *a, ArgVal **out) {
   int i = 0;
   for (const Arg *x = a; x; x = x->next, i++)
     v[i] = (ArgVal){.name = x->name, .v = eval(c, s, x->value),
-                    .loc = x->loc};
+                    .loc = x->loc, .expr = x->value};
   *out = v;
   return n;
 }
@@ -342,11 +406,11 @@ static bool match_args(Ctx *c, const char *callee, Loc at, ArgVal *args,
   for (int i = 0; i < n; i++) {
     if (!args[i].name) {
       if (named) {
-        diag_error(c->d, args[i].loc, "positional argument after a named "
+        ierror(c, args[i].loc, "positional argument after a named "
                                       "one in the call to '%s'", callee);
         ok = false;
       } else if (pos >= np) {
-        diag_error(c->d, args[i].loc, "too many arguments to '%s' (it takes "
+        ierror(c, args[i].loc, "too many arguments to '%s' (it takes "
                                       "%d)", callee, np);
         ok = false;
         break;
@@ -361,13 +425,19 @@ static bool match_args(Ctx *c, const char *callee, Loc at, ArgVal *args,
       if (!strcmp(names[j], args[i].name))
         p = j;
     if (p < 0) {
-      diag_error(c->d, args[i].loc, "'%s' has no parameter '%s'", callee,
+      ierror(c, args[i].loc, "'%s' has no parameter '%s'", callee,
                  args[i].name);
       hint(c, args[i].loc, nearest_name(args[i].name, names, np));
       ok = false;
     } else if (slot[p] >= 0) {
-      diag_error(c->d, args[i].loc, "parameter '%s' of '%s' is given twice",
-                 args[i].name, callee);
+      /* A shared block's bound arguments come last: then the call is at
+       * fault, and the binding is the other place. */
+      bool bound = !args[i].expr;
+      ierror(c, bound ? args[slot[p]].loc : args[i].loc,
+             "parameter '%s' of '%s' is given twice", args[i].name, callee);
+      diag_note(c->d, bound ? args[i].loc : args[slot[p]].loc,
+                bound ? "already bound by the shared declaration here"
+                      : "first given here");
       ok = false;
     } else {
       slot[p] = i;
@@ -398,6 +468,13 @@ static const char *signature(Ctx *c, const OpInfo *op) {
   return pool_printf(c->pool, "%s(%s)", op->name, sig);
 }
 
+static const char *dims_str(Ctx *c, const int64_t *d, int n) {
+  const char *s = "";
+  for (int i = 0; i < n; i++)
+    s = pool_printf(c->pool, "%s%s%lld", s, i ? "x" : "", (long long)d[i]);
+  return s;
+}
+
 /* Weight `ws` for the current node: fresh, or the next one of the innermost
  * shared instance that is replaying. An instance nested in another one that
  * is replaying takes its weights from the outer one, so sharing composes. */
@@ -408,18 +485,22 @@ static int take_weight(Ctx *c, int level, const WeightShape *ws,
   Instance *in = c->inst[level];
   if (in->napply > 1) {
     if (in->cursor >= in->nweights) {
-      diag_error(c->d, at, "shared block '%s' creates more weights on this "
-                           "application than on its first", in->path);
+      ierror(c, at, "this application of shared block '%s' creates more "
+                    "weights than its first", in->path);
+      diag_note(c->d, in->first_call, "the first application of '%s'",
+                in->path);
       return -1;
     }
     int id = in->weights[in->cursor++];
     Weight *w = &c->g->weights[id];
     if (w->ndims != ws->ndims ||
         memcmp(w->dims, ws->dims, sizeof(int64_t) * (size_t)ws->ndims)) {
-      diag_error(c->d, at, "shared block '%s' needs weight '%s' with another "
-                           "shape here than on its first application",
-                 in->path, w->name);
-      diag_note(c->d, c->g->nodes[w->first_node].loc, "first created here");
+      ierror(c, at, "this application of shared block '%s' makes weight "
+                    "'%s' %s, but its first application made it %s",
+             in->path, w->name, dims_str(c, ws->dims, ws->ndims),
+             dims_str(c, w->dims, w->ndims));
+      diag_note(c->d, in->first_call, "the first application of '%s'",
+                in->path);
       return -1;
     }
     return id;
@@ -431,15 +512,20 @@ static int take_weight(Ctx *c, int level, const WeightShape *ws,
   return id;
 }
 
-/* Reports a failed shape rule, with a note on where each input came from. */
+/* Reports a failed shape rule, with a note on where each input came from,
+ * named as the call names it (`x` inside a block, not the caller's name). */
 static void shape_error(Ctx *c, const Expr *e, const char *why,
-                        const int *in, int nin) {
-  diag_error(c->d, e->loc, "%s", why);
+                        const int *in, const ArgVal *args, const int *slot,
+                        int nin) {
+  ierror(c, e->loc, "%s", why);
   for (int j = 0; j < nin; j++) {
     const Tensor *t = &c->g->tensors[in[j]];
-    diag_note(c->d, t->loc, "%s%s%s is %s, defined here",
-              t->name ? "'" : "", t->name ? t->name : "this operand",
-              t->name ? "'" : "", shape_str(c->pool, t->shape));
+    const Expr *x = args[slot[j]].expr;
+    const char *name = x && x->kind == EX_NAME
+                           ? pool_printf(c->pool, "'%s'", x->name)
+                           : pool_printf(c->pool, "operand %d", j + 1);
+    diag_note(c->d, t->loc, "%s is %s, defined here", name,
+              shape_str(c->pool, t->shape));
   }
 }
 
@@ -451,7 +537,7 @@ static bool op_attrs(Ctx *c, const OpInfo *op, const Expr *e, ArgVal *args,
     int a = slot[op->ninputs + i];
     if (a < 0) {
       if (p->required) {
-        diag_error(c->d, e->loc, "missing argument '%s' in the call to '%s'",
+        ierror(c, e->loc, "missing argument '%s' in the call to '%s'",
                    p->name, op->name);
         diag_note(c->d, e->loc, "'%s' is called as %s", op->name,
                   signature(c, op));
@@ -467,14 +553,44 @@ static bool op_attrs(Ctx *c, const OpInfo *op, const Expr *e, ArgVal *args,
       ok = false;
       continue;
     }
-    if (!p->is_bool && (v.i < 0 || v.i > MAX_DIM)) {
-      diag_error(c->d, args[a].loc, "%s is %lld, outside 0..%d", what,
-                 (long long)v.i, MAX_DIM);
+    /* Sizes are at least 1; only parameters that default to 0 (pad) may
+     * be 0. */
+    int64_t min = !p->required && p->def_from < 0 && p->def == 0 ? 0 : 1;
+    if (!p->is_bool && (v.i < min || v.i > MAX_DIM)) {
+      ierror(c, args[a].loc, "%s is %lld; it must be in %lld..%d", what,
+             (long long)v.i, (long long)min, MAX_DIM);
       ok = false;
     }
     attr[i] = v.i;
   }
   return ok;
+}
+
+/* Element counts (of the output and of each weight) must stay below
+ * MAX_ELEMS, so no later byte-size arithmetic can overflow. */
+static bool fits(Ctx *c, const Expr *e, Shape out, const Shape *in,
+                 const int64_t *attr, OpKind k) {
+  int64_t n;
+  if (__builtin_mul_overflow(out.c, out.h, &n) ||
+      __builtin_mul_overflow(n, out.w, &n) || n > MAX_ELEMS) {
+    ierror(c, e->loc, "the output of '%s' (%lldx%lldx%lld) has more "
+                             "than 2^31 elements per image",
+               op_info(k)->name, (long long)out.c, (long long)out.h,
+               (long long)out.w);
+    return false;
+  }
+  WeightShape ws[MAX_WEIGHTS_PER_NODE];
+  int nw = op_weights(k, in, attr, ws);
+  for (int j = 0; j < nw; j++) {
+    n = 1;
+    for (int i = 0; i < ws[j].ndims; i++)
+      if (__builtin_mul_overflow(n, ws[j].dims[i], &n) || n > MAX_ELEMS) {
+        ierror(c, e->loc, "the %s of '%s' has more than 2^31 "
+                                 "elements", ws[j].suffix, op_info(k)->name);
+        return false;
+      }
+  }
+  return true;
 }
 
 static Value apply_op(Ctx *c, Scope *s, OpKind k, const Expr *e) {
@@ -496,7 +612,7 @@ static Value apply_op(Ctx *c, Scope *s, OpKind k, const Expr *e) {
   bool ok = true;
   for (int j = 0; j < op->ninputs; j++) {
     if (slot[j] < 0) {
-      diag_error(c->d, e->loc, "'%s' needs %d tensor input%s", op->name,
+      ierror(c, e->loc, "'%s' needs %d tensor input%s", op->name,
                  op->ninputs, op->ninputs > 1 ? "s" : "");
       diag_note(c->d, e->loc, "'%s' is called as %s", op->name,
                 signature(c, op));
@@ -511,16 +627,18 @@ static Value apply_op(Ctx *c, Scope *s, OpKind k, const Expr *e) {
       in[j] = c->g->tensors[v.tensor].shape;
     }
   }
-  if (!op_attrs(c, op, e, args, slot, node.attr) || !ok)
+  if (!ok || !op_attrs(c, op, e, args, slot, node.attr))
     return none;
   Shape out;
   const char *why = NULL;
   if (!op_infer(k, in, node.attr, &out, c->pool, &why)) {
-    shape_error(c, e, why, node.in, op->ninputs);
+    shape_error(c, e, why, node.in, args, slot, op->ninputs);
     return none;
   }
+  if (!fits(c, e, out, in, node.attr, k))
+    return none;
   if (c->g->nnodes >= MAX_NODES) {
-    diag_error(c->d, e->loc, "the network has more than %d ops", MAX_NODES);
+    ierror(c, e->loc, "the network has more than %d ops", MAX_NODES);
     c->d->stop = true;
     return none;
   }
@@ -567,7 +685,7 @@ static bool bind_params(Ctx *c, Scope *inner, const Decl *blk, const Expr *e,
     } else if (p->def) {
       v = eval(c, inner, p->def);
     } else {
-      diag_error(c->d, e->loc, "missing argument '%s' in the call to block "
+      ierror(c, e->loc, "missing argument '%s' in the call to block "
                                "'%s'", p->name, blk->name);
       diag_note(c->d, p->loc, "'%s' is a parameter of '%s', declared here",
                 p->name, blk->name);
@@ -582,7 +700,7 @@ static bool bind_params(Ctx *c, Scope *inner, const Decl *blk, const Expr *e,
 static Value apply_block(Ctx *c, Scope *s, const Decl *blk, const Expr *e,
                          Instance *inst) {
   if (c->depth >= MAX_NESTING) {
-    diag_error(c->d, e->loc, "block calls nested deeper than %d (does '%s' "
+    ierror(c, e->loc, "block calls nested deeper than %d (does '%s' "
                              "call itself?)", MAX_NESTING, blk->name);
     c->d->stop = true;
     return none;
@@ -604,7 +722,8 @@ static Value apply_block(Ctx *c, Scope *s, const Decl *blk, const Expr *e,
   }
   Scope inner = {0};
   if (inst) {
-    inst->napply++;
+    if (++inst->napply == 1)
+      inst->first_call = e->loc;
     inst->cursor = 0;
     inner.path = inst->napply == 1
                      ? inst->path
@@ -617,20 +736,23 @@ static Value apply_block(Ctx *c, Scope *s, const Decl *blk, const Expr *e,
     return none;
   if (inst)
     c->inst[c->ninst++] = inst;
+  c->calls[c->depth] = e->loc;
+  c->callee[c->depth] = blk->name;
   c->depth++;
   exec(c, &inner, blk->body);
   c->depth--;
   if (inst) {
     c->ninst--;
-    if (inst->napply > 1 && inst->cursor != inst->nweights && !c->d->errors)
-      diag_error(c->d, e->loc, "shared block '%s' creates fewer weights on "
-                               "this application than on its first",
-                 inst->path);
+    if (inst->napply > 1 && inst->cursor != inst->nweights && !c->d->errors) {
+      ierror(c, e->loc, "this application of shared block '%s' creates "
+                        "fewer weights than its first", inst->path);
+      diag_note(c->d, inst->first_call, "the first application of '%s'",
+                inst->path);
+    }
   }
   if (!inner.returned) {
-    if (!c->d->stop)
-      diag_error(c->d, blk->loc, "block '%s' ends without 'return'",
-                 blk->name);
+    if (!c->d->stop && return_error(c, blk->loc, blk->name))
+      diag_note(c->d, e->loc, "called here");
     return none;
   }
   return inner.ret;
@@ -643,7 +765,7 @@ static Value call(Ctx *c, Scope *s, const Expr *e) {
   if (b && b->v.kind == V_BLOCK)
     return apply_block(c, s, b->v.block, e, NULL);
   if (b && b->v.kind != V_NONE) {
-    diag_error(c->d, e->loc, "'%s' is %s, not an op or a block", e->name,
+    ierror(c, e->loc, "'%s' is %s, not an op or a block", e->name,
                kind_name(b->v.kind));
     return none;
   }
@@ -655,7 +777,7 @@ static Value call(Ctx *c, Scope *s, const Expr *e) {
   const Decl *blk = find_block(c, e->name);
   if (blk)
     return apply_block(c, s, blk, e, NULL);
-  diag_error(c->d, e->loc, "unknown op or block '%s'", e->name);
+  ierror(c, e->loc, "unknown op or block '%s'", e->name);
   hint(c, e->loc, suggest(c, s, e->name, true));
   return none;
 }
@@ -669,10 +791,10 @@ static void shared_decl(Ctx *c, Scope *s, const Stmt *st) {
                                                      : find_block(c, e->name);
   if (!blk) {
     if (op_lookup(e->name) >= 0)
-      diag_error(c->d, e->loc, "'shared' applies to blocks; '%s' is an op "
+      ierror(c, e->loc, "'shared' applies to blocks; '%s' is an op "
                                "(wrap it in a block to share it)", e->name);
     else {
-      diag_error(c->d, e->loc, "unknown block '%s'", e->name);
+      ierror(c, e->loc, "unknown block '%s'", e->name);
       hint(c, e->loc, suggest(c, s, e->name, true));
     }
     bind(c, s, st->name, none, st->loc);
@@ -688,7 +810,7 @@ static void shared_decl(Ctx *c, Scope *s, const Stmt *st) {
   in->bound_vals = pool_alloc(c->pool, sizeof(Value) * (size_t)(n + 1));
   for (int i = 0; i < n; i++) {
     if (!args[i].name) {
-      diag_error(c->d, args[i].loc, "a shared block binds named arguments "
+      ierror(c, args[i].loc, "a shared block binds named arguments "
                                     "only (write name=value)");
       bind(c, s, st->name, none, st->loc);
       return;
@@ -716,7 +838,7 @@ static void exec_one(Ctx *c, Scope *s, const Stmt *st) {
     if (!want(c, n, V_INT, st->value->loc, "a repeat count"))
       break;
     if (n.i < 0 || n.i > MAX_REPEAT) {
-      diag_error(c->d, st->value->loc, "repeat count %lld is outside "
+      ierror(c, st->value->loc, "repeat count %lld is outside "
                                        "0..%d", (long long)n.i, MAX_REPEAT);
       break;
     }
@@ -735,7 +857,7 @@ static void exec_one(Ctx *c, Scope *s, const Stmt *st) {
 
 static void exec(Ctx *c, Scope *s, const Stmt *st) {
   for (; st && !c->d->stop; st = st->next) {
-    if (s->returned)
+    if (s->returned || over_budget(c, st->loc))
       return;
     exec_one(c, s, st);
   }
@@ -747,7 +869,7 @@ static void exec(Ctx *c, Scope *s, const Stmt *st) {
 static void check_stmts(Ctx *c, const Stmt *st) {
   for (; st; st = st->next) {
     if (st->kind == ST_RETURN && st->next)
-      diag_error(c->d, st->next->loc, "statement after 'return' is never "
+      ierror(c, st->next->loc, "statement after 'return' is never "
                                       "run");
     check_stmts(c, st->body);
     check_stmts(c, st->else_body);
@@ -762,16 +884,16 @@ static void check_decls(Ctx *c) {
     for (const Param *p = x->params; p; p = p->next)
       for (const Param *q = p->next; q; q = q->next)
         if (!strcmp(p->name, q->name))
-          diag_error(c->d, q->loc, "parameter '%s' is declared twice",
+          ierror(c, q->loc, "parameter '%s' is declared twice",
                      q->name);
     if (x->kind != DECL_BLOCK)
       continue;
     if (op_lookup(x->name) >= 0)
-      diag_error(c->d, x->loc, "block '%s' has the name of a built-in op",
+      ierror(c, x->loc, "block '%s' has the name of a built-in op",
                  x->name);
     const Decl *first = find_block(c, x->name);
     if (first != x) {
-      diag_error(c->d, x->loc, "block '%s' is defined twice", x->name);
+      ierror(c, x->loc, "block '%s' is defined twice", x->name);
       diag_note(c->d, first->loc, "first defined here");
     }
   }
@@ -784,14 +906,14 @@ static const Decl *find_network(Ctx *c) {
     if (x->kind != DECL_NETWORK || x->loc.file != 0)
       continue;
     if (net) {
-      diag_error(c->d, x->loc, "a second network in one file");
+      ierror(c, x->loc, "a second network in one file");
       diag_note(c->d, net->loc, "the first is '%s', here", net->name);
     } else {
       net = x;
     }
   }
   if (!net)
-    diag_error(c->d, (Loc){0, 1, 1}, "no 'network' in this file (it needs "
+    ierror(c, (Loc){0, 0, 0}, "no 'network' in this file (it needs "
                                      "one, e.g. network name(input = "
                                      "3x64x64, classes = 200) { ... })");
   return net;
@@ -803,18 +925,19 @@ static bool network_params(Ctx *c, Scope *s, const Decl *net,
                            Loc *classes_loc) {
   bool have_input = false, have_classes = false;
   for (const Param *p = net->params; p; p = p->next) {
+    have_input |= !strcmp(p->name, "input");
+    have_classes |= !strcmp(p->name, "classes");
     if (!p->def) {
-      diag_error(c->d, p->loc, "network parameter '%s' needs a value (write "
-                               "%s = ...)", p->name, p->name);
+      ierror(c, p->loc, "network parameter '%s' needs a value (write "
+                        "%s = ...)", p->name, p->name);
       continue;
     }
     Value v = eval(c, s, p->def);
     if (!strcmp(p->name, "input")) {
-      have_input = true;
       if (!want(c, v, V_SHAPE, p->def->loc, "'input'"))
         continue;
       if (v.ndims != 3 || v.dims[0] < 1 || v.dims[1] < 1 || v.dims[2] < 1) {
-        diag_error(c->d, p->def->loc, "'input' must be a shape CxHxW such "
+        ierror(c, p->def->loc, "'input' must be a shape CxHxW such "
                                       "as 3x64x64");
         continue;
       }
@@ -822,9 +945,8 @@ static bool network_params(Ctx *c, Scope *s, const Decl *net,
       c->g->input = graph_add_tensor(c->g, sh, -1, p->loc);
       v = (Value){.kind = V_TENSOR, .tensor = c->g->input};
     } else if (!strcmp(p->name, "classes")) {
-      have_classes = true;
       if (want(c, v, V_INT, p->def->loc, "'classes'") && v.i < 1) {
-        diag_error(c->d, p->def->loc, "'classes' must be at least 1");
+        ierror(c, p->def->loc, "'classes' must be at least 1");
         v = none;
       }
       c->g->classes = v.kind == V_INT ? v.i : 0;
@@ -833,11 +955,11 @@ static bool network_params(Ctx *c, Scope *s, const Decl *net,
     bind(c, s, p->name, v, p->loc);
   }
   if (!have_input)
-    diag_error(c->d, net->loc, "network '%s' declares no input (add a "
+    ierror(c, net->loc, "network '%s' declares no input (add a "
                                "parameter such as input = 3x64x64)",
                net->name);
   if (!have_classes)
-    diag_error(c->d, net->loc, "network '%s' declares no classes (add a "
+    ierror(c, net->loc, "network '%s' declares no classes (add a "
                                "parameter such as classes = 200)", net->name);
   return have_input && have_classes && !c->d->errors;
 }
@@ -846,7 +968,7 @@ static bool network_params(Ctx *c, Scope *s, const Decl *net,
 static void check_loss(Ctx *c, const Decl *net, Scope *s, Loc classes_loc) {
   Graph *g = c->g;
   if (!s->returned) {
-    diag_error(c->d, net->loc, "network '%s' does not return its loss (end "
+    ierror(c, net->loc, "network '%s' does not return its loss (end "
                                "it with: return softmax_cross_entropy(x))",
                net->name);
     return;
@@ -856,14 +978,14 @@ static void check_loss(Ctx *c, const Decl *net, Scope *s, Loc classes_loc) {
     return;
   int p = v.kind == V_TENSOR ? g->tensors[v.tensor].producer : -1;
   if (p < 0 || g->nodes[p].op != OP_SOFTMAX_XENT) {
-    diag_error(c->d, s->ret_loc, "a network must return a "
+    ierror(c, s->ret_loc, "a network must return a "
                                  "softmax_cross_entropy loss");
     return;
   }
   g->loss = v.tensor;
   const Tensor *logits = &g->tensors[g->nodes[p].in[0]];
   if (logits->shape.c != g->classes) {
-    diag_error(c->d, g->nodes[p].loc, "the loss is over %lld logits, but the "
+    ierror(c, g->nodes[p].loc, "the loss is over %lld logits, but the "
                                       "network has %lld classes",
                (long long)logits->shape.c, (long long)g->classes);
     diag_note(c->d, classes_loc, "classes declared here");
@@ -889,6 +1011,11 @@ static void warn_unused(Ctx *c) {
   pool_free(&tmp);
 }
 
+static bool finish(Ctx *c, bool ok) {
+  flush_trace(c);
+  return ok && !c->d->errors;
+}
+
 bool infer_network(Diag *d, Decl *decls, Graph *g) {
   Ctx c = {.d = d, .g = g, .pool = g->pool, .decls = decls};
   g->input = g->loss = -1;
@@ -903,10 +1030,10 @@ bool infer_network(Diag *d, Decl *decls, Graph *g) {
     return false;
   exec(&c, &s, net->body);
   if (d->errors)
-    return false;
+    return finish(&c, false);
   check_loss(&c, net, &s, classes_loc);
   if (d->errors)
-    return false;
+    return finish(&c, false);
   warn_unused(&c);
-  return true;
+  return finish(&c, true);
 }

@@ -14,6 +14,35 @@ static const char *dir_of(Pool *p, const char *path) {
   return slash ? pool_strndup(p, path, (size_t)(slash - path + 1)) : "";
 }
 
+/* Joins `dir` and `rel` and folds "x/../" and "./" lexically, so messages
+ * show models/blocks.net rather than tests/../models/blocks.net. */
+static const char *join_path(Pool *p, const char *dir, const char *rel) {
+  char *path = pool_printf(p, "%s%s", dir, rel);
+  const char *parts[PATH_MAX / 2];
+  int n = 0, up = 0; /* up: leading ".." that cannot fold */
+  bool abs = path[0] == '/';
+  for (char *tok = strtok(path, "/"); tok; tok = strtok(NULL, "/")) {
+    if (!strcmp(tok, "."))
+      continue;
+    if (!strcmp(tok, "..")) {
+      if (n > up)
+        n--;
+      else if (!abs)
+        parts[n++] = tok, up++;
+      continue;
+    }
+    if (n < PATH_MAX / 2)
+      parts[n++] = tok;
+  }
+  char *out = pool_alloc(p, strlen(dir) + strlen(rel) + 2);
+  char *o = out;
+  if (abs)
+    *o++ = '/';
+  for (int i = 0; i < n; i++)
+    o += sprintf(o, "%s%s", i ? "/" : "", parts[i]);
+  return out;
+}
+
 static bool already_loaded(Diag *d, const char **real, const char *path) {
   char buf[PATH_MAX];
   if (!realpath(path, buf))
@@ -37,11 +66,17 @@ Decl *load_program(Diag *d, Pool *pool, const char *path) {
     for (Decl *x = decls; x; x = x->next) {
       if (x->kind != DECL_IMPORT)
         continue;
-      const char *p = x->name[0] == '/'
-                          ? x->name
-                          : pool_printf(pool, "%s%s",
-                                        dir_of(pool, d->files[f].path),
-                                        x->name);
+      if (!x->name) { /* its string was unterminated: already reported */
+        x->name = "";
+        continue;
+      }
+      if (!*x->name) {
+        diag_error(d, x->loc, "empty import path");
+        continue;
+      }
+      const char *p = join_path(
+          pool, x->name[0] == '/' ? "" : dir_of(pool, d->files[f].path),
+          x->name);
       if (!already_loaded(d, real, p))
         diag_load(d, p, x->loc);
     }

@@ -41,14 +41,18 @@ static int run(Command cmd, const char *path) {
   Diag d;
   diag_init(&d, &pool, stderr);
   Graph g;
-  Decl *decls = NULL;
-  int rc = compile_front(&d, &pool, path, &g, &decls);
-  if (rc == 0) {
-    switch (cmd) {
-    case CMD_CHECK: print_summary(stdout, &g); break;
-    case CMD_DUMP_AST: dump_ast(stdout, &d, decls); break;
-    case CMD_DUMP_SHAPES: dump_shapes(stdout, &d, &g); break;
-    }
+  int rc;
+  if (cmd == CMD_DUMP_AST) { /* the parse alone: no meaning needed */
+    Decl *decls = load_program(&d, &pool, path);
+    rc = d.errors ? 1 : 0;
+    if (rc == 0)
+      dump_ast(stdout, &d, decls);
+  } else {
+    rc = compile_front(&d, &pool, path, &g, NULL);
+    if (rc == 0 && cmd == CMD_CHECK)
+      print_summary(stdout, &g);
+    if (rc == 0 && cmd == CMD_DUMP_SHAPES)
+      dump_shapes(stdout, &d, &g);
   }
   if (d.errors)
     fprintf(stderr, "%d error%s\n", d.errors, d.errors == 1 ? "" : "s");

@@ -22,10 +22,12 @@ enum {
   MAX_NESTING = 200,      /* brackets and braces, and block call depth */
   MAX_IDENT_LEN = 64,     /* identifier length */
   MAX_REPEAT = 10000,     /* count of one repeat statement */
-  MAX_NODES = 1000000,    /* ops in one elaborated network */
+  MAX_NODES = 100000,     /* ops in one elaborated network */
   MAX_DIM = 1 << 24,      /* any one tensor dimension */
   MAX_IMPORTS = 64,       /* files in one compilation */
 };
+/* Elements of one tensor per image, or of one weight. */
+#define MAX_ELEMS ((int64_t)1 << 31)
 
 /* ---- pool.c: one arena for everything a compilation allocates ---------- */
 
@@ -66,6 +68,8 @@ typedef struct {
   int errors;
   int warnings;
   bool stop;   /* MAX_ERRORS reached: passes should return promptly */
+  bool muted;  /* the last error repeated an earlier one: drop its notes */
+  struct Seen *seen; /* errors reported so far, to drop exact repeats */
   Pool *pool;
 } Diag;
 
@@ -73,8 +77,12 @@ void diag_init(Diag *d, Pool *pool, FILE *out);
 /* Reads `path` into a new SourceFile; returns its index or -1 (reported). */
 int diag_load(Diag *d, const char *path, Loc from);
 int diag_add_text(Diag *d, const char *path, const char *text, size_t len);
-void diag_error(Diag *d, Loc loc, const char *fmt, ...)
+/* Reports an error; returns false if it was dropped (an exact repeat of an
+ * earlier one, as a mistake inside a repeat loop would give, or past the
+ * MAX_ERRORS stop). */
+bool diag_error(Diag *d, Loc loc, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+bool diag_verror(Diag *d, Loc loc, const char *fmt, va_list ap);
 void diag_warning(Diag *d, Loc loc, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void diag_note(Diag *d, Loc loc, const char *fmt, ...)
@@ -299,8 +307,6 @@ int graph_add_weight(Graph *g, const char *name, const int64_t *dims,
                      int ndims, int node);
 int64_t shape_elems(Shape s);
 const char *shape_str(Pool *p, Shape s);
-int64_t node_param_count(const Graph *g, int node); /* weights it creates */
-double node_flops(const Graph *g, int node); /* forward FLOPs per image */
 int64_t graph_param_count(const Graph *g);
 /* Checks the invariants; reports violations to stderr; returns their count. */
 int graph_verify(const Graph *g, FILE *err);

@@ -24,6 +24,9 @@ struct LexState {
   int last;   /* the previous token */
   bool eof_newline;
   Loc open[MAX_NESTING + 1]; /* where each open bracket is */
+  Loc last_loc;      /* where the previous token is */
+  Loc cont;          /* the last token that continued a line */
+  bool at_eof;
   Loc comment; /* where an open comment started */
 };
 struct ParseCtx {
@@ -47,6 +50,7 @@ void netc_yyerror(NETC_YYLTYPE *lloc, void *scanner, struct ParseCtx *pc,
 }
 
 %code {
+#include <string.h>
 #define L(at) ((Loc){pc->file, (at).first_line, (at).first_column})
 #define P pc->pool
 /* Deep expressions would make every later (recursive) pass deep too. */
@@ -125,8 +129,13 @@ decl:
     }
   ;
 
+/* A '{' may also start the next line. */
 block_body:
-    '{' stmts '}' { $$ = $2; }
+    newlines '{' stmts '}' { $$ = $3; }
+  ;
+newlines:
+    %empty
+  | newlines NEWLINE
   ;
 
 /* params: (param (',' param)*)? ; param: IDENT ('=' expr)? */
@@ -270,14 +279,27 @@ arg:
 void netc_yyerror(NETC_YYLTYPE *lloc, void *scanner, struct ParseCtx *pc,
                   const char *msg) {
   (void)scanner;
-  diag_error(pc->diag, L(*lloc), "%s", msg);
-  /* The commonest mistake: a '(' left open, which makes the newlines after
-   * it spaces. Point at it, and close it so recovery finds a line end. */
   struct LexState *ls = pc->lex;
-  if (ls->parens > 0 && ls->depth > 0) {
-    Loc open = ls->open[ls->depth - 1];
-    if (open.line < lloc->first_line)
-      diag_note(pc->diag, open, "this '(' is not closed");
+  /* Bison's stack overflows before `bounded` sees a long chain of unary
+   * operators; it is the same limit to the user. */
+  if (!strcmp(msg, "memory exhausted"))
+    msg = "expression nested too deeply";
+  if (!diag_error(pc->diag, L(*lloc), "%s", msg))
+    return;
+  bool at_end = ls->at_eof;
+  /* The commonest mistakes: a bracket left open (which makes the newlines
+   * after a '(' spaces), and a line ending in an operator or '->' (which
+   * continues the statement on the next line). Point at the culprit. */
+  Loc open = ls->depth > 0 ? ls->open[ls->depth - 1] : (Loc){-1, 0, 0};
+  if (ls->parens > 0 && (open.line < lloc->first_line || at_end))
+    diag_note(pc->diag, open, "this '(' is not closed");
+  else if (ls->depth > 0 && at_end) /* a '{' spans lines by design */
+    diag_note(pc->diag, open, "this '{' is not closed");
+  else if (ls->cont.line > 0 && ls->cont.line == lloc->first_line - 1)
+    diag_note(pc->diag, ls->cont, "this line ends with an operator, so the "
+                                  "statement goes on to the next line");
+  /* Close open '(' so that error recovery finds a line end. */
+  if (ls->parens > 0) {
     ls->depth -= ls->parens;
     ls->parens = 0;
   }

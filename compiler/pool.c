@@ -142,6 +142,8 @@ const char *nearest_name(const char *name, const char *const *cands, int n) {
       for (int i = 0; i < n; i++)
         if (cands[i] && !strcmp(cands[i], aliases[a][1]))
           return cands[i];
+  if (strlen(name) < 2) /* every other one-letter name is 1 edit away */
+    return NULL;
   const char *best = NULL;
   int bestd = 0;
   for (int i = 0; i < n; i++) {

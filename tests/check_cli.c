@@ -1,0 +1,121 @@
+/* check_cli.c: the netc command line: usage, exit codes, the summary's
+ * totals line, and golden dumps. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "check_netc.h"
+
+static char *netc(const char *args, int *status) {
+  char *cmd = NULL;
+  ck_assert_int_ge(asprintf(&cmd, "%s %s", netc_path(), args), 0);
+  char *out = run_command(cmd, status);
+  free(cmd);
+  return out;
+}
+
+static const struct {
+  const char *args;
+  int status;
+  const char *needle;
+} usage_cases[] = {
+    {"--help", 0, "usage: netc <command> FILE.net"},
+    {"-h", 0, "dump shapes FILE.net"},
+    {"--version", 0, "netc " NETC_VERSION},
+    {"", 2, "netc: missing command"},
+    {"frobnicate x.net", 2, "netc: unknown command 'frobnicate'"},
+    {"check", 2, "netc: missing FILE.net"},
+    {"check --fast models/resnet18.net", 2, "unknown option '--fast'"},
+    {"check a.net b.net", 2, "unexpected argument 'b.net'"},
+    {"dump", 2, "dump needs a kind"},
+    {"dump graphs models/resnet18.net", 2, "unknown dump kind 'graphs'"},
+    {"check /nonexistent.net", 1, "cannot open '/nonexistent.net'"},
+    {"check models", 1, "cannot read 'models'"},
+    {"check tests/errors/add_shape_mismatch.net", 1, "1 error"},
+};
+
+START_TEST(test_usage_and_status) {
+  int status;
+  char *out = netc(usage_cases[_i].args, &status);
+  ck_assert_msg(status == usage_cases[_i].status, "netc %s: status %d\n%s",
+                usage_cases[_i].args, status, out);
+  if (!strstr(out, usage_cases[_i].needle))
+    ck_abort_msg("netc %s: no '%s' in:\n%s", usage_cases[_i].args,
+                 usage_cases[_i].needle, out);
+  free(out);
+}
+END_TEST
+
+START_TEST(test_check_totals_line) {
+  int status;
+  char *out = netc("check models/resnet50.net", &status);
+  ck_assert_int_eq(status, 0);
+  char *last = strrchr(out, '\n');
+  ck_assert_ptr_nonnull(last);
+  *last = 0;
+  last = strrchr(out, '\n') + 1;
+  ck_assert_str_eq(last, "network=resnet50 input=3x64x64 classes=200 "
+                         "layers=176 params=23917832 weights=161 "
+                         "mflops=671.31");
+  ck_assert_ptr_nonnull(strstr(out, "layer "));
+  ck_assert_ptr_nonnull(strstr(out, "stage4.bottleneck3.conv3 "));
+  free(out);
+}
+END_TEST
+
+static void golden(const char *args, const char *path) {
+  int status;
+  char *out = netc(args, &status);
+  ck_assert_int_eq(status, 0);
+  char *want = read_file(path, NULL);
+  ck_assert_msg(want != NULL, "missing %s (make golden)", path);
+  ck_assert_msg(!strcmp(out, want), "netc %s differs from %s", args, path);
+  free(want);
+  free(out);
+}
+
+START_TEST(test_golden_dumps) {
+  golden("dump shapes tests/golden/small.net", "tests/golden/small.shapes");
+  golden("dump ast tests/golden/small.net", "tests/golden/small.ast");
+  golden("dump shapes models/resnet18.net", "tests/golden/resnet18.shapes");
+  golden("check tests/golden/small.net", "tests/golden/small.check");
+}
+END_TEST
+
+START_TEST(test_deterministic) {
+  int s1, s2;
+  char *a = netc("dump shapes models/resnet152.net", &s1);
+  char *b = netc("dump shapes models/resnet152.net", &s2);
+  ck_assert_int_eq(s1, 0);
+  ck_assert_int_eq(s2, 0);
+  ck_assert_str_eq(a, b);
+  free(a);
+  free(b);
+}
+END_TEST
+
+START_TEST(test_examples_check) {
+  char *cmd = NULL;
+  ck_assert_int_ge(asprintf(&cmd, "for f in examples/*.net; do %s check $f "
+                                  ">/dev/null || exit 1; done",
+                            netc_path()), 0);
+  int status;
+  char *out = run_command(cmd, &status);
+  ck_assert_msg(status == 0, "%s", out);
+  free(out);
+  free(cmd);
+}
+END_TEST
+
+Suite *suite_cli(void) {
+  Suite *s = suite_create("cli");
+  TCase *tc = tcase_create("cli");
+  tcase_set_timeout(tc, 30);
+  tcase_add_loop_test(tc, test_usage_and_status, 0,
+                      sizeof usage_cases / sizeof usage_cases[0]);
+  tcase_add_test(tc, test_check_totals_line);
+  tcase_add_test(tc, test_golden_dumps);
+  tcase_add_test(tc, test_deterministic);
+  tcase_add_test(tc, test_examples_check);
+  suite_add_tcase(s, tc);
+  return s;
+}

@@ -1,0 +1,63 @@
+/* check_graph.c: the graph verifier accepts every model and catches each
+ * kind of broken graph. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "check_netc.h"
+
+static int verify_quiet(const Graph *g) {
+  char *buf = NULL;
+  size_t len;
+  FILE *out = open_memstream(&buf, &len);
+  int bad = graph_verify(g, out);
+  fclose(out);
+  free(buf);
+  return bad;
+}
+
+START_TEST(test_verifier_accepts_small) {
+  Compiled c;
+  compile_path(&c, "tests/golden/small.net");
+  ck_assert_int_eq(c.rc, 0);
+  ck_assert_int_eq(verify_quiet(&c.graph), 0);
+  compiled_free(&c);
+}
+END_TEST
+
+/* Each case breaks one invariant of a good graph. */
+static void break_graph(Graph *g, int how) {
+  int add = -1;
+  for (int i = 0; i < g->nnodes; i++)
+    if (g->nodes[i].op == OP_ADD)
+      add = i;
+  switch (how) {
+  case 0: g->nodes[3].in[0] = g->ntensors + 5; break;     /* id range */
+  case 1: g->nodes[2].in[0] = g->nodes[5].out; break;     /* order */
+  case 2: g->nodes[4].out = g->nodes[3].out; break;       /* 2 producers */
+  case 3: g->tensors[g->nodes[0].out].shape.c += 1; break; /* shape */
+  case 4: g->nodes[0].weight[0] = g->nweights; break;     /* weight id */
+  case 5: g->nodes[add].in[1] = g->input; break;          /* add shapes */
+  case 6: g->loss = g->nodes[0].out; break;               /* loss op */
+  case 7: g->nodes[0].weight[0] = g->nodes[1].weight[0]; break; /* w shape */
+  case 8: g->nodes[1].nin = 2; break;                     /* arity */
+  }
+}
+
+START_TEST(test_verifier_catches) {
+  Compiled c;
+  compile_path(&c, "tests/golden/small.net");
+  ck_assert_int_eq(c.rc, 0);
+  break_graph(&c.graph, _i);
+  ck_assert_int_gt(verify_quiet(&c.graph), 0);
+  compiled_free(&c);
+}
+END_TEST
+
+Suite *suite_graph(void) {
+  Suite *s = suite_create("graph");
+  TCase *tc = tcase_create("graph");
+  tcase_add_test(tc, test_verifier_accepts_small);
+  tcase_add_loop_test(tc, test_verifier_catches, 0, 9);
+  suite_add_tcase(s, tc);
+  return s;
+}
