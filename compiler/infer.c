@@ -40,7 +40,8 @@ typedef struct Binding {
 
 typedef struct Counter {
   const char *name;
-  int n;
+  int n;     /* children generated from this base name */
+  bool used; /* this name itself is taken */
   struct Counter *next;
 } Counter;
 
@@ -99,6 +100,10 @@ static void flush_trace(Ctx *c) {
   c->ntrace = c->trace_more = 0;
 }
 
+/* After an error that ends elaboration (a limit), print its trace at once:
+ * once stopped, no note is printed. */
+static void stop_now(Ctx *c);
+
 __attribute__((format(printf, 3, 4)))
 static void ierror(Ctx *c, Loc loc, const char *fmt, ...) {
   flush_trace(c);
@@ -120,15 +125,18 @@ static void ierror(Ctx *c, Loc loc, const char *fmt, ...) {
 
 static const Value none = {.kind = V_NONE};
 
+static void stop_now(Ctx *c) {
+  flush_trace(c);
+  c->d->stop = true;
+}
+
 static bool return_error(Ctx *c, Loc loc, const char *name) {
   flush_trace(c);
   return diag_error(c->d, loc, "block '%s' ends without 'return'", name);
 }
 
 
-/* Evaluation work (expressions, statements) of one network: bounds nested
- * repeats and exponential recursion that create few ops but take forever. */
-#define MAX_STEPS 2000000
+
 
 static const char *kind_name(ValKind k) {
   static const char *const n[] = {"an erroneous value", "an integer",
@@ -163,20 +171,58 @@ static void bind(Ctx *c, Scope *s, const char *name, Value v, Loc loc) {
   b->loc = loc;
 }
 
-/* The next child name in scope `s`: conv1, conv2, bottleneck1, ... */
-static const char *child_path(Ctx *c, Scope *s, const char *base) {
+static Counter *counter(Ctx *c, Scope *s, const char *name) {
   Counter *k = s->counters;
-  while (k && strcmp(k->name, base))
+  while (k && strcmp(k->name, name))
     k = k->next;
   if (!k) {
     k = pool_alloc(c->pool, sizeof *k);
-    k->name = base;
+    k->name = name;
     k->next = s->counters;
     s->counters = k;
   }
-  k->n++;
-  return *s->path ? pool_printf(c->pool, "%s.%s%d", s->path, base, k->n)
-                  : pool_printf(c->pool, "%s%d", base, k->n);
+  return k;
+}
+
+static const char *in_scope(Ctx *c, Scope *s, const char *name) {
+  return *s->path ? pool_printf(c->pool, "%s.%s", s->path, name) : name;
+}
+
+/* Child names are unique in their scope: every name given out is marked
+ * used, and a generated name skips used ones. */
+static bool name_used(Ctx *c, Scope *s, const char *name) {
+  Counter *k = s->counters;
+  while (k && strcmp(k->name, name))
+    k = k->next;
+  (void)c;
+  return k && k->used;
+}
+
+static const char *claim(Ctx *c, Scope *s, const char *name) {
+  counter(c, s, name)->used = true;
+  return in_scope(c, s, name);
+}
+
+/* The next child name in scope `s`: conv1, conv2, bottleneck1, ...; a base
+ * that ends in a digit gets a '_' (b1_1), so names cannot collide. */
+static const char *child_path(Ctx *c, Scope *s, const char *base) {
+  Counter *k = counter(c, s, base);
+  size_t len = strlen(base);
+  const char *sep = len && base[len - 1] >= '0' && base[len - 1] <= '9'
+                        ? "_" : "";
+  for (;;) {
+    const char *name = pool_printf(c->pool, "%s%s%d", base, sep, ++k->n);
+    if (!name_used(c, s, name))
+      return claim(c, s, name);
+  }
+}
+
+/* A name chosen by the user (a shared block): made unique with _2, _3. */
+static const char *user_path(Ctx *c, Scope *s, const char *name) {
+  const char *n = name;
+  for (int i = 2; name_used(c, s, n); i++)
+    n = pool_printf(c->pool, "%s_%d", name, i);
+  return claim(c, s, n);
 }
 
 static const Decl *find_block(Ctx *c, const char *name) {
@@ -326,7 +372,7 @@ static bool over_budget(Ctx *c, Loc loc) {
   if (!c->d->stop) {
     ierror(c, loc, "the network takes more than %d evaluation steps (a "
                    "deep repeat or a recursive block?)", MAX_STEPS);
-    c->d->stop = true;
+    stop_now(c);
   }
   return true;
 }
@@ -639,7 +685,7 @@ static Value apply_op(Ctx *c, Scope *s, OpKind k, const Expr *e) {
     return none;
   if (c->g->nnodes >= MAX_NODES) {
     ierror(c, e->loc, "the network has more than %d ops", MAX_NODES);
-    c->d->stop = true;
+    stop_now(c);
     return none;
   }
   node.path = child_path(c, s, op->name);
@@ -702,7 +748,7 @@ static Value apply_block(Ctx *c, Scope *s, const Decl *blk, const Expr *e,
   if (c->depth >= MAX_NESTING) {
     ierror(c, e->loc, "block calls nested deeper than %d (does '%s' "
                              "call itself?)", MAX_NESTING, blk->name);
-    c->d->stop = true;
+    stop_now(c);
     return none;
   }
   ArgVal *args;
@@ -802,9 +848,7 @@ static void shared_decl(Ctx *c, Scope *s, const Stmt *st) {
   }
   Instance *in = pool_alloc(c->pool, sizeof *in);
   *in = (Instance){.block = blk, .bound = e->args, .loc = st->loc,
-                   .path = *s->path ? pool_printf(c->pool, "%s.%s", s->path,
-                                                  st->name)
-                                    : st->name};
+                   .path = user_path(c, s, st->name)};
   ArgVal *args;
   int n = eval_args(c, s, e->args, &args);
   in->bound_vals = pool_alloc(c->pool, sizeof(Value) * (size_t)(n + 1));

@@ -23,7 +23,9 @@ enum {
   MAX_IDENT_LEN = 64,     /* identifier length */
   MAX_REPEAT = 10000,     /* count of one repeat statement */
   MAX_NODES = 100000,     /* ops in one elaborated network */
-  MAX_DIM = 1 << 24,      /* any one tensor dimension */
+  MAX_DIM = 1 << 24,      /* a shape literal's dimension, an op argument */
+  MAX_STEPS = 2000000,    /* evaluation steps: bounds nested repeats and
+                             recursive blocks that make few ops */
   MAX_IMPORTS = 64,       /* files in one compilation */
 };
 /* Elements of one tensor per image, or of one weight. */

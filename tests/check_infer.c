@@ -217,6 +217,43 @@ START_TEST(test_overflow_is_an_error) {
 }
 END_TEST
 
+START_TEST(test_names_are_unique) {
+  /* A block whose name ends in a digit, a shared instance named like a
+   * generated name, and a shared statement run twice: all names differ. */
+  Compiled c;
+  compile_text(&c, "names.net",
+               "block b1(x) { return conv(x, 4, k=1) }\n"
+               "block b(x) { return conv(x, 4, k=1) }\n"
+               "network n(input = 4x4x4, classes = 4) {\n"
+               "  x = input\n"
+               "  repeat 11 { x = b(x) }\n"
+               "  x = b1(x)\n"
+               "  shared b2 = b()\n"
+               "  x = b2(x)\n"
+               "  repeat 2 {\n"
+               "    shared u = b()\n"
+               "    x = u(x)\n"
+               "  }\n"
+               "  return global_avgpool(x) -> flatten -> softmax_cross_entropy\n"
+               "}\n");
+  if (c.rc)
+    ck_abort_msg("%s", c.messages);
+  Graph *g = &c.graph;
+  for (int i = 0; i < g->nweights; i++)
+    for (int j = i + 1; j < g->nweights; j++)
+      ck_assert_str_ne(g->weights[i].name, g->weights[j].name);
+  for (int i = 0; i < g->nnodes; i++)
+    for (int j = i + 1; j < g->nnodes; j++)
+      ck_assert_str_ne(g->nodes[i].path, g->nodes[j].path);
+  ck_assert_int_ge(find_node(g, "b11.conv1"), 0);
+  ck_assert_int_ge(find_node(g, "b1_1.conv1"), 0);
+  ck_assert_int_ge(find_node(g, "b2_2.conv1"), 0); /* shared b2 */
+  ck_assert_int_ge(find_node(g, "u.conv1"), 0);
+  ck_assert_int_ge(find_node(g, "u_2.conv1"), 0);
+  compiled_free(&c);
+}
+END_TEST
+
 Suite *suite_infer(void) {
   Suite *s = suite_create("infer");
   TCase *tc = tcase_create("infer");
@@ -230,6 +267,7 @@ Suite *suite_infer(void) {
   tcase_add_test(tc, test_add_mismatch_notes);
   tcase_add_test(tc, test_defaults_use_earlier_params);
   tcase_add_test(tc, test_overflow_is_an_error);
+  tcase_add_test(tc, test_names_are_unique);
   suite_add_tcase(s, tc);
   return s;
 }

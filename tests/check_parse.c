@@ -68,6 +68,20 @@ START_TEST(test_newlines_continue_lines) {
 }
 END_TEST
 
+START_TEST(test_else_and_brace_on_next_line) {
+  char *src = wrap("    if true\n    {\n        x = input\n    }\n\n"
+                   "    else\n    {\n        x = relu(input)\n    }\n"
+                   "    n = 9223372036854775807");
+  int rc;
+  char *ast = ast_of("else.net", src, &rc);
+  ck_assert_int_eq(rc, 0);
+  ck_assert_ptr_nonnull(strstr(ast, "  } else {\n    x = relu(input)"));
+  ck_assert_ptr_nonnull(strstr(ast, "n = 9223372036854775807"));
+  free(ast);
+  free(src);
+}
+END_TEST
+
 START_TEST(test_comments) {
   char *src = wrap("    /* a block\n comment */ x = input # trailing\n"
                    "    # a line comment");
@@ -181,6 +195,10 @@ START_TEST(test_huge_line_and_literals) {
   free(s);
   expect_rejected("shape.net", "network t(input = 3x99999999999x8) {}", 37,
                   "shape dimension larger than");
+  expect_rejected("dims.net", "network t(input = 1x2x3x4x5) {}", 31,
+                  "a shape has at most 4 dimensions");
+  expect_rejected("int.net", "network t() { n = 9223372036854775808 }", 39,
+                  "integer literal '9223372036854775808' is too large");
 }
 END_TEST
 
@@ -280,6 +298,7 @@ Suite *suite_parse(void) {
   tcase_add_test(tc, test_precedence);
   tcase_add_test(tc, test_newlines_continue_lines);
   tcase_add_test(tc, test_comments);
+  tcase_add_test(tc, test_else_and_brace_on_next_line);
   tcase_add_test(tc, test_recovers_and_reports_several);
   tcase_add_test(tc, test_unclosed_paren_note);
   tcase_add_test(tc, test_binary_garbage);
