@@ -24,7 +24,8 @@ CHECK_LIBS = $(shell pkg-config --libs check 2>/dev/null || echo -lcheck)
 MODEL  ?= models/resnet18.net
 MODELS := $(filter-out models/blocks.net,$(wildcard models/*.net))
 
-COMPILER_SRC := pool.c diag.c ast.c ops.c graph.c infer.c load.c report.c
+COMPILER_SRC := pool.c diag.c ast.c ops.c graph.c infer.c autodiff.c load.c \
+                report.c
 COMPILER_OBJ := $(addprefix $(BUILD)/,$(COMPILER_SRC:.c=.o)) \
                 $(BUILD)/parse.o $(BUILD)/lex.o
 TEST_SRC := $(wildcard tests/check_*.c)

@@ -8,7 +8,9 @@ int graph_add_tensor(Graph *g, Shape s, int producer, Loc loc) {
   g->tensors = pool_grow(g->pool, g->tensors, sizeof(Tensor), g->ntensors,
                          &g->cap_tensors);
   g->tensors[g->ntensors] = (Tensor){.shape = s, .producer = producer,
-                                     .loc = loc};
+                                     .loc = loc, .kind = TK_ACT,
+                                     .batched = true, .view_of = -1,
+                                     .grad_of = -1};
   return g->ntensors++;
 }
 
@@ -35,6 +37,19 @@ int graph_add_weight(Graph *g, const char *name, const int64_t *dims,
 
 int64_t shape_elems(Shape s) { return s.c * s.h * s.w; }
 
+int64_t tensor_bytes(const Graph *g, int t) {
+  const Tensor *x = &g->tensors[t];
+  return shape_elems(x->shape) * 4 * (x->batched ? g->batch : 1);
+}
+
+const char *tensor_kind_name(TensorKind k) {
+  static const char *const n[TK_COUNT] = {
+      [TK_INPUT] = "input", [TK_ACT] = "activation", [TK_SAVED] = "saved",
+      [TK_LOSS] = "loss",   [TK_GRAD] = "gradient",  [TK_SCRATCH] = "scratch",
+  };
+  return n[k];
+}
+
 const char *shape_str(Pool *p, Shape s) {
   return pool_printf(p, "%lldx%lldx%lld", (long long)s.c, (long long)s.h,
                      (long long)s.w);
@@ -58,73 +73,146 @@ static bool same_shape(Shape a, Shape b) {
   return a.c == b.c && a.h == b.h && a.w == b.w;
 }
 
-/* Invariants: ids in range; every tensor but the input has exactly one
- * producer and is produced before it is read; each node's output shape is
- * what its op's shape rule gives; each weight has the shape its op asks. */
+static bool in_range(const Graph *g, int t) {
+  return t >= 0 && t < g->ntensors;
+}
+
+/* A view is made when the tensor it views is made. */
+static bool is_made(const Graph *g, const int *made, int t) {
+  while (g->tensors[t].producer < 0 && g->tensors[t].view_of >= 0)
+    t = g->tensors[t].view_of;
+  return made[t] > 0;
+}
+
+/* The output shape a node must have: its op's shape rule for forward ops,
+ * the shape of the forward op's first input for backward ops. */
+static bool expected_shape(const Graph *g, const Node *n, Shape *out,
+                           Pool *p, const char **why) {
+  if ((int)n->op >= OP_USER_COUNT) {
+    if (n->op == OP_GRAD_ADD) {
+      *out = g->tensors[n->in[0]].shape;
+      return true;
+    }
+    *out = g->tensors[g->nodes[n->fwd].in[0]].shape;
+    return true;
+  }
+  Shape in[MAX_NODE_IN];
+  for (int j = 0; j < n->nin; j++)
+    in[j] = g->tensors[n->in[j]].shape;
+  return op_infer(n->op, in, n->attr, out, p, why);
+}
+
+static int verify_weights(const Graph *g, int i, FILE *err) {
+  int bad = 0;
+  const Node *n = &g->nodes[i];
+  const Node *f = (int)n->op >= OP_USER_COUNT && n->op != OP_GRAD_ADD
+                      ? &g->nodes[n->fwd] : n;
+  if ((int)f->op >= OP_USER_COUNT)
+    return 0;
+  WeightShape ws[MAX_WEIGHTS_PER_NODE];
+  int nw = op_weights(f->op, &g->tensors[f->in[0]].shape, f->attr, ws);
+  for (int j = 0; j < MAX_WEIGHTS_PER_NODE; j++) {
+    int id = n->weight[j];
+    if (j >= nw || n->op == OP_GRAD_ADD) {
+      if (id != -1)
+        BAD("node %d (%s) has an extra weight", i, n->path);
+      continue;
+    }
+    if (id < 0 || id >= g->nweights) {
+      BAD("node %d (%s): weight id %d out of range", i, n->path, id);
+      continue;
+    }
+    const Weight *w = &g->weights[id];
+    if (w->ndims != ws[j].ndims ||
+        memcmp(w->dims, ws[j].dims, sizeof(int64_t) * (size_t)w->ndims))
+      BAD("node %d (%s): weight %s has the wrong shape", i, n->path,
+          w->name);
+  }
+  return bad;
+}
+
+static int verify_node(const Graph *g, int i, int *made, Pool *p, FILE *err) {
+  int bad = 0;
+  const Node *n = &g->nodes[i];
+  bool bwd = (int)n->op >= OP_USER_COUNT;
+  if (n->op < 0 || n->op >= OP_COUNT) {
+    BAD("node %d has op %d out of range", i, n->op);
+    return bad;
+  }
+  if (n->nin != op_graph_inputs(n->op))
+    BAD("node %d (%s) has %d inputs, its op takes %d", i, n->path, n->nin,
+        op_graph_inputs(n->op));
+  if (bwd != (i >= g->nforward))
+    BAD("node %d (%s) is on the wrong side of the forward/backward split",
+        i, n->path);
+  if (bwd && n->op != OP_GRAD_ADD && (n->fwd < 0 || n->fwd >= g->nforward))
+    BAD("backward node %d (%s) names no forward node", i, n->path);
+  for (int j = 0; j < n->nin && j < MAX_NODE_IN; j++) {
+    if (!in_range(g, n->in[j]))
+      BAD("node %d (%s) reads tensor %d out of range", i, n->path, n->in[j]);
+    else if (!is_made(g, made, n->in[j]))
+      BAD("node %d (%s) reads tensor %d before it is produced", i, n->path,
+          n->in[j]);
+  }
+  if (bad)
+    return bad;
+  if (n->out >= 0) {
+    if (!in_range(g, n->out)) {
+      BAD("node %d (%s) writes tensor %d out of range", i, n->path, n->out);
+      return bad;
+    }
+    if (n->accumulate) {
+      if (!is_made(g, made, n->out))
+        BAD("node %d (%s) adds to tensor %d before it is produced", i,
+            n->path, n->out);
+    } else {
+      if (made[n->out]++)
+        BAD("tensor %d has more than one producer", n->out);
+      if (g->tensors[n->out].producer != i)
+        BAD("tensor %d does not name node %d as its producer", n->out, i);
+    }
+    Shape out;
+    const char *why = NULL;
+    if (!expected_shape(g, n, &out, p, &why))
+      BAD("node %d (%s): %s", i, n->path, why);
+    else if (!same_shape(out, g->tensors[n->out].shape))
+      BAD("node %d (%s): output shape disagrees with its op", i, n->path);
+  } else if (!bwd) {
+    BAD("forward node %d (%s) has no output", i, n->path);
+  }
+  for (int j = 0; j < n->nextra; j++) {
+    int t = n->extra[j];
+    if (!in_range(g, t) || made[t]++ || g->tensors[t].producer != i)
+      BAD("node %d (%s): bad extra output %d", i, n->path, t);
+  }
+  return bad + verify_weights(g, i, err);
+}
+
+/* Invariants: ids in range; every tensor but the inputs (and gradient
+ * views) has exactly one producer, which runs before any reader; a node
+ * that adds into a tensor runs after its producer; each output has the
+ * shape its op's rule gives; each weight has the shape its op asks. */
 int graph_verify(const Graph *g, FILE *err) {
   int bad = 0;
   Pool scratch = {0};
   int *made = pool_alloc(&scratch, sizeof(int) * (size_t)(g->ntensors + 1));
-  if (g->input < 0 || g->input >= g->ntensors)
-    BAD("input tensor id %d out of range", g->input);
-  else
-    made[g->input] = 1;
-  for (int i = 0; i < g->nnodes; i++) {
-    const Node *n = &g->nodes[i];
-    Shape in[2];
-    if (n->nin != op_info(n->op)->ninputs)
-      BAD("node %d (%s) has %d inputs", i, n->path, n->nin);
-    for (int j = 0; j < n->nin && j < 2; j++) {
-      if (n->in[j] < 0 || n->in[j] >= g->ntensors) {
-        BAD("node %d (%s) reads tensor %d out of range", i, n->path,
-            n->in[j]);
-        continue;
-      }
-      if (!made[n->in[j]])
-        BAD("node %d (%s) reads tensor %d before it is produced", i,
-            n->path, n->in[j]);
-      in[j] = g->tensors[n->in[j]].shape;
-    }
-    if (n->out < 0 || n->out >= g->ntensors) {
-      BAD("node %d (%s) writes tensor %d out of range", i, n->path, n->out);
-      continue;
-    }
-    if (made[n->out]++)
-      BAD("tensor %d has more than one producer", n->out);
-    if (g->tensors[n->out].producer != i)
-      BAD("tensor %d does not name node %d as its producer", n->out, i);
-    if (bad)
-      continue;
-    Shape out;
-    const char *why = NULL;
-    if (!op_infer(n->op, in, n->attr, &out, &scratch, &why))
-      BAD("node %d (%s): %s", i, n->path, why);
-    else if (!same_shape(out, g->tensors[n->out].shape))
-      BAD("node %d (%s): output shape disagrees with its op", i, n->path);
-    WeightShape ws[MAX_WEIGHTS_PER_NODE];
-    int nw = op_weights(n->op, in, n->attr, ws);
-    for (int j = 0; j < MAX_WEIGHTS_PER_NODE; j++) {
-      int id = n->weight[j];
-      if (j >= nw) {
-        if (id != -1)
-          BAD("node %d (%s) has an extra weight", i, n->path);
-        continue;
-      }
-      if (id < 0 || id >= g->nweights) {
-        BAD("node %d (%s): weight id %d out of range", i, n->path, id);
-        continue;
-      }
-      const Weight *w = &g->weights[id];
-      if (w->ndims != ws[j].ndims ||
-          memcmp(w->dims, ws[j].dims, sizeof(int64_t) * (size_t)w->ndims))
-        BAD("node %d (%s): weight %s has the wrong shape", i, n->path,
-            w->name);
-    }
-  }
   for (int t = 0; t < g->ntensors; t++)
-    if (!made[t])
-      BAD("tensor %d is never produced", t);
-  if (g->loss < 0 || g->loss >= g->ntensors)
+    if (g->tensors[t].producer < 0 && g->tensors[t].view_of < 0)
+      made[t] = 1; /* the inputs */
+  if (!in_range(g, g->input) || g->tensors[g->input].kind != TK_INPUT)
+    BAD("the image input %d is not an input tensor", g->input);
+  for (int i = 0; i < g->nnodes; i++)
+    bad += verify_node(g, i, made, &scratch, err);
+  for (int t = 0; t < g->ntensors && !bad; t++) {
+    const Tensor *x = &g->tensors[t];
+    if (!is_made(g, made, t))
+      BAD("tensor %d (%s) is never produced", t, x->label);
+    if (x->view_of >= 0 && (!in_range(g, x->view_of) ||
+                            shape_elems(g->tensors[x->view_of].shape) !=
+                                shape_elems(x->shape)))
+      BAD("tensor %d views tensor %d of another size", t, x->view_of);
+  }
+  if (!in_range(g, g->loss))
     BAD("loss tensor id %d out of range", g->loss);
   else if (g->tensors[g->loss].producer < 0 ||
            g->nodes[g->tensors[g->loss].producer].op != OP_SOFTMAX_XENT)

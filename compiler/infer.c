@@ -234,10 +234,10 @@ static const Decl *find_block(Ctx *c, const char *name) {
 
 /* "did you mean" over ops, blocks and the names in scope. */
 static const char *suggest(Ctx *c, Scope *s, const char *name, bool calls) {
-  int n = 0, cap = OP_COUNT + 16;
+  int n = 0, cap = OP_USER_COUNT + 16;
   const char **cands = pool_alloc(c->pool, sizeof(char *) * (size_t)cap);
   if (calls)
-    for (int i = 0; i < OP_COUNT; i++)
+    for (int i = 0; i < OP_USER_COUNT; i++)
       cands[n++] = op_names()[i];
   for (const Decl *x = c->decls; x; x = x->next)
     if (x->kind == DECL_BLOCK) {
@@ -652,7 +652,7 @@ static Value apply_op(Ctx *c, Scope *s, OpKind k, const Expr *e) {
   int np = op->ninputs + op->nparams;
   if (!match_args(c, op->name, e->loc, args, n, names, np, slot))
     return none;
-  Node node = {.op = k, .nin = op->ninputs, .loc = e->loc,
+  Node node = {.op = k, .nin = op->ninputs, .loc = e->loc, .fwd = -1,
                .weight = {-1, -1}};
   Shape in[2];
   bool ok = true;
@@ -691,6 +691,15 @@ static Value apply_op(Ctx *c, Scope *s, OpKind k, const Expr *e) {
   node.path = child_path(c, s, op->name);
   int id = c->g->nnodes;
   node.out = graph_add_tensor(c->g, out, id, e->loc);
+  Tensor *t = &c->g->tensors[node.out];
+  t->label = node.path;
+  if (k == OP_FLATTEN) /* the same bytes, seen flat */
+    t->view_of = node.in[0];
+  if (k == OP_SOFTMAX_XENT) { /* a scalar; the labels are an input too */
+    t->kind = TK_LOSS;
+    t->batched = false;
+    node.in[node.nin++] = c->g->labels;
+  }
   WeightShape ws[MAX_WEIGHTS_PER_NODE];
   int nw = op_weights(k, in, node.attr, ws);
   for (int j = 0; j < nw; j++) {
@@ -987,6 +996,13 @@ static bool network_params(Ctx *c, Scope *s, const Decl *net,
       }
       Shape sh = {v.dims[0], v.dims[1], v.dims[2]};
       c->g->input = graph_add_tensor(c->g, sh, -1, p->loc);
+      c->g->tensors[c->g->input].kind = TK_INPUT;
+      c->g->tensors[c->g->input].label = "input";
+      /* One int32 class index per image. */
+      c->g->labels = graph_add_tensor(c->g, (Shape){1, 1, 1}, -1, p->loc);
+      c->g->tensors[c->g->labels].kind = TK_INPUT;
+      c->g->tensors[c->g->labels].is_int = true;
+      c->g->tensors[c->g->labels].label = "labels";
       v = (Value){.kind = V_TENSOR, .tensor = c->g->input};
     } else if (!strcmp(p->name, "classes")) {
       if (want(c, v, V_INT, p->def->loc, "'classes'") && v.i < 1) {
@@ -1062,7 +1078,7 @@ static bool finish(Ctx *c, bool ok) {
 
 bool infer_network(Diag *d, Decl *decls, Graph *g) {
   Ctx c = {.d = d, .g = g, .pool = g->pool, .decls = decls};
-  g->input = g->loss = -1;
+  g->input = g->loss = g->labels = -1;
   check_decls(&c);
   const Decl *net = find_network(&c);
   if (!net || d->errors)
@@ -1079,5 +1095,6 @@ bool infer_network(Diag *d, Decl *decls, Graph *g) {
   if (d->errors)
     return finish(&c, false);
   warn_unused(&c);
+  g->nforward = g->nnodes;
   return finish(&c, true);
 }

@@ -1,5 +1,5 @@
 /* load.c: reads a .net file and everything it imports, and runs the front
- * end (parse -> infer -> verify) behind one call.
+ * end (parse -> infer -> autodiff, verifying after each) behind one call.
  *
  * An import path is relative to the importing file's directory. Each file
  * is loaded once (by its real path), so diamonds and cycles are harmless. */
@@ -90,11 +90,12 @@ Decl *load_program(Diag *d, Pool *pool, const char *path) {
   return all;
 }
 
-int compile_front(Diag *d, Pool *pool, const char *path, Graph *g,
-                  Decl **decls_out) {
+int compile_front(Diag *d, Pool *pool, const char *path, int64_t batch,
+                  Graph *g, Decl **decls_out) {
   memset(g, 0, sizeof *g);
   g->pool = pool;
-  g->input = g->loss = -1;
+  g->batch = batch;
+  g->input = g->loss = g->labels = -1;
   Decl *decls = load_program(d, pool, path);
   if (decls_out)
     *decls_out = decls;
@@ -102,7 +103,8 @@ int compile_front(Diag *d, Pool *pool, const char *path, Graph *g,
     return 1;
   if (!infer_network(d, decls, g))
     return 1;
-  if (graph_verify(g, stderr)) {
+  /* The verifier runs after each pass: a failure is netc's bug. */
+  if (graph_verify(g, stderr) || (autodiff(g), graph_verify(g, stderr))) {
     fprintf(stderr, "netc: internal error: the graph of %s fails "
                     "verification\n", path);
     return 1;

@@ -48,7 +48,7 @@ static int run(Command cmd, const char *path) {
     if (rc == 0)
       dump_ast(stdout, &d, decls);
   } else {
-    rc = compile_front(&d, &pool, path, &g, NULL);
+    rc = compile_front(&d, &pool, path, 64, &g, NULL);
     if (rc == 0 && cmd == CMD_CHECK)
       print_summary(stdout, &g);
     if (rc == 0 && cmd == CMD_DUMP_SHAPES)

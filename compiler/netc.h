@@ -185,31 +185,59 @@ Decl *parse_file(Diag *d, Pool *pool, int file);
 
 /* ---- ops.c: the table of operations ------------------------------------ */
 
-/* X(ENUM, name, tensor inputs, parameter spec, summary)
+/* X(ENUM, name, tensor inputs, parameter spec, backward rule, summary)
  * A parameter spec lists named parameters in positional order. `name` is a
  * required int, `name=3` has a default, `name=true` is a bool, `name=other`
- * defaults to another parameter's value. Adding an op means one line here,
- * a shape rule in ops.c, and (later) its runtime and backward rule. */
+ * defaults to another parameter's value. The backward rule is the op that
+ * differentiates it, or PASS (the output gradient flows to every input as
+ * it is: add, flatten). Adding an op means one line here, a shape rule in
+ * ops.c, its gradient rule in autodiff.c and its kernels in runtime/. */
 #define OP_LIST(X)                                                            \
-  X(CONV, "conv", 1, "out k stride=1 pad=0 bias=true", "2-D convolution")     \
-  X(BATCHNORM, "batchnorm", 1, "", "batch normalization, per channel")        \
-  X(RELU, "relu", 1, "", "max(x, 0)")                                         \
-  X(ADD, "add", 2, "", "elementwise sum of two equal shapes")                 \
-  X(MAXPOOL, "maxpool", 1, "k stride=k pad=0", "max pooling")                 \
-  X(AVGPOOL, "avgpool", 1, "k stride=k pad=0",                                \
+  X(CONV, "conv", 1, "out k stride=1 pad=0 bias=true", CONV_BWD,              \
+    "2-D convolution")                                                        \
+  X(BATCHNORM, "batchnorm", 1, "", BATCHNORM_BWD,                             \
+    "batch normalization, per channel")                                       \
+  X(RELU, "relu", 1, "", RELU_BWD, "max(x, 0)")                               \
+  X(ADD, "add", 2, "", PASS, "elementwise sum of two equal shapes")           \
+  X(MAXPOOL, "maxpool", 1, "k stride=k pad=0", MAXPOOL_BWD, "max pooling")    \
+  X(AVGPOOL, "avgpool", 1, "k stride=k pad=0", AVGPOOL_BWD,                   \
     "average pooling (padding counted)")                                      \
-  X(GLOBAL_AVGPOOL, "global_avgpool", 1, "", "mean over height and width")    \
-  X(DENSE, "dense", 1, "out bias=true", "fully connected layer")              \
-  X(FLATTEN, "flatten", 1, "", "C x H x W -> (C*H*W) x 1 x 1")                \
-  X(SOFTMAX_XENT, "softmax_cross_entropy", 1, "",                             \
+  X(GLOBAL_AVGPOOL, "global_avgpool", 1, "", GLOBAL_AVGPOOL_BWD,              \
+    "mean over height and width")                                             \
+  X(DENSE, "dense", 1, "out bias=true", DENSE_BWD, "fully connected layer")   \
+  X(FLATTEN, "flatten", 1, "", PASS, "C x H x W -> (C*H*W) x 1 x 1")          \
+  X(SOFTMAX_XENT, "softmax_cross_entropy", 1, "", SOFTMAX_XENT_BWD,           \
     "softmax cross-entropy loss, mean over the batch")
 
+/* Ops the compiler makes (autodiff.c), never written in a .net file. Their
+ * inputs are listed in autodiff.c; each writes the gradient of its forward
+ * op's first input, and the weight gradients of its forward op. */
+#define INTERNAL_OP_LIST(X)                                                   \
+  X(CONV_BWD, "conv_backward", 2, "", NONE, "dX, dW, db from dY, X, W")       \
+  X(BATCHNORM_BWD, "batchnorm_backward", 4, "", NONE,                         \
+    "dX, dgamma, dbeta from dY, X, mean, invstd")                             \
+  X(RELU_BWD, "relu_backward", 2, "", NONE, "dX = dY where Y > 0")            \
+  X(MAXPOOL_BWD, "maxpool_backward", 2, "", NONE, "dX from dY, argmax")       \
+  X(AVGPOOL_BWD, "avgpool_backward", 1, "", NONE, "dX from dY")               \
+  X(GLOBAL_AVGPOOL_BWD, "global_avgpool_backward", 1, "", NONE,               \
+    "dX = dY / (H*W) everywhere")                                             \
+  X(DENSE_BWD, "dense_backward", 2, "", NONE, "dX, dW, db from dY, X, W")     \
+  X(SOFTMAX_XENT_BWD, "softmax_cross_entropy_backward", 2, "", NONE,          \
+    "dlogits = (probabilities - onehot(labels)) / batch")                     \
+  X(GRAD_ADD, "grad_add", 2, "", NONE,                                        \
+    "the sum of two gradient contributions")
+
 typedef enum {
-#define X(e, n, ni, spec, doc) OP_##e,
+#define X(e, n, ni, spec, bwd, doc) OP_##e,
   OP_LIST(X)
+  INTERNAL_OP_LIST(X)
 #undef X
-  OP_COUNT
+  OP_COUNT,
+  OP_PASS,   /* backward rule: the gradient passes through unchanged */
+  OP_NONE,   /* backward rule of a backward op */
 } OpKind;
+
+#define OP_USER_COUNT ((int)OP_CONV_BWD) /* user ops come first */
 
 enum { MAX_OP_PARAMS = 6, MAX_WEIGHTS_PER_NODE = 2 };
 
@@ -227,6 +255,8 @@ typedef struct {
   const char *doc;
   OpParam params[MAX_OP_PARAMS];
   int nparams;
+  bool user;        /* may be written in a .net file */
+  OpKind backward;  /* the op that differentiates it: a kind, PASS or NONE */
 } OpInfo;
 
 /* Attribute indices, in spec order. */
@@ -243,8 +273,11 @@ typedef struct {
 } WeightShape;
 
 const OpInfo *op_info(OpKind k);
-int op_lookup(const char *name); /* OpKind, or -1 */
-const char *const *op_names(void); /* OP_COUNT names, for suggestions */
+/* Tensor inputs of a node of kind k in the graph: the op's inputs, plus the
+ * labels for softmax_cross_entropy. */
+int op_graph_inputs(OpKind k);
+int op_lookup(const char *name); /* a user OpKind, or -1 */
+const char *const *op_names(void); /* OP_USER_COUNT names, for hints */
 /* Output shape of op `k` for inputs `in` and attributes `a`; false with a
  * message in *why when the inputs do not fit. */
 bool op_infer(OpKind k, const Shape *in, const int64_t *a, Shape *out,
@@ -258,16 +291,31 @@ double op_flops(OpKind k, const Shape *in, const Shape *out,
 /* ---- graph.c: the graph IR --------------------------------------------- */
 
 struct Shape {
-  int64_t c, h, w; /* per image; the batch is a compile-time constant */
+  int64_t c, h, w; /* per image when batched, else the whole tensor */
 };
+
+typedef enum {
+  TK_INPUT,   /* the image batch, the labels */
+  TK_ACT,     /* a forward activation */
+  TK_SAVED,   /* forward state a backward op needs (BN statistics, argmax) */
+  TK_LOSS,    /* the loss, one float */
+  TK_GRAD,    /* the gradient of an activation */
+  TK_SCRATCH, /* an op's workspace (im2col columns), live for that op only */
+  TK_COUNT
+} TensorKind;
 
 typedef struct {
   Shape shape;
-  int producer;     /* node id, or -1 for the network input */
+  TensorKind kind;
+  bool batched;     /* the shape is per image: the batch multiplies it */
+  bool is_int;      /* int32 elements (labels, argmax), else float */
+  int producer;     /* node id, or -1 for the image and labels inputs */
+  int view_of;      /* -1, or the tensor whose storage this one is (flatten) */
+  int grad_of;      /* TK_GRAD: the forward tensor it is the gradient of */
   Loc loc;          /* where the value was defined */
   const char *name; /* the .net variable it was first bound to, or NULL */
+  const char *label; /* what dumps call it: layer path + role */
 } Tensor;
-
 
 typedef struct {
   const char *name;  /* stage2.bottleneck1.conv1.weight */
@@ -275,16 +323,26 @@ typedef struct {
   int ndims;
   int64_t count;
   int first_node;    /* the node that created it */
-  int uses;          /* nodes that read it (> 1 when shared) */
+  int uses;          /* forward nodes that read it (> 1 when shared) */
 } Weight;
+
+enum { MAX_NODE_IN = 4, MAX_NODE_EXTRA = 2 };
 
 typedef struct {
   OpKind op;
-  int in[2];
+  int in[MAX_NODE_IN];
   int nin;
-  int out;                          /* tensor id */
+  int out;                          /* tensor id, or -1 (no dX needed) */
+  bool accumulate;                  /* out += result: out exists already */
+  int extra[MAX_NODE_EXTRA];        /* saved state or scratch it writes */
+  int nextra;
   int64_t attr[MAX_OP_PARAMS];      /* bound op parameters, spec order */
   int weight[MAX_WEIGHTS_PER_NODE]; /* weight ids, -1 if none */
+  /* Backward ops: the forward node they differentiate, and per weight
+   * whether its gradient is added to (a shared weight's later use) rather
+   * than written. */
+  int fwd;
+  bool wgrad_accumulate[MAX_WEIGHTS_PER_NODE];
   Loc loc;
   const char *path;                 /* hierarchical layer name */
 } Node;
@@ -292,14 +350,17 @@ typedef struct {
 typedef struct {
   Node *nodes;
   int nnodes, cap_nodes;
+  int nforward;     /* nodes [0, nforward) are the forward pass */
   Tensor *tensors;
   int ntensors, cap_tensors;
   Weight *weights;
   int nweights, cap_weights;
   const char *name; /* network name */
   int input;        /* tensor id of the image input */
+  int labels;       /* tensor id of the labels (after autodiff) */
   int loss;         /* tensor id of the loss */
   int64_t classes;
+  int64_t batch;    /* images per step: a compile-time constant */
   Pool *pool;
 } Graph;
 
@@ -310,8 +371,48 @@ int graph_add_weight(Graph *g, const char *name, const int64_t *dims,
 int64_t shape_elems(Shape s);
 const char *shape_str(Pool *p, Shape s);
 int64_t graph_param_count(const Graph *g);
-/* Checks the invariants; reports violations to stderr; returns their count. */
+/* Bytes of tensor t at the graph's batch size (before alignment). */
+int64_t tensor_bytes(const Graph *g, int t);
+const char *tensor_kind_name(TensorKind k);
+/* Checks the invariants; reports violations to `err`; returns their count.
+ * Runs after every pass in the tests and in debug builds. */
 int graph_verify(const Graph *g, FILE *err);
+
+/* ---- autodiff.c: the backward pass -------------------------------------- */
+
+/* Appends to the forward graph what training needs: the labels, the state
+ * each forward op saves for its backward op, scratch, and the backward ops
+ * that compute every weight's gradient. */
+void autodiff(Graph *g);
+
+/* ---- plan.c: the memory plan -------------------------------------------- */
+
+enum { PLAN_ALIGN = 64 };
+
+typedef struct {
+  int nsteps;         /* the schedule: node ids 0 .. nsteps-1, in order */
+  int *first, *last;  /* per tensor: live interval over the schedule */
+  int *storage;       /* per tensor: the tensor whose buffer it uses */
+  int *inplace;       /* per tensor: the tensor it overwrites, or -1 */
+  int64_t *size;      /* per buffer owner: aligned bytes */
+  int64_t *offset;    /* per tensor: byte offset in the arena */
+  int64_t naive_bytes;       /* every tensor its own buffer */
+  int64_t lower_bound_bytes; /* the most bytes live at one step */
+  int64_t planned_bytes;     /* the arena */
+  int64_t param_bytes;       /* persistent: parameters */
+  int64_t persistent_bytes;  /* parameters, gradients, momentum, BN stats */
+  const char *strategy;      /* which placement order won */
+} Plan;
+
+void plan_memory(const Graph *g, Plan *p);
+/* Proves that no two tensors whose intervals overlap share a byte; reports
+ * to `err` and returns the number of conflicts. */
+int plan_check(const Graph *g, const Plan *p, FILE *err);
+
+/* Interval placement on its own, for tests: n buffers with sizes and
+ * [first, last] intervals get offsets; returns the arena size. */
+int64_t place_intervals(int n, const int64_t *size, const int *first,
+                        const int *last, int64_t *offset, int order);
 
 /* ---- infer.c: elaboration and shape inference -------------------------- */
 
@@ -330,11 +431,12 @@ Decl *load_program(Diag *d, Pool *pool, const char *path);
 void print_summary(FILE *out, const Graph *g);
 void dump_shapes(FILE *out, Diag *d, const Graph *g);
 
-/* ---- driver.c: the whole front end behind one call --------------------- */
+/* ---- load.c (continued): the whole front end behind one call ----------- */
 
-/* Loads, parses and checks `path` into `g`. Returns 0 on success, 1 when the
- * input has errors (reported to d->out). */
-int compile_front(Diag *d, Pool *pool, const char *path, Graph *g,
-                  Decl **decls_out);
+/* Loads, parses, checks and differentiates `path` into `g` for `batch`
+ * images per step. Returns 0 on success, 1 when the input has errors
+ * (reported to d->out). */
+int compile_front(Diag *d, Pool *pool, const char *path, int64_t batch,
+                  Graph *g, Decl **decls_out);
 
 #endif

@@ -44,12 +44,14 @@ static void init_table(void) {
   if (ready)
     return;
   int k = 0;
-#define X(e, n, ni, spec, summary)                                                \
-  table[k] = (OpInfo){.name = n, .ninputs = ni, .doc = summary};                  \
+#define X(e, n, ni, spec, bwd, summary)                                       \
+  table[k] = (OpInfo){.name = n, .ninputs = ni, .doc = summary,               \
+                      .user = k < OP_USER_COUNT, .backward = OP_##bwd};        \
   parse_spec(&table[k], spec);                                                \
   names[k] = n;                                                               \
   k++;
   OP_LIST(X)
+  INTERNAL_OP_LIST(X)
 #undef X
   ready = true;
 }
@@ -59,9 +61,13 @@ const OpInfo *op_info(OpKind k) {
   return &table[k];
 }
 
+int op_graph_inputs(OpKind k) {
+  return op_info(k)->ninputs + (k == OP_SOFTMAX_XENT);
+}
+
 int op_lookup(const char *name) {
   init_table();
-  for (int i = 0; i < OP_COUNT; i++)
+  for (int i = 0; i < OP_USER_COUNT; i++)
     if (!strcmp(names[i], name))
       return i;
   return -1;
@@ -168,12 +174,9 @@ bool op_infer(OpKind k, const Shape *in, const int64_t *a, Shape *out,
     }
     *out = (Shape){1, 1, 1};
     return true;
-  case OP_BATCHNORM:
-  case OP_RELU:
-  case OP_COUNT:
+  default: /* batchnorm, relu; backward ops are shaped by autodiff.c */
     return true;
   }
-  return true;
 }
 
 int op_weights(OpKind k, const Shape *in, const int64_t *a,

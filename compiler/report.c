@@ -23,7 +23,7 @@ static bool node_shares(const Graph *g, int i) {
 
 static double node_mflops(const Graph *g, int i) {
   const Node *n = &g->nodes[i];
-  Shape in[2];
+  Shape in[MAX_NODE_IN];
   for (int j = 0; j < n->nin; j++)
     in[j] = g->tensors[n->in[j]].shape;
   return op_flops(n->op, in, &g->tensors[n->out].shape, n->attr) / 1e6;
@@ -31,14 +31,14 @@ static double node_mflops(const Graph *g, int i) {
 
 void print_summary(FILE *out, const Graph *g) {
   int width = 5;
-  for (int i = 0; i < g->nnodes; i++)
+  for (int i = 0; i < g->nforward; i++)
     if ((int)strlen(g->nodes[i].path) > width)
       width = (int)strlen(g->nodes[i].path);
   Pool p = {0};
   fprintf(out, "%-*s  %-21s  %-12s  %10s  %9s\n", width, "layer", "op",
           "output", "params", "MFLOPs");
   double total = 0;
-  for (int i = 0; i < g->nnodes; i++) {
+  for (int i = 0; i < g->nforward; i++) {
     const Node *n = &g->nodes[i];
     double mf = node_mflops(g, i);
     total += mf;
@@ -54,7 +54,7 @@ void print_summary(FILE *out, const Graph *g) {
   fprintf(out, "network=%s input=%s classes=%lld layers=%d params=%lld "
                "weights=%d mflops=%.2f\n",
           g->name, shape_str(&p, g->tensors[g->input].shape),
-          (long long)g->classes, g->nnodes, (long long)graph_param_count(g),
+          (long long)g->classes, g->nforward, (long long)graph_param_count(g),
           g->nweights, total);
   pool_free(&p);
 }
@@ -75,10 +75,10 @@ void dump_shapes(FILE *out, Diag *d, const Graph *g) {
   const Tensor *in = &g->tensors[g->input];
   fprintf(out, "t%d = input : %s  # %s\n", g->input,
           shape_str(&p, in->shape), loc_str(d, in->loc));
-  for (int i = 0; i < g->nnodes; i++) {
+  for (int i = 0; i < g->nforward; i++) {
     const Node *n = &g->nodes[i];
     fprintf(out, "t%d = %s(", n->out, op_info(n->op)->name);
-    for (int j = 0; j < n->nin; j++)
+    for (int j = 0; j < op_info(n->op)->ninputs; j++)
       fprintf(out, "%st%d", j ? ", " : "", n->in[j]);
     fputc(')', out);
     print_attrs(out, n);

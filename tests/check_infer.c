@@ -64,7 +64,7 @@ START_TEST(test_resnet50_shapes) {
   }
   /* Projections exactly at stage starts: 4 in ResNet-50. */
   int proj = 0;
-  for (int i = 0; i < g->nnodes; i++)
+  for (int i = 0; i < g->nforward; i++)
     if (strstr(g->nodes[i].path, "shortcut1.conv1"))
       proj++;
   ck_assert_int_eq(proj, 4);
@@ -242,8 +242,8 @@ START_TEST(test_names_are_unique) {
   for (int i = 0; i < g->nweights; i++)
     for (int j = i + 1; j < g->nweights; j++)
       ck_assert_str_ne(g->weights[i].name, g->weights[j].name);
-  for (int i = 0; i < g->nnodes; i++)
-    for (int j = i + 1; j < g->nnodes; j++)
+  for (int i = 0; i < g->nforward; i++)
+    for (int j = i + 1; j < g->nforward; j++)
       ck_assert_str_ne(g->nodes[i].path, g->nodes[j].path);
   ck_assert_int_ge(find_node(g, "b11.conv1"), 0);
   ck_assert_int_ge(find_node(g, "b1_1.conv1"), 0);

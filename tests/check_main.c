@@ -30,7 +30,7 @@ void compile_path(Compiled *c, const char *path) {
   size_t len;
   FILE *out = open_memstream(&c->messages, &len);
   diag_init(&c->diag, &c->pool, out);
-  c->rc = compile_front(&c->diag, &c->pool, path, &c->graph, &c->decls);
+  c->rc = compile_front(&c->diag, &c->pool, path, 64, &c->graph, &c->decls);
   fclose(out);
 }
 
@@ -87,7 +87,7 @@ int find_weight(const Graph *g, const char *name) {
 }
 
 int find_node(const Graph *g, const char *path) {
-  for (int i = 0; i < g->nnodes; i++)
+  for (int i = 0; i < g->nforward; i++)
     if (!strcmp(g->nodes[i].path, path))
       return i;
   return -1;

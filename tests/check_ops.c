@@ -4,8 +4,17 @@
 #include "check_netc.h"
 
 START_TEST(test_table_lookup) {
-  for (int k = 0; k < OP_COUNT; k++)
+  for (int k = 0; k < OP_USER_COUNT; k++) {
     ck_assert_int_eq(op_lookup(op_info(k)->name), k);
+    ck_assert(op_info(k)->user);
+    ck_assert(op_info(k)->backward != OP_NONE);
+  }
+  for (int k = OP_USER_COUNT; k < OP_COUNT; k++) { /* internal: not users' */
+    ck_assert_int_eq(op_lookup(op_info(k)->name), -1);
+    ck_assert(!op_info(k)->user);
+  }
+  ck_assert_int_eq(op_info(OP_CONV)->backward, OP_CONV_BWD);
+  ck_assert_int_eq(op_info(OP_ADD)->backward, OP_PASS);
   ck_assert_int_eq(op_lookup("conv2d"), -1);
   const OpInfo *conv = op_info(OP_CONV);
   ck_assert_int_eq(conv->ninputs, 1);
