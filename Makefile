@@ -24,14 +24,14 @@ CHECK_LIBS = $(shell pkg-config --libs check 2>/dev/null || echo -lcheck)
 MODEL  ?= models/resnet18.net
 MODELS := $(filter-out models/blocks.net,$(wildcard models/*.net))
 
-COMPILER_SRC := pool.c diag.c ast.c ops.c graph.c infer.c autodiff.c load.c \
-                report.c
+COMPILER_SRC := pool.c diag.c ast.c ops.c graph.c infer.c autodiff.c plan.c \
+                load.c report.c dump.c
 COMPILER_OBJ := $(addprefix $(BUILD)/,$(COMPILER_SRC:.c=.o)) \
                 $(BUILD)/parse.o $(BUILD)/lex.o
 TEST_SRC := $(wildcard tests/check_*.c)
 TEST_OBJ := $(patsubst tests/%.c,$(BUILD)/tests/%.o,$(TEST_SRC))
 
-.PHONY: all deps test-deps train test check-models warnings clean golden
+.PHONY: all deps test-deps train test check-models warnings clean golden graphs
 .DEFAULT_GOAL := all
 
 all: deps $(BUILD)/netc
@@ -91,6 +91,18 @@ check-models: $(BUILD)/netc
 # every model.
 train: all check-models
 	@echo "netc: every model checks; training arrives with the trainer"
+
+# Renders every model's training graph and memory plan to SVG in
+# build/graphs/ (Graphviz's dot draws the graphs).
+graphs: $(BUILD)/netc
+	@sh .ci/deps graphs
+	@mkdir -p $(BUILD)/graphs
+	@for m in $(MODELS) tests/golden/small.net; do \
+	  n=$$(basename $$m .net); \
+	  $(BUILD)/netc dump dot $$m | dot -Tsvg -o $(BUILD)/graphs/$$n.svg || exit 1; \
+	  $(BUILD)/netc dump memory -o $(BUILD)/graphs/$$n-memory.svg $$m || exit 1; \
+	  echo "$(BUILD)/graphs/$$n.svg $(BUILD)/graphs/$$n-memory.svg"; \
+	done
 
 # Regenerates tests/golden/ from the current compiler: review the diff.
 golden: $(BUILD)/netc

@@ -1,31 +1,59 @@
 /* main.c: the netc command line.
  *
  * The pipeline, one pass per file:
- *   load.c   read FILE.net and its imports
- *   parse.y  tokens (lex.l) -> AST (ast.c)
- *   infer.c  AST -> graph IR: blocks expanded, shapes inferred (ops.c)
- *   graph.c  the IR and its verifier
- *   report.c summaries and dumps
- * Exit status: 0 success, 1 errors in the input, 2 bad usage. */
+ *   load.c      read FILE.net and its imports
+ *   parse.y     tokens (lex.l) -> AST (ast.c)
+ *   infer.c     AST -> forward graph: blocks expanded, shapes inferred
+ *   autodiff.c  forward graph -> training graph: the backward pass
+ *   plan.c      every tensor of a training step placed in one arena
+ *   report.c, dump.c   what people read: summaries, dumps, pictures
+ * graph.c holds the IR and its verifier, which runs after every pass;
+ * ops.c the table of operations. Exit status: 0 success, 1 errors in the
+ * input, 2 bad usage. */
+#include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "netc.h"
 
 static const char usage[] =
-    "usage: netc <command> FILE.net\n"
+    "usage: netc <command> [options] FILE.net\n"
     "\n"
     "commands:\n"
-    "  check FILE.net         check the network and print a per-layer\n"
-    "                         summary: output shapes, parameters, MFLOPs\n"
-    "  dump ast FILE.net      print the parsed program as canonical source\n"
-    "  dump shapes FILE.net   print every op with its inputs, attributes and\n"
-    "                         output shape, then every weight\n"
+    "  check FILE.net          check the network and print a per-layer\n"
+    "                          summary: output shapes, parameters, MFLOPs\n"
+    "  dump ast FILE.net       the parsed program as canonical source\n"
+    "  dump shapes FILE.net    every forward op with its output shape, then\n"
+    "                          every weight\n"
+    "  dump graph FILE.net     the training graph: forward and backward ops,\n"
+    "                          their tensors, shapes and source locations\n"
+    "  dump plan FILE.net      the memory plan: every tensor's bytes, offset\n"
+    "                          and live interval, then naive_bytes=,\n"
+    "                          lower_bound_bytes= and planned_bytes=\n"
+    "  dump dot FILE.net       the training graph in Graphviz DOT\n"
+    "  dump memory FILE.net    the plan as an SVG picture (use -o plan.svg)\n"
     "\n"
     "options:\n"
-    "  -h, --help             print this help and exit\n"
-    "  --version              print the version and exit\n"
+    "  -b N, --batch N         images per training step (default 64)\n"
+    "  --json                  with dump plan: JSON instead of a table\n"
+    "  -o FILE                 write the output to FILE instead of stdout\n"
+    "  -h, --help              print this help and exit\n"
+    "  --version               print the version and exit\n"
     "\n"
-    "The language is described in docs/language.md.\n";
+    "The language is described in docs/language.md, the passes in\n"
+    "docs/architecture.md, the memory plan in docs/memory-plan.md.\n";
+
+typedef enum {
+  CMD_CHECK, CMD_AST, CMD_SHAPES, CMD_GRAPH, CMD_PLAN, CMD_DOT, CMD_MEMORY
+} Command;
+
+typedef struct {
+  Command cmd;
+  const char *path;
+  const char *out_path;
+  int64_t batch;
+  bool json;
+} Options;
 
 static int bad_usage(const char *fmt, const char *arg) {
   fprintf(stderr, "netc: ");
@@ -34,34 +62,119 @@ static int bad_usage(const char *fmt, const char *arg) {
   return 2;
 }
 
-typedef enum { CMD_CHECK, CMD_DUMP_AST, CMD_DUMP_SHAPES } Command;
+static void emit(FILE *out, Diag *d, const Options *o, Graph *g) {
+  Plan plan;
+  if (o->cmd == CMD_PLAN || o->cmd == CMD_MEMORY) {
+    plan_memory(g, &plan);
+    if (plan_check(g, &plan, stderr)) { /* a netc bug, never the input's */
+      fprintf(stderr, "netc: internal error: the memory plan overlaps\n");
+      exit(1);
+    }
+  }
+  switch (o->cmd) {
+  case CMD_CHECK: print_summary(out, g); break;
+  case CMD_SHAPES: dump_shapes(out, d, g); break;
+  case CMD_GRAPH: dump_graph(out, d, g); break;
+  case CMD_DOT: dump_dot(out, g); break;
+  case CMD_PLAN:
+    (o->json ? dump_plan_json : dump_plan)(out, g, &plan);
+    break;
+  case CMD_MEMORY: dump_memory_svg(out, g, &plan); break;
+  case CMD_AST: break;
+  }
+}
 
-static int run(Command cmd, const char *path) {
+static int run(const Options *o) {
   Pool pool = {0};
   Diag d;
   diag_init(&d, &pool, stderr);
-  Graph g;
   int rc;
-  if (cmd == CMD_DUMP_AST) { /* the parse alone: no meaning needed */
-    Decl *decls = load_program(&d, &pool, path);
+  FILE *out = stdout;
+  if (o->out_path && !(out = fopen(o->out_path, "w"))) {
+    fprintf(stderr, "netc: cannot write '%s': %s\n", o->out_path,
+            strerror(errno));
+    pool_free(&pool);
+    return 1;
+  }
+  if (o->cmd == CMD_AST) { /* the parse alone: no meaning needed */
+    Decl *decls = load_program(&d, &pool, o->path);
     rc = d.errors ? 1 : 0;
     if (rc == 0)
-      dump_ast(stdout, &d, decls);
+      dump_ast(out, &d, decls);
   } else {
-    rc = compile_front(&d, &pool, path, 64, &g, NULL);
-    if (rc == 0 && cmd == CMD_CHECK)
-      print_summary(stdout, &g);
-    if (rc == 0 && cmd == CMD_DUMP_SHAPES)
-      dump_shapes(stdout, &d, &g);
+    Graph g;
+    rc = compile_front(&d, &pool, o->path, o->batch, &g, NULL);
+    if (rc == 0)
+      emit(out, &d, o, &g);
   }
   if (d.errors)
     fprintf(stderr, "%d error%s\n", d.errors, d.errors == 1 ? "" : "s");
   pool_free(&pool);
-  if (fflush(stdout) != 0) {
-    perror("netc: writing output");
+  if ((out == stdout ? fflush(out) : fclose(out)) != 0) {
+    perror("netc: writing the output");
     return 1;
   }
   return rc;
+}
+
+static int parse_command(int argc, char **argv, int *argi, Options *o) {
+  static const struct {
+    const char *name;
+    Command cmd;
+  } dumps[] = {{"ast", CMD_AST},   {"shapes", CMD_SHAPES}, {"graph", CMD_GRAPH},
+               {"plan", CMD_PLAN}, {"dot", CMD_DOT},       {"memory", CMD_MEMORY}};
+  const char *cmd = argv[1];
+  if (!strcmp(cmd, "check")) {
+    o->cmd = CMD_CHECK;
+    return 0;
+  }
+  if (strcmp(cmd, "dump"))
+    return bad_usage("unknown command '%s'", cmd);
+  if (argc < 3)
+    return bad_usage("%s", "dump needs a kind: ast, shapes, graph, plan, "
+                           "dot or memory");
+  const char *kind = argv[(*argi)++];
+  for (size_t i = 0; i < sizeof dumps / sizeof dumps[0]; i++)
+    if (!strcmp(kind, dumps[i].name)) {
+      o->cmd = dumps[i].cmd;
+      return 0;
+    }
+  return bad_usage("unknown dump kind '%s' (ast, shapes, graph, plan, dot "
+                   "or memory)", kind);
+}
+
+static int parse_options(int argc, char **argv, int argi, Options *o) {
+  for (; argi < argc; argi++) {
+    const char *a = argv[argi];
+    if (!strcmp(a, "-b") || !strcmp(a, "--batch")) {
+      if (++argi >= argc)
+        return bad_usage("%s needs a number", a);
+      char *end;
+      errno = 0;
+      long long b = strtoll(argv[argi], &end, 10);
+      if (*end || errno || b < 1 || b > 65536)
+        return bad_usage("the batch size must be 1..65536, not '%s'",
+                         argv[argi]);
+      o->batch = b;
+    } else if (!strcmp(a, "--json")) {
+      o->json = true;
+    } else if (!strcmp(a, "-o")) {
+      if (++argi >= argc)
+        return bad_usage("%s needs a file name", a);
+      o->out_path = argv[argi];
+    } else if (a[0] == '-' && a[1]) {
+      return bad_usage("unknown option '%s'", a);
+    } else if (o->path) {
+      return bad_usage("unexpected argument '%s'", a);
+    } else {
+      o->path = a;
+    }
+  }
+  if (!o->path)
+    return bad_usage("%s", "missing FILE.net");
+  if (o->json && o->cmd != CMD_PLAN)
+    return bad_usage("%s", "--json goes with dump plan");
+  return 0;
 }
 
 int main(int argc, char **argv) {
@@ -76,28 +189,10 @@ int main(int argc, char **argv) {
     printf("netc %s\n", NETC_VERSION);
     return 0;
   }
+  Options o = {.batch = 64};
   int argi = 2;
-  Command c;
-  if (!strcmp(cmd, "check")) {
-    c = CMD_CHECK;
-  } else if (!strcmp(cmd, "dump")) {
-    if (argc < 3)
-      return bad_usage("%s", "dump needs a kind: ast or shapes");
-    const char *kind = argv[argi++];
-    if (!strcmp(kind, "ast"))
-      c = CMD_DUMP_AST;
-    else if (!strcmp(kind, "shapes"))
-      c = CMD_DUMP_SHAPES;
-    else
-      return bad_usage("unknown dump kind '%s' (ast or shapes)", kind);
-  } else {
-    return bad_usage("unknown command '%s'", cmd);
-  }
-  if (argi >= argc)
-    return bad_usage("%s", "missing FILE.net");
-  if (argv[argi][0] == '-')
-    return bad_usage("unknown option '%s'", argv[argi]);
-  if (argi + 1 < argc)
-    return bad_usage("unexpected argument '%s'", argv[argi + 1]);
-  return run(c, argv[argi]);
+  int rc = parse_command(argc, argv, &argi, &o);
+  if (rc == 0)
+    rc = parse_options(argc, argv, argi, &o);
+  return rc ? rc : run(&o);
 }

@@ -426,6 +426,14 @@ bool infer_network(Diag *d, Decl *decls, Graph *g);
  * declarations (imports first), or NULL with errors in `d`. */
 Decl *load_program(Diag *d, Pool *pool, const char *path);
 
+/* ---- dump.c: the training graph and the plan, for people ----------------- */
+
+void dump_graph(FILE *out, Diag *d, const Graph *g);
+void dump_dot(FILE *out, const Graph *g);
+void dump_plan(FILE *out, const Graph *g, const Plan *p);
+void dump_plan_json(FILE *out, const Graph *g, const Plan *p);
+void dump_memory_svg(FILE *out, const Graph *g, const Plan *p);
+
 /* ---- report.c: what `netc check` and `netc dump shapes` print ---------- */
 
 void print_summary(FILE *out, const Graph *g);

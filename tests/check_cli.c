@@ -18,7 +18,7 @@ static const struct {
   int status;
   const char *needle;
 } usage_cases[] = {
-    {"--help", 0, "usage: netc <command> FILE.net"},
+    {"--help", 0, "usage: netc <command> [options] FILE.net"},
     {"-h", 0, "dump shapes FILE.net"},
     {"--version", 0, "netc " NETC_VERSION},
     {"", 2, "netc: missing command"},
@@ -28,6 +28,14 @@ static const struct {
     {"check a.net b.net", 2, "unexpected argument 'b.net'"},
     {"dump", 2, "dump needs a kind"},
     {"dump graphs models/resnet18.net", 2, "unknown dump kind 'graphs'"},
+    {"dump plan -b 0 models/resnet18.net", 2, "batch size must be 1..65536"},
+    {"dump plan -b x models/resnet18.net", 2, "batch size must be 1..65536"},
+    {"dump plan -b", 2, "-b needs a number"},
+    {"dump graph --json models/resnet18.net", 2, "--json goes with dump plan"},
+    {"dump plan -o /nonexistent/dir/p.txt models/resnet18.net", 1,
+     "cannot write '/nonexistent/dir/p.txt'"},
+    {"dump plan -b 8 tests/golden/small.net", 0,
+     "naive_bytes=2985792 lower_bound_bytes=483904 planned_bytes="},
     {"check /nonexistent.net", 1, "cannot open '/nonexistent.net'"},
     {"check models", 1, "cannot read 'models'"},
     {"check tests/errors/add_shape_mismatch.net", 1, "1 error"},
@@ -78,6 +86,10 @@ START_TEST(test_golden_dumps) {
   golden("dump ast tests/golden/small.net", "tests/golden/small.ast");
   golden("dump shapes models/resnet18.net", "tests/golden/resnet18.shapes");
   golden("check tests/golden/small.net", "tests/golden/small.check");
+  golden("dump graph tests/golden/small.net", "tests/golden/small.graph");
+  golden("dump plan tests/golden/small.net", "tests/golden/small.plan");
+  golden("dump graph models/resnet18.net", "tests/golden/resnet18.graph");
+  golden("dump plan models/resnet18.net", "tests/golden/resnet18.plan");
 }
 END_TEST
 
@@ -106,16 +118,62 @@ START_TEST(test_examples_check) {
 }
 END_TEST
 
+/* The JSON plan, checked by an independent script (tests/plan_check.py). */
+START_TEST(test_json_plan_checks_independently) {
+  static const char *const nets[] = {"models/resnet18.net",
+                                     "models/resnet50.net",
+                                     "models/seed_resnet.net",
+                                     "tests/golden/small.net"};
+  for (size_t i = 0; i < sizeof nets / sizeof nets[0]; i++) {
+    char *cmd = NULL;
+    ck_assert_int_ge(asprintf(&cmd, "%s dump plan --json %s | python3 "
+                                    "tests/plan_check.py",
+                              netc_path(), nets[i]), 0);
+    int status;
+    char *out = run_command(cmd, &status);
+    ck_assert_msg(status == 0 && strstr(out, " 0 problems"), "%s: %s",
+                  nets[i], out);
+    free(out);
+    free(cmd);
+  }
+}
+END_TEST
+
+START_TEST(test_pictures) {
+  int status;
+  char *out = netc("dump memory -o /dev/stdout tests/golden/small.net",
+                   &status);
+  ck_assert_int_eq(status, 0);
+  ck_assert_ptr_nonnull(strstr(out, "<svg xmlns="));
+  ck_assert_ptr_nonnull(strstr(out, "</svg>"));
+  ck_assert_ptr_nonnull(strstr(out, "<title>conv1: "));
+  free(out);
+  out = netc("dump dot tests/golden/small.net", &status);
+  ck_assert_int_eq(status, 0);
+  ck_assert_ptr_nonnull(strstr(out, "digraph \"small\" {"));
+  ck_assert_ptr_nonnull(strstr(out, "subgraph \"cluster_f_"));
+  ck_assert_ptr_nonnull(strstr(out, "label=\"64x8x16x16\""));
+  /* Balanced braces: clusters open and close. */
+  int depth = 0;
+  for (char *p = out; *p; p++)
+    depth += (*p == '{') - (*p == '}');
+  ck_assert_int_eq(depth, 0);
+  free(out);
+}
+END_TEST
+
 Suite *suite_cli(void) {
   Suite *s = suite_create("cli");
   TCase *tc = tcase_create("cli");
-  tcase_set_timeout(tc, 30);
+  tcase_set_timeout(tc, 120);
   tcase_add_loop_test(tc, test_usage_and_status, 0,
                       sizeof usage_cases / sizeof usage_cases[0]);
   tcase_add_test(tc, test_check_totals_line);
   tcase_add_test(tc, test_golden_dumps);
   tcase_add_test(tc, test_deterministic);
   tcase_add_test(tc, test_examples_check);
+  tcase_add_test(tc, test_json_plan_checks_independently);
+  tcase_add_test(tc, test_pictures);
   suite_add_tcase(s, tc);
   return s;
 }

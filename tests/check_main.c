@@ -106,6 +106,8 @@ int main(void) {
   srunner_add_suite(sr, suite_ops());
   srunner_add_suite(sr, suite_infer());
   srunner_add_suite(sr, suite_graph());
+  srunner_add_suite(sr, suite_autodiff());
+  srunner_add_suite(sr, suite_plan());
   srunner_add_suite(sr, suite_errors());
   srunner_add_suite(sr, suite_cli());
   srunner_run_all(sr, CK_NORMAL);

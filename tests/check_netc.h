@@ -13,6 +13,8 @@ Suite *suite_parse(void);
 Suite *suite_ops(void);
 Suite *suite_infer(void);
 Suite *suite_graph(void);
+Suite *suite_autodiff(void);
+Suite *suite_plan(void);
 Suite *suite_errors(void);
 Suite *suite_cli(void);
 

@@ -8,4 +8,8 @@ $netc dump ast tests/golden/small.net > tests/golden/small.ast
 $netc dump shapes tests/golden/small.net > tests/golden/small.shapes
 $netc check tests/golden/small.net > tests/golden/small.check
 $netc dump shapes models/resnet18.net > tests/golden/resnet18.shapes
+$netc dump graph tests/golden/small.net > tests/golden/small.graph
+$netc dump plan tests/golden/small.net > tests/golden/small.plan
+$netc dump graph models/resnet18.net > tests/golden/resnet18.graph
+$netc dump plan models/resnet18.net > tests/golden/resnet18.plan
 echo "golden files updated; review with: git diff tests/golden"
