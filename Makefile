@@ -31,7 +31,8 @@ COMPILER_OBJ := $(addprefix $(BUILD)/,$(COMPILER_SRC:.c=.o)) \
 TEST_SRC := $(wildcard tests/check_*.c)
 TEST_OBJ := $(patsubst tests/%.c,$(BUILD)/tests/%.o,$(TEST_SRC))
 
-.PHONY: all deps test-deps train test check-models warnings clean golden graphs
+.PHONY: all deps test-deps train test check-models warnings clean golden graphs \
+        plans
 .DEFAULT_GOAL := all
 
 all: deps $(BUILD)/netc
@@ -91,6 +92,20 @@ check-models: $(BUILD)/netc
 # every model.
 train: all check-models
 	@echo "netc: every model checks; training arrives with the trainer"
+
+# The three numbers of every model's memory plan at batch $(BATCH), as a
+# Markdown table (docs/memory-plan.md quotes it).
+BATCH ?= 64
+plans: $(BUILD)/netc
+	@echo "| model | naive bytes | lower bound bytes | planned bytes | planned / bound | persistent bytes |"
+	@echo "|---|---:|---:|---:|---:|---:|"
+	@for m in $(MODELS); do \
+	  $(BUILD)/netc dump plan -b $(BATCH) $$m > $(BUILD)/plan.txt || exit 1; \
+	  tail -n 1 $(BUILD)/plan.txt | tr ' =' '\n\n' | awk -v m=$$m \
+	    -v p=$$(grep -o '[0-9]* with their' $(BUILD)/plan.txt | cut -d' ' -f1) \
+	    'NR % 2 == 0 { v[NR / 2] = $$1 } END { printf "| %s | %s | %s | %s | %.4f | %s |\n", \
+	      m, v[1], v[2], v[3], v[3] / v[2], p }'; \
+	done
 
 # Renders every model's training graph and memory plan to SVG in
 # build/graphs/ (Graphviz's dot draws the graphs).

@@ -183,7 +183,7 @@ static void dot_clusters(FILE *out, const Graph *g, int from, int to,
 
 void dump_dot(FILE *out, const Graph *g) {
   Pool p = {0};
-  fprintf(out, "digraph \"%s\" {\n  rankdir=TB;\n  node [shape=box "
+  fprintf(out, "digraph \"%s\" {\n  rankdir=TB; newrank=true; mclimit=0.2;\n  node [shape=box "
                "fontname=\"Helvetica\" fontsize=10];\n  edge [fontname="
                "\"Helvetica\" fontsize=8];\n", g->name);
   fputs("  input [shape=oval label=\"input\"];\n"
@@ -193,7 +193,10 @@ void dump_dot(FILE *out, const Graph *g) {
   fputs("  }\n  subgraph cluster_backward { label=\"backward\";\n", out);
   dot_clusters(out, g, g->nforward, g->nnodes, "b");
   fputs("  }\n", out);
-  /* Edges: from the producer of each input (the root, for views). */
+  /* Edges: from the producer of each input (the root, for views). A
+   * backward op's reads of forward state (X, saved statistics) are left
+   * out: they would tie every backward op to the forward column, and the
+   * dumps list them. The loss starts the backward pass. */
   for (int i = 0; i < g->nnodes; i++) {
     const Node *n = &g->nodes[i];
     for (int j = 0; j < n->nin; j++) {
@@ -201,6 +204,8 @@ void dump_dot(FILE *out, const Graph *g) {
       while (g->tensors[r].producer < 0 && g->tensors[r].view_of >= 0)
         r = g->tensors[r].view_of;
       int pr = g->tensors[r].producer;
+      if (i >= g->nforward && (pr < 0 || pr < g->nforward))
+        continue;
       const char *from = pr >= 0 ? pool_printf(&p, "n%d", pr)
                          : r == g->labels ? "labels" : "input";
       fprintf(out, "  %s -> n%d [label=\"%s\"%s];\n", from, i,
@@ -208,6 +213,9 @@ void dump_dot(FILE *out, const Graph *g) {
               g->tensors[t].kind == TK_GRAD ? " color=\"#c0504d\"" : "");
     }
   }
+  if (g->nnodes > g->nforward)
+    fprintf(out, "  n%d -> n%d [style=dashed label=\"loss\"];\n",
+            g->tensors[g->loss].producer, g->nforward);
   fputs("}\n", out);
   pool_free(&p);
 }
