@@ -16,18 +16,26 @@ WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes
 CPPFLAGS := -Icompiler -I$(BUILD)
 ALLFLAGS  = -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS)
 ifeq ($(SANITIZE),1)
-  ALLFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+  SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+  ALLFLAGS += $(SAN_FLAGS)
   LDFLAGS  += -fsanitize=address,undefined
 endif
 CHECK_LIBS = $(shell pkg-config --libs check 2>/dev/null || echo -lcheck)
+BLAS_CFLAGS = $(shell pkg-config --cflags openblas 2>/dev/null)
+BLAS_LIBS   = $(shell pkg-config --libs openblas 2>/dev/null || echo -lopenblas)
+RT_FLAGS    = -fopenmp $(BLAS_CFLAGS)
+RT_LIBS     = -fopenmp $(BLAS_LIBS) -lm -lpthread
 
 MODEL  ?= models/resnet18.net
 MODELS := $(filter-out models/blocks.net,$(wildcard models/*.net))
 
 COMPILER_SRC := pool.c diag.c ast.c ops.c graph.c infer.c autodiff.c plan.c \
-                load.c report.c dump.c
+                load.c report.c dump.c codegen.c build.c
 COMPILER_OBJ := $(addprefix $(BUILD)/,$(COMPILER_SRC:.c=.o)) \
                 $(BUILD)/parse.o $(BUILD)/lex.o
+# The runtime: everything in runtime/ but the trainer's main().
+RT_SRC := $(filter-out runtime/trainer.c,$(wildcard runtime/*.c))
+RT_OBJ := $(patsubst runtime/%.c,$(BUILD)/rt/%.o,$(RT_SRC))
 TEST_SRC := $(wildcard tests/check_*.c)
 TEST_OBJ := $(patsubst tests/%.c,$(BUILD)/tests/%.o,$(TEST_SRC))
 
@@ -35,7 +43,7 @@ TEST_OBJ := $(patsubst tests/%.c,$(BUILD)/tests/%.o,$(TEST_SRC))
         plans
 .DEFAULT_GOAL := all
 
-all: deps $(BUILD)/netc
+all: deps $(BUILD)/netc $(BUILD)/libnetcrt.a $(BUILD)/trainer.o
 
 deps:
 	@sh .ci/deps build
@@ -62,18 +70,34 @@ $(BUILD)/lex.o: $(BUILD)/lex.c compiler/netc.h
 $(BUILD)/%.o: compiler/%.c compiler/netc.h $(BUILD)/parse.h
 	$(CC) $(ALLFLAGS) $(CPPFLAGS) -c -o $@ $<
 
+# netc build compiles trainers against this tree's runtime.
+$(BUILD)/build.o: compiler/build.c compiler/netc.h $(BUILD)/parse.h
+	$(CC) $(ALLFLAGS) $(CPPFLAGS) -DNETC_RT_INCLUDE='"$(abspath runtime)"' \
+	  -DNETC_RT_LIBDIR='"$(abspath $(BUILD))"' -DNETC_CC='"$(CC) $(SAN_FLAGS)"' \
+	  -DNETC_BLAS_LIBS='"$(BLAS_LIBS)"' -c -o $@ $<
+
+$(BUILD)/trainer.o: runtime/trainer.c runtime/netc_rt.h runtime/netc_model.h
+	$(CC) $(ALLFLAGS) $(RT_FLAGS) -Iruntime -c -o $@ $<
+
 $(BUILD)/libnetc.a: $(COMPILER_OBJ)
 	ar rcs $@ $^
 
 $(BUILD)/netc: $(BUILD)/main.o $(BUILD)/libnetc.a
 	$(CC) $(LDFLAGS) -o $@ $^
 
-$(BUILD)/tests/%.o: tests/%.c tests/check_netc.h compiler/netc.h $(BUILD)/parse.h
-	@mkdir -p $(BUILD)/tests
-	$(CC) $(ALLFLAGS) $(CPPFLAGS) -Itests -c -o $@ $<
+$(BUILD)/rt/%.o: runtime/%.c runtime/netc_rt.h runtime/netc_model.h
+	@mkdir -p $(BUILD)/rt
+	$(CC) $(ALLFLAGS) $(RT_FLAGS) -Iruntime -c -o $@ $<
 
-$(BUILD)/check_netc: $(TEST_OBJ) $(BUILD)/libnetc.a
-	$(CC) $(LDFLAGS) -o $@ $^ $(CHECK_LIBS)
+$(BUILD)/libnetcrt.a: $(RT_OBJ)
+	ar rcs $@ $^
+
+$(BUILD)/tests/%.o: tests/%.c tests/check_netc.h compiler/netc.h runtime/netc_rt.h $(BUILD)/parse.h
+	@mkdir -p $(BUILD)/tests
+	$(CC) $(ALLFLAGS) $(CPPFLAGS) $(BLAS_CFLAGS) -Itests -Iruntime -c -o $@ $<
+
+$(BUILD)/check_netc: $(TEST_OBJ) $(BUILD)/libnetc.a $(BUILD)/libnetcrt.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(CHECK_LIBS) $(RT_LIBS)
 
 # The compiler must build warning-free with both gcc and clang.
 warnings: deps

@@ -11,6 +11,16 @@ static const char *tshape(Pool *p, const Graph *g, int t) {
   return x->batched ? pool_printf(p, "%lldx%s", (long long)g->batch, s) : s;
 }
 
+static void json_string(FILE *out, const char *s) {
+  fputc('"', out);
+  for (; *s; s++) {
+    if (*s == '"' || *s == '\\')
+      fputc('\\', out);
+    fputc(*s, out);
+  }
+  fputc('"', out);
+}
+
 /* ---- netc dump graph ---------------------------------------------------- */
 
 static void print_node(FILE *out, Diag *d, const Graph *g, int i, Pool *p) {
@@ -61,6 +71,50 @@ void dump_graph(FILE *out, Diag *d, const Graph *g) {
   pool_free(&p);
 }
 
+/* The forward graph as JSON: what tests/reference/torch_ref.py rebuilds in
+ * PyTorch. Weight dims are in PyTorch's order. */
+void dump_graph_json(FILE *out, const Graph *g) {
+  fprintf(out, "{\n  \"network\": \"%s\",\n  \"batch\": %lld,\n  "
+               "\"classes\": %lld,\n  \"input\": %d,\n  \"labels\": %d,\n"
+               "  \"loss\": %d,\n  \"tensors\": [\n",
+          g->name, (long long)g->batch, (long long)g->classes, g->input,
+          g->labels, g->loss);
+  for (int t = 0; t < g->ntensors; t++) {
+    const Tensor *x = &g->tensors[t];
+    fprintf(out, "    {\"id\": %d, \"kind\": \"%s\", \"shape\": [%lld, %lld, "
+                 "%lld], \"batched\": %s, \"name\": ",
+            t, tensor_kind_name(x->kind), (long long)x->shape.c,
+            (long long)x->shape.h, (long long)x->shape.w,
+            x->batched ? "true" : "false");
+    json_string(out, x->label);
+    fprintf(out, "}%s\n", t + 1 < g->ntensors ? "," : "");
+  }
+  fputs("  ],\n  \"weights\": [\n", out);
+  for (int w = 0; w < g->nweights; w++) {
+    const Weight *x = &g->weights[w];
+    fprintf(out, "    {\"id\": %d, \"name\": \"%s\", \"dims\": [", w, x->name);
+    for (int j = 0; j < x->ndims; j++)
+      fprintf(out, "%s%lld", j ? ", " : "", (long long)x->dims[j]);
+    fprintf(out, "]}%s\n", w + 1 < g->nweights ? "," : "");
+  }
+  fputs("  ],\n  \"nodes\": [\n", out);
+  for (int i = 0; i < g->nforward; i++) {
+    const Node *n = &g->nodes[i];
+    const OpInfo *op = op_info(n->op);
+    fprintf(out, "    {\"id\": %d, \"op\": \"%s\", \"path\": \"%s\", "
+                 "\"in\": [", i, op->name, n->path);
+    for (int j = 0; j < n->nin; j++)
+      fprintf(out, "%s%d", j ? ", " : "", n->in[j]);
+    fprintf(out, "], \"out\": %d, \"weights\": [%d, %d], \"attrs\": {",
+            n->out, n->weight[0], n->weight[1]);
+    for (int j = 0; j < op->nparams; j++)
+      fprintf(out, "%s\"%s\": %lld", j ? ", " : "", op->params[j].name,
+              (long long)n->attr[j]);
+    fprintf(out, "}}%s\n", i + 1 < g->nforward ? "," : "");
+  }
+  fputs("  ]\n}\n", out);
+}
+
 /* ---- netc dump plan ----------------------------------------------------- */
 
 void dump_plan(FILE *out, const Graph *g, const Plan *p) {
@@ -93,16 +147,6 @@ void dump_plan(FILE *out, const Graph *g, const Plan *p) {
           (long long)p->naive_bytes, (long long)p->lower_bound_bytes,
           (long long)p->planned_bytes);
   pool_free(&pool);
-}
-
-static void json_string(FILE *out, const char *s) {
-  fputc('"', out);
-  for (; *s; s++) {
-    if (*s == '"' || *s == '\\')
-      fputc('\\', out);
-    fputc(*s, out);
-  }
-  fputc('"', out);
 }
 
 void dump_plan_json(FILE *out, const Graph *g, const Plan *p) {

@@ -6,6 +6,7 @@
  *   infer.c     AST -> forward graph: blocks expanded, shapes inferred
  *   autodiff.c  forward graph -> training graph: the backward pass
  *   plan.c      every tensor of a training step placed in one arena
+ *   codegen.c   graph + plan -> C; build.c compiles it with the runtime
  *   report.c, dump.c   what people read: summaries, dumps, pictures
  * graph.c holds the IR and its verifier, which runs after every pass;
  * ops.c the table of operations. Exit status: 0 success, 1 errors in the
@@ -22,6 +23,9 @@ static const char usage[] =
     "commands:\n"
     "  check FILE.net          check the network and print a per-layer\n"
     "                          summary: output shapes, parameters, MFLOPs\n"
+    "  build FILE.net          generate C for a training step and compile\n"
+    "                          it with the runtime into a trainer: -o DIR\n"
+    "                          (default build/<network>), --no-compile\n"
     "  dump ast FILE.net       the parsed program as canonical source\n"
     "  dump shapes FILE.net    every forward op with its output shape, then\n"
     "                          every weight\n"
@@ -35,8 +39,10 @@ static const char usage[] =
     "\n"
     "options:\n"
     "  -b N, --batch N         images per training step (default 64)\n"
-    "  --json                  with dump plan: JSON instead of a table\n"
+    "  --json                  with dump plan or dump graph: JSON\n"
     "  -o FILE                 write the output to FILE instead of stdout\n"
+    "                          (with build: the output directory)\n"
+    "  --no-compile            with build: write the C files only\n"
     "  -h, --help              print this help and exit\n"
     "  --version               print the version and exit\n"
     "\n"
@@ -44,7 +50,8 @@ static const char usage[] =
     "docs/architecture.md, the memory plan in docs/memory-plan.md.\n";
 
 typedef enum {
-  CMD_CHECK, CMD_AST, CMD_SHAPES, CMD_GRAPH, CMD_PLAN, CMD_DOT, CMD_MEMORY
+  CMD_CHECK, CMD_BUILD, CMD_AST, CMD_SHAPES, CMD_GRAPH, CMD_PLAN, CMD_DOT,
+  CMD_MEMORY
 } Command;
 
 typedef struct {
@@ -53,6 +60,7 @@ typedef struct {
   const char *out_path;
   int64_t batch;
   bool json;
+  bool no_compile;
 } Options;
 
 static int bad_usage(const char *fmt, const char *arg) {
@@ -62,9 +70,9 @@ static int bad_usage(const char *fmt, const char *arg) {
   return 2;
 }
 
-static void emit(FILE *out, Diag *d, const Options *o, Graph *g) {
+static int emit(FILE *out, Diag *d, const Options *o, Graph *g) {
   Plan plan;
-  if (o->cmd == CMD_PLAN || o->cmd == CMD_MEMORY) {
+  if (o->cmd == CMD_PLAN || o->cmd == CMD_MEMORY || o->cmd == CMD_BUILD) {
     plan_memory(g, &plan);
     if (plan_check(g, &plan, stderr)) { /* a netc bug, never the input's */
       fprintf(stderr, "netc: internal error: the memory plan overlaps\n");
@@ -74,14 +82,26 @@ static void emit(FILE *out, Diag *d, const Options *o, Graph *g) {
   switch (o->cmd) {
   case CMD_CHECK: print_summary(out, g); break;
   case CMD_SHAPES: dump_shapes(out, d, g); break;
-  case CMD_GRAPH: dump_graph(out, d, g); break;
+  case CMD_GRAPH:
+    if (o->json)
+      dump_graph_json(out, g);
+    else
+      dump_graph(out, d, g);
+    break;
   case CMD_DOT: dump_dot(out, g); break;
   case CMD_PLAN:
     (o->json ? dump_plan_json : dump_plan)(out, g, &plan);
     break;
   case CMD_MEMORY: dump_memory_svg(out, g, &plan); break;
+  case CMD_BUILD:
+    return build_trainer(d, g, &plan, o->path,
+                         o->out_path ? o->out_path
+                                     : pool_printf(g->pool, "build/%s",
+                                                   g->name),
+                         !o->no_compile);
   case CMD_AST: break;
   }
+  return 0;
 }
 
 static int run(const Options *o) {
@@ -90,7 +110,8 @@ static int run(const Options *o) {
   diag_init(&d, &pool, stderr);
   int rc;
   FILE *out = stdout;
-  if (o->out_path && !(out = fopen(o->out_path, "w"))) {
+  if (o->cmd != CMD_BUILD && o->out_path &&
+      !(out = fopen(o->out_path, "w"))) {
     fprintf(stderr, "netc: cannot write '%s': %s\n", o->out_path,
             strerror(errno));
     pool_free(&pool);
@@ -105,7 +126,7 @@ static int run(const Options *o) {
     Graph g;
     rc = compile_front(&d, &pool, o->path, o->batch, &g, NULL);
     if (rc == 0)
-      emit(out, &d, o, &g);
+      rc = emit(out, &d, o, &g);
   }
   if (d.errors)
     fprintf(stderr, "%d error%s\n", d.errors, d.errors == 1 ? "" : "s");
@@ -124,8 +145,8 @@ static int parse_command(int argc, char **argv, int *argi, Options *o) {
   } dumps[] = {{"ast", CMD_AST},   {"shapes", CMD_SHAPES}, {"graph", CMD_GRAPH},
                {"plan", CMD_PLAN}, {"dot", CMD_DOT},       {"memory", CMD_MEMORY}};
   const char *cmd = argv[1];
-  if (!strcmp(cmd, "check")) {
-    o->cmd = CMD_CHECK;
+  if (!strcmp(cmd, "check") || !strcmp(cmd, "build")) {
+    o->cmd = cmd[0] == 'c' ? CMD_CHECK : CMD_BUILD;
     return 0;
   }
   if (strcmp(cmd, "dump"))
@@ -158,6 +179,8 @@ static int parse_options(int argc, char **argv, int argi, Options *o) {
       o->batch = b;
     } else if (!strcmp(a, "--json")) {
       o->json = true;
+    } else if (!strcmp(a, "--no-compile")) {
+      o->no_compile = true;
     } else if (!strcmp(a, "-o")) {
       if (++argi >= argc)
         return bad_usage("%s needs a file name", a);
@@ -172,8 +195,10 @@ static int parse_options(int argc, char **argv, int argi, Options *o) {
   }
   if (!o->path)
     return bad_usage("%s", "missing FILE.net");
-  if (o->json && o->cmd != CMD_PLAN)
-    return bad_usage("%s", "--json goes with dump plan");
+  if (o->json && o->cmd != CMD_PLAN && o->cmd != CMD_GRAPH)
+    return bad_usage("%s", "--json goes with dump plan or dump graph");
+  if (o->no_compile && o->cmd != CMD_BUILD)
+    return bad_usage("%s", "--no-compile goes with build");
   return 0;
 }
 

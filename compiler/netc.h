@@ -429,10 +429,25 @@ Decl *load_program(Diag *d, Pool *pool, const char *path);
 /* ---- dump.c: the training graph and the plan, for people ----------------- */
 
 void dump_graph(FILE *out, Diag *d, const Graph *g);
+void dump_graph_json(FILE *out, const Graph *g);
 void dump_dot(FILE *out, const Graph *g);
 void dump_plan(FILE *out, const Graph *g, const Plan *p);
 void dump_plan_json(FILE *out, const Graph *g, const Plan *p);
 void dump_memory_svg(FILE *out, const Graph *g, const Plan *p);
+
+/* ---- codegen.c: the training graph and its plan -> C -------------------- */
+
+/* Writes the model's C file and header (which the C file includes as
+ * `header_name`). */
+void codegen(FILE *c_out, FILE *h_out, Diag *d, const Graph *g,
+             const Plan *p, const char *source, const char *header_name);
+
+/* ---- build.c: netc build ------------------------------------------------- */
+
+/* Writes DIR/<network>.c and .h and, if `compile`, builds the trainer
+ * DIR/<network>. Returns 0, or 1 with a message. */
+int build_trainer(Diag *d, const Graph *g, const Plan *p, const char *source,
+                  const char *dir, bool compile);
 
 /* ---- report.c: what `netc check` and `netc dump shapes` print ---------- */
 

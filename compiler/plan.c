@@ -8,7 +8,7 @@
  *
  * 1. Schedule: the nodes in graph order (forward, then backward). A
  *    tensor lives from the step that produces it to the last step that
- *    reads it or adds to it; the inputs from step 0; the loss to the end.
+ *    reads it or adds to it; the inputs and the loss, the whole step.
  * 2. Storage: a view (flatten, and a gradient seen through a flatten)
  *    shares its tensor's buffer. Then, in schedule order, an op that may
  *    run in place (relu, add, relu_backward, batchnorm_backward, grad_add)
@@ -136,7 +136,9 @@ static void intervals(const Graph *g, Plan *p) {
   for (int t = 0; t < g->ntensors; t++)
     if (g->tensors[t].producer < 0 && g->tensors[t].view_of >= 0)
       p->first[t] = p->last[t];
-  p->last[g->loss] = p->nsteps - 1;
+  /* The loss, the image and the labels live through the whole step: the
+   * trainer reads the loss afterwards, and may train on a batch twice. */
+  p->last[g->loss] = p->last[g->input] = p->last[g->labels] = p->nsteps - 1;
 }
 
 /* Which inputs an op may overwrite with its output. */

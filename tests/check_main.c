@@ -15,6 +15,8 @@ const char *netc_path(void) {
   return p && *p ? p : "build/netc";
 }
 
+const char *temp_dir(void) { return tmpdir; }
+
 const char *write_temp(const char *name, const char *src, size_t len) {
   static char path[256];
   snprintf(path, sizeof path, "%s/%s", tmpdir, name);
@@ -108,8 +110,10 @@ int main(void) {
   srunner_add_suite(sr, suite_graph());
   srunner_add_suite(sr, suite_autodiff());
   srunner_add_suite(sr, suite_plan());
+  srunner_add_suite(sr, suite_codegen());
   srunner_add_suite(sr, suite_errors());
   srunner_add_suite(sr, suite_cli());
+  srunner_add_suite(sr, suite_runtime());
   srunner_run_all(sr, CK_NORMAL);
   int run = srunner_ntests_run(sr), failed = srunner_ntests_failed(sr);
   srunner_free(sr);

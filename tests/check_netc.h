@@ -15,8 +15,10 @@ Suite *suite_infer(void);
 Suite *suite_graph(void);
 Suite *suite_autodiff(void);
 Suite *suite_plan(void);
+Suite *suite_codegen(void);
 Suite *suite_errors(void);
 Suite *suite_cli(void);
+Suite *suite_runtime(void);
 
 /* One compilation of a source text (written to a temporary file `name`,
  * so imports and messages work as for real files). */
@@ -38,6 +40,8 @@ const char *write_temp(const char *name, const char *src, size_t len);
 /* Runs a shell command; returns its output (stdout and stderr, malloc'ed)
  * and stores its exit status (or 128 + signal) in *status. */
 char *run_command(const char *cmd, int *status);
+/* The directory of this run's temporary files. */
+const char *temp_dir(void);
 /* The netc binary under test ($NETC, default build/netc). */
 const char *netc_path(void);
 /* Reads a whole file (malloc'ed, NUL-terminated) or NULL. */

@@ -1,0 +1,102 @@
+/* build.c: `netc build`: writes <model>.c and <model>.h into a directory
+ * and compiles them with the runtime into a trainer executable.
+ *
+ * Where the runtime is was fixed when netc was built (NETC_RT_INCLUDE,
+ * NETC_RT_LIBDIR, NETC_BLAS_LIBS, NETC_CC); the environment variables
+ * NETC_CC, NETC_RUNTIME and NETC_LIBDIR override them. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "netc.h"
+
+#ifndef NETC_RT_INCLUDE
+#define NETC_RT_INCLUDE "runtime"
+#endif
+#ifndef NETC_RT_LIBDIR
+#define NETC_RT_LIBDIR "build"
+#endif
+#ifndef NETC_BLAS_LIBS
+#define NETC_BLAS_LIBS "-lopenblas"
+#endif
+#ifndef NETC_CC
+#define NETC_CC "cc"
+#endif
+
+static const char *env_or(const char *name, const char *def) {
+  const char *v = getenv(name);
+  return v && *v ? v : def;
+}
+
+static int make_dirs(const char *dir) {
+  char buf[4096];
+  snprintf(buf, sizeof buf, "%s", dir);
+  for (char *p = buf + 1; *p; p++)
+    if (*p == '/') {
+      *p = 0;
+      if (mkdir(buf, 0777) && errno != EEXIST)
+        return -1;
+      *p = '/';
+    }
+  return mkdir(buf, 0777) && errno != EEXIST ? -1 : 0;
+}
+
+/* Writes the sources; returns the model's file stem, or NULL. */
+static const char *write_sources(Diag *d, const Graph *g, const Plan *p,
+                                 const char *source, const char *dir) {
+  Pool *pool = g->pool;
+  const char *stem = g->name;
+  const char *cpath = pool_printf(pool, "%s/%s.c", dir, stem);
+  const char *hpath = pool_printf(pool, "%s/%s.h", dir, stem);
+  if (make_dirs(dir)) {
+    fprintf(stderr, "netc: cannot create '%s': %s\n", dir, strerror(errno));
+    return NULL;
+  }
+  FILE *c = fopen(cpath, "w"), *h = fopen(hpath, "w");
+  if (!c || !h) {
+    fprintf(stderr, "netc: cannot write '%s': %s\n", c ? hpath : cpath,
+            strerror(errno));
+    if (c)
+      fclose(c);
+    if (h)
+      fclose(h);
+    return NULL;
+  }
+  codegen(c, h, d, g, p, source, pool_printf(pool, "%s.h", stem));
+  bool bad = ferror(c) || ferror(h);
+  bad |= fclose(c) != 0;
+  bad |= fclose(h) != 0;
+  if (bad) {
+    fprintf(stderr, "netc: writing '%s' failed (disk full?)\n", cpath);
+    return NULL;
+  }
+  return stem;
+}
+
+int build_trainer(Diag *d, const Graph *g, const Plan *p, const char *source,
+                  const char *dir, bool compile) {
+  const char *stem = write_sources(d, g, p, source, dir);
+  if (!stem)
+    return 1;
+  if (!compile) {
+    printf("netc: wrote %s/%s.c and %s/%s.h\n", dir, stem, dir, stem);
+    return 0;
+  }
+  const char *rt = env_or("NETC_RUNTIME", NETC_RT_INCLUDE);
+  const char *lib = env_or("NETC_LIBDIR", NETC_RT_LIBDIR);
+  char *cmd = pool_printf(
+      g->pool,
+      "%s -std=c11 -O2 -Wall -Wextra -Werror -fopenmp -I'%s' -I'%s' "
+      "-o '%s/%s' '%s/%s.c' '%s/trainer.o' '%s/libnetcrt.a' %s -lm -lpthread",
+      env_or("NETC_CC", NETC_CC), rt, dir, dir, stem, dir, stem, lib, lib,
+      NETC_BLAS_LIBS);
+  int rc = system(cmd);
+  if (rc != 0) {
+    fprintf(stderr, "netc: compiling the trainer failed:\n  %s\n", cmd);
+    return 1;
+  }
+  printf("netc: built %s/%s (from %s, batch %lld; arena %lld bytes)\n", dir,
+         stem, source, (long long)g->batch, (long long)p->planned_bytes);
+  return 0;
+}

@@ -1,0 +1,107 @@
+/* netc_model.h: what a netc-generated model gives the generic trainer.
+ *
+ * The generated <model>.c defines one `const NetcModel netc_model`: the
+ * network's shapes, its parameter table, its arena size and offsets, and
+ * its forward and backward functions (straight-line runtime calls at the
+ * offsets netc planned). runtime/trainer.c, init.c and optim.c work on any
+ * model through this struct alone. */
+#ifndef NETC_MODEL_H
+#define NETC_MODEL_H
+
+#include <stdint.h>
+
+/* What a parameter is decides its initialization and weight decay. */
+typedef enum {
+  NP_CONV_WEIGHT,  /* (C_out, K, K, C_in): Kaiming normal, fan_out */
+  NP_CONV_BIAS,    /* U(-1/sqrt(fan_in), 1/sqrt(fan_in)), as PyTorch */
+  NP_BN_WEIGHT,    /* 1 */
+  NP_BN_BIAS,      /* 0 */
+  NP_DENSE_WEIGHT, /* (out, in): U(-1/sqrt(in), 1/sqrt(in)), as PyTorch */
+  NP_DENSE_BIAS,   /* U(-1/sqrt(in), 1/sqrt(in)) */
+} NetcParamKind;
+
+typedef struct {
+  const char *name;  /* stage1.basic1.conv1.weight, as netc check names it */
+  NetcParamKind kind;
+  int64_t offset;    /* in floats, into params, grads and optimizer state */
+  int64_t count;
+  int ndims;
+  int64_t dims[4];   /* netc's layout (conv: C_out, K, K, C_in) */
+  int64_t fan_in, fan_out;
+} NetcParam;
+
+typedef struct NetcModel NetcModel;
+
+/* One model's memory: the persistent region and the arena. */
+typedef struct {
+  const NetcModel *model;
+  float *params, *grads;
+  /* Batchnorm running statistics: for each NP_BN_WEIGHT parameter, in
+   * table order, its running mean[C] then its running variance[C]. */
+  float *bn_stats;
+  unsigned char *arena;   /* every activation, gradient and scratch */
+  float loss;             /* of the last forward */
+  float bn_momentum, bn_eps;
+} NetcState;
+
+struct NetcModel {
+  const char *name;       /* the network's name */
+  const char *source;     /* the .net file it was compiled from */
+  const char *netc_version;
+  int batch;              /* images per step, fixed at compile time */
+  int in_c, in_h, in_w;   /* one image */
+  int classes;
+  int64_t nparams;        /* floats in params (and in grads) */
+  int nparam_tensors;
+  const NetcParam *params;
+  int64_t bn_floats;      /* floats in bn_stats */
+  int64_t arena_bytes;
+  int64_t input_offset;   /* bytes into the arena: the NHWC image batch */
+  int64_t labels_offset;  /* int32 per image */
+  int64_t logits_offset;  /* (batch, classes) floats, after forward */
+  int64_t probs_offset;   /* softmax of the logits, after forward */
+  /* training = 1: batch statistics (and running statistics updated);
+   * 0: running statistics. Sets state->loss. */
+  void (*forward)(NetcState *s, int training);
+  /* Gradients of every parameter into s->grads (written, not added). */
+  void (*backward)(NetcState *s);
+};
+
+extern const NetcModel netc_model;
+
+/* ---- init.c ---- */
+/* Allocates the state (64-byte aligned); NULL when out of memory. */
+NetcState *netc_state_new(const NetcModel *m);
+void netc_state_free(NetcState *s);
+/* torchvision's initialization, from `seed`; running mean 0, variance 1. */
+void netc_init_params(NetcState *s, uint64_t seed);
+
+/* A small seeded generator (xoshiro256**), for initialization and data. */
+typedef struct {
+  uint64_t s[4];
+} NetcRng;
+void rng_seed(NetcRng *r, uint64_t seed);
+uint64_t rng_next(NetcRng *r);
+double rng_uniform(NetcRng *r);  /* [0, 1) */
+double rng_normal(NetcRng *r);   /* mean 0, std 1 */
+
+/* ---- optim.c ---- */
+typedef enum { OPT_SGD, OPT_ADAM, OPT_ADAMW } NetcOptKind;
+
+typedef struct {
+  NetcOptKind kind;
+  float lr, momentum, weight_decay;
+  int nesterov;
+  float beta1, beta2, eps;   /* Adam, AdamW */
+  int decay_bn_and_bias;     /* 0: no weight decay on batchnorm and biases */
+  int64_t step;              /* updates done */
+  float *m1, *m2;            /* momentum / first moment; second moment */
+} NetcOptimizer;
+
+/* Allocates the optimizer state for model m (zeros). */
+int optim_init(NetcOptimizer *o, const NetcModel *m);
+void optim_free(NetcOptimizer *o);
+/* One update of s->params from s->grads, as torch.optim does it. */
+void optim_step(NetcOptimizer *o, NetcState *s);
+
+#endif

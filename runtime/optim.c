@@ -1,0 +1,76 @@
+/* optim.c: the optimizers, computed as torch.optim computes them, so a
+ * netc run and a PyTorch run with the same weights take the same steps.
+ * SGD: d = g + wd p; buf = momentum buf + d; d = nesterov ? d + momentum buf
+ * : buf; p -= lr d. Adam: L2 decay into g; AdamW: p *= 1 - lr wd; then the
+ * bias-corrected moments. Weight decay can skip batchnorm parameters and
+ * biases (decay_bn_and_bias = 0). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "netc_model.h"
+
+int optim_init(NetcOptimizer *o, const NetcModel *m) {
+  size_t n = (size_t)m->nparams;
+  o->step = 0;
+  o->m1 = calloc(n ? n : 1, sizeof(float));
+  o->m2 = o->kind == OPT_SGD ? NULL : calloc(n ? n : 1, sizeof(float));
+  return o->m1 && (o->kind == OPT_SGD || o->m2) ? 0 : -1;
+}
+
+void optim_free(NetcOptimizer *o) {
+  free(o->m1);
+  free(o->m2);
+  o->m1 = o->m2 = NULL;
+}
+
+static void sgd(const NetcOptimizer *o, float *p, const float *g, float *buf,
+                int64_t n, float wd) {
+  float lr = o->lr, mu = o->momentum;
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; i++) {
+    float d = g[i] + wd * p[i];
+    if (mu != 0.0f) {
+      buf[i] = mu * buf[i] + d;
+      d = o->nesterov ? d + mu * buf[i] : buf[i];
+    }
+    p[i] -= lr * d;
+  }
+}
+
+static void adam(const NetcOptimizer *o, float *p, const float *g, float *m,
+                 float *v, int64_t n, float wd) {
+  double t = (double)o->step;
+  float c1 = (float)(1.0 - pow(o->beta1, t)), c2 = (float)(1.0 - pow(o->beta2, t));
+  float b1 = o->beta1, b2 = o->beta2, lr = o->lr, eps = o->eps;
+  int decoupled = o->kind == OPT_ADAMW;
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; i++) {
+    float gi = g[i];
+    if (decoupled)
+      p[i] *= 1.0f - lr * wd;
+    else
+      gi += wd * p[i];
+    m[i] = b1 * m[i] + (1.0f - b1) * gi;
+    v[i] = b2 * v[i] + (1.0f - b2) * gi * gi;
+    float mhat = m[i] / c1, vhat = v[i] / c2;
+    p[i] -= lr * mhat / (sqrtf(vhat) + eps);
+  }
+}
+
+void optim_step(NetcOptimizer *o, NetcState *s) {
+  const NetcModel *m = s->model;
+  o->step++;
+  for (int i = 0; i < m->nparam_tensors; i++) {
+    const NetcParam *p = &m->params[i];
+    int decays = o->decay_bn_and_bias ||
+                 (p->kind == NP_CONV_WEIGHT || p->kind == NP_DENSE_WEIGHT);
+    float wd = decays ? o->weight_decay : 0.0f;
+    float *w = s->params + p->offset;
+    const float *g = s->grads + p->offset;
+    if (o->kind == OPT_SGD)
+      sgd(o, w, g, o->m1 + p->offset, p->count, wd);
+    else
+      adam(o, w, g, o->m1 + p->offset, o->m2 + p->offset, p->count, wd);
+  }
+}

@@ -1,0 +1,394 @@
+/* trainer.c: the main() of every trainer netc builds. It knows nothing of
+ * any one network: it drives `netc_model` (netc_model.h).
+ *
+ *   <model> info                 the model: shapes, parameters, memory
+ *   <model> step [--steps N] [--seed S] [--threads T]
+ *                                training steps on random data
+ *   <model> compare REF.bin      one step against a PyTorch reference file
+ *                                (tests/reference/torch_ref.py) */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "netc_model.h"
+#include "netc_rt.h"
+
+static int usage(void) {
+  fprintf(stderr,
+          "usage: %s <command> [options]\n"
+          "  info                       shapes, parameters and memory\n"
+          "  step [--steps N] [--seed S] [--threads T]\n"
+          "                             SGD steps on random data\n"
+          "  compare REF.bin            check one step against PyTorch\n",
+          netc_model.name);
+  return 2;
+}
+
+static NetcState *new_state(void) {
+  NetcState *s = netc_state_new(&netc_model);
+  if (!s) {
+    fprintf(stderr, "%s: out of memory (the arena needs %lld bytes)\n",
+            netc_model.name, (long long)netc_model.arena_bytes);
+    exit(1);
+  }
+  return s;
+}
+
+static int64_t input_floats(void) {
+  const NetcModel *m = &netc_model;
+  return (int64_t)m->batch * m->in_h * m->in_w * m->in_c;
+}
+
+static int cmd_info(void) {
+  const NetcModel *m = &netc_model;
+  printf("model=%s source=%s netc=%s batch=%d input=%dx%dx%d classes=%d "
+         "params=%lld param_tensors=%d arena_bytes=%lld\n",
+         m->name, m->source, m->netc_version, m->batch, m->in_c, m->in_h,
+         m->in_w, m->classes, (long long)m->nparams, m->nparam_tensors,
+         (long long)m->arena_bytes);
+  return 0;
+}
+
+/* Random images and labels, for a step that needs no data set. */
+static void random_batch(NetcState *s, NetcRng *r) {
+  float *x = (float *)(s->arena + netc_model.input_offset);
+  int32_t *y = (int32_t *)(s->arena + netc_model.labels_offset);
+  for (int64_t i = 0; i < input_floats(); i++)
+    x[i] = (float)rng_normal(r);
+  for (int i = 0; i < netc_model.batch; i++)
+    y[i] = (int32_t)(rng_next(r) % (uint64_t)netc_model.classes);
+}
+
+static int cmd_step(int argc, char **argv) {
+  long steps = 1, seed = 1, threads = 0;
+  for (int i = 0; i < argc; i++) {
+    long *v = !strcmp(argv[i], "--steps")   ? &steps
+              : !strcmp(argv[i], "--seed")  ? &seed
+              : !strcmp(argv[i], "--threads") ? &threads : NULL;
+    if (!v || i + 1 >= argc)
+      return usage();
+    *v = strtol(argv[++i], NULL, 10);
+  }
+  if (threads > 0)
+    rt_set_threads((int)threads);
+  NetcState *s = new_state();
+  netc_init_params(s, (uint64_t)seed);
+  NetcOptimizer o = {.kind = OPT_SGD, .lr = 0.01f, .momentum = 0.9f,
+                     .weight_decay = 5e-4f, .decay_bn_and_bias = 1};
+  if (optim_init(&o, &netc_model)) {
+    fprintf(stderr, "%s: out of memory\n", netc_model.name);
+    return 1;
+  }
+  NetcRng r;
+  rng_seed(&r, (uint64_t)seed + 1);
+  random_batch(s, &r);
+  int rc = 0;
+  for (long i = 0; i < steps; i++) {
+    netc_model.forward(s, 1);
+    netc_model.backward(s);
+    optim_step(&o, s);
+    printf("step %ld loss %.6f\n", i + 1, s->loss);
+    if (!isfinite(s->loss))
+      rc = 1;
+  }
+  optim_free(&o);
+  netc_state_free(s);
+  return rc;
+}
+
+/* ---- compare: the reference file of tests/reference/torch_ref.py -------
+ * "NETCREF1", u32 version (1), u32 record count; per record: u32 name
+ * length, name, u32 type (0 float32, 1 int32), u32 ndims, u64 dims, data. */
+
+typedef struct {
+  char *name;
+  int type;
+  int64_t n;
+  void *data;
+} Record;
+
+typedef struct {
+  Record *r;
+  int n;
+} RefFile;
+
+static int read_exact(FILE *f, void *p, size_t n) {
+  return fread(p, 1, n, f) == n ? 0 : -1;
+}
+
+static int load_ref(const char *path, RefFile *ref) {
+  FILE *f = fopen(path, "rb");
+  if (!f) {
+    perror(path);
+    return -1;
+  }
+  char magic[8];
+  uint32_t version, count;
+  if (read_exact(f, magic, 8) || memcmp(magic, "NETCREF1", 8) ||
+      read_exact(f, &version, 4) || version != 1 || read_exact(f, &count, 4)) {
+    fprintf(stderr, "%s: not a netc reference file (version 1)\n", path);
+    fclose(f);
+    return -1;
+  }
+  ref->r = calloc(count + 1, sizeof(Record));
+  ref->n = (int)count;
+  for (uint32_t i = 0; i < count; i++) {
+    Record *r = &ref->r[i];
+    uint32_t len, type, nd;
+    uint64_t d, n = 1;
+    if (read_exact(f, &len, 4) || len > 4096)
+      goto bad;
+    r->name = calloc(len + 1, 1);
+    if (read_exact(f, r->name, len) || read_exact(f, &type, 4) ||
+        read_exact(f, &nd, 4) || nd > 8)
+      goto bad;
+    for (uint32_t j = 0; j < nd; j++) {
+      if (read_exact(f, &d, 8))
+        goto bad;
+      n *= d;
+    }
+    r->type = (int)type;
+    r->n = (int64_t)n;
+    r->data = malloc(n * 4 + 4);
+    if (read_exact(f, r->data, n * 4))
+      goto bad;
+  }
+  fclose(f);
+  return 0;
+bad:
+  fprintf(stderr, "%s: truncated or corrupt reference file\n", path);
+  fclose(f);
+  return -1;
+}
+
+static Record *lookup(RefFile *ref, const char *name) {
+  for (int i = 0; i < ref->n; i++)
+    if (!strcmp(ref->r[i].name, name))
+      return &ref->r[i];
+  return NULL;
+}
+
+static Record *find(RefFile *ref, const char *name) {
+  Record *r = lookup(ref, name);
+  if (!r)
+    fprintf(stderr, "reference has no record '%s'\n", name);
+  return r;
+}
+
+/* A float64 reference (torch_ref.py --float64) carries PyTorch float32's
+ * own error on each tensor. Where float32 itself cannot meet the
+ * tolerance, netc is held to 3x PyTorch's float32 error instead; each such
+ * case is printed. Returns the error scaled to the tolerance's terms. */
+static int relaxed[4]; /* per category: tensors held to 3x PyTorch's error */
+
+static double excess(RefFile *ref, const char *key, double err, double tol,
+                     int category) {
+  char name[600];
+  snprintf(name, sizeof name, "torch32_err:%s", key);
+  Record *r = lookup(ref, name);
+  if (!r)
+    return err;
+  double t32 = ((float *)r->data)[0];
+  if (t32 * 3 <= tol || err <= tol)
+    return err;
+  printf("  %s: PyTorch float32 itself is off by %.3e here; netc %.3e, "
+         "held to 3x that\n", key, t32, err);
+  relaxed[category]++;
+  return err <= 3 * t32 ? tol : err;
+}
+
+static double max_abs(const float *b, int64_t n) {
+  double m = 0;
+  for (int64_t i = 0; i < n; i++)
+    m = fabs(b[i]) > m ? fabs(b[i]) : m;
+  return m;
+}
+
+/* max |a - b| / max(max |b|, floor): one number per tensor, as the tests
+ * require. The floor matters only for a gradient that is zero by
+ * construction (a conv bias before a batchnorm), whose reference is
+ * rounding noise: it is measured against the model's gradient scale. */
+static double rel_diff_floor(const float *a, const float *b, int64_t n,
+                             double floor) {
+  double num = 0, den = max_abs(b, n);
+  for (int64_t i = 0; i < n; i++) {
+    double d = fabs((double)a[i] - b[i]);
+    num = d > num ? d : num;
+  }
+  den = den > floor ? den : floor;
+  return den > 0 ? num / den : num;
+}
+
+static double rel_diff(const float *a, const float *b, int64_t n) {
+  return rel_diff_floor(a, b, n, 0);
+}
+
+typedef struct {
+  double worst[4]; /* logits+loss, gradients, bn statistics, step losses */
+  const char *worst_name[4];
+} Diffs;
+
+static void note(Diffs *d, int k, const char *name, double v, int verbose) {
+  if (verbose)
+    printf("  %-52s %.3e\n", name, v);
+  if (v >= d->worst[k] || !d->worst_name[k]) {
+    d->worst[k] = v;
+    d->worst_name[k] = name;
+  }
+}
+
+static int load_inputs(NetcState *s, RefFile *ref) {
+  const NetcModel *m = &netc_model;
+  Record *x = find(ref, "input"), *y = find(ref, "labels");
+  if (!x || !y || x->n != input_floats() || y->n != m->batch) {
+    fprintf(stderr, "reference input does not fit this model (batch %d)\n",
+            m->batch);
+    return -1;
+  }
+  memcpy(s->arena + m->input_offset, x->data, (size_t)x->n * 4);
+  memcpy(s->arena + m->labels_offset, y->data, (size_t)y->n * 4);
+  for (int i = 0; i < m->nparam_tensors; i++) {
+    char key[512];
+    snprintf(key, sizeof key, "param:%s", m->params[i].name);
+    Record *p = find(ref, key);
+    if (!p || p->n != m->params[i].count)
+      return -1;
+    memcpy(s->params + m->params[i].offset, p->data, (size_t)p->n * 4);
+  }
+  return 0;
+}
+
+static int compare_step(NetcState *s, RefFile *ref, Diffs *d, int verbose) {
+  const NetcModel *m = &netc_model;
+  netc_model.forward(s, 1);
+  Record *logits = find(ref, "logits"), *loss = find(ref, "loss");
+  if (!logits || !loss)
+    return -1;
+  note(d, 0, "logits", rel_diff((float *)(s->arena + m->logits_offset),
+                                logits->data, logits->n), verbose);
+  note(d, 0, "loss", rel_diff(&s->loss, loss->data, 1), verbose);
+  netc_model.backward(s);
+  double scale = 0; /* the largest reference gradient of the model */
+  for (int i = 0; i < m->nparam_tensors; i++) {
+    char key[512];
+    snprintf(key, sizeof key, "grad:%s", m->params[i].name);
+    Record *g = find(ref, key);
+    if (!g)
+      return -1;
+    double v = max_abs(g->data, g->n);
+    scale = v > scale ? v : scale;
+  }
+  int64_t bn = 0;
+  for (int i = 0; i < m->nparam_tensors; i++) {
+    const NetcParam *p = &m->params[i];
+    char key[512];
+    snprintf(key, sizeof key, "grad:%s", p->name);
+    Record *g = find(ref, key);
+    if (max_abs(g->data, p->count) < 1e-4 * scale)
+      printf("  %s: reference gradient below 1e-4 of the largest (zero by "
+             "construction?): measured against 1e-4 x %.3e\n", p->name,
+             scale);
+    note(d, 1, p->name,
+         excess(ref, key,
+                rel_diff_floor(s->grads + p->offset, g->data, p->count,
+                               1e-4 * scale),
+                1e-3, 1),
+         verbose);
+    if (p->kind != NP_BN_WEIGHT)
+      continue;
+    snprintf(key, sizeof key, "bn_mean:%s", p->name);
+    Record *mean = find(ref, key);
+    snprintf(key, sizeof key, "bn_var:%s", p->name);
+    Record *var = find(ref, key);
+    if (!mean || !var)
+      return -1;
+    note(d, 2, p->name, rel_diff(s->bn_stats + bn, mean->data, p->count),
+         verbose);
+    note(d, 2, p->name,
+         rel_diff(s->bn_stats + bn + p->count, var->data, p->count), verbose);
+    bn += 2 * p->count;
+  }
+  return 0;
+}
+
+/* The step losses of SGD with the reference's hyperparameters. */
+static int compare_steps(NetcState *s, RefFile *ref, Diffs *d) {
+  Record *h = find(ref, "sgd"), *losses = find(ref, "step_losses");
+  if (!h || !losses || h->n != 3)
+    return -1;
+  const float *hp = h->data;
+  NetcOptimizer o = {.kind = OPT_SGD, .lr = hp[0], .momentum = hp[1],
+                     .weight_decay = hp[2], .decay_bn_and_bias = 1};
+  if (optim_init(&o, &netc_model))
+    return -1;
+  float got[64];
+  int n = losses->n < 64 ? (int)losses->n : 64;
+  optim_step(&o, s); /* the gradients of the compared step */
+  got[0] = s->loss;
+  for (int i = 1; i < n; i++) {
+    netc_model.forward(s, 1);
+    netc_model.backward(s);
+    optim_step(&o, s);
+    got[i] = s->loss;
+  }
+  for (int i = 0; i < n; i++)
+    printf("  step %d loss netc %.7f torch %.7f\n", i + 1, got[i],
+           ((float *)losses->data)[i]);
+  note(d, 3, "step losses",
+       excess(ref, "step_losses", rel_diff(got, losses->data, n), 1e-3, 3),
+       0);
+  optim_free(&o);
+  return 0;
+}
+
+static int cmd_compare(int argc, char **argv) {
+  if (argc < 1)
+    return usage();
+  int verbose = argc > 1 && !strcmp(argv[1], "--verbose");
+  RefFile ref;
+  if (load_ref(argv[0], &ref))
+    return 1;
+  NetcState *s = new_state();
+  netc_init_params(s, 1); /* running statistics; weights come from ref */
+  Diffs d = {{0}, {0}};
+  if (load_inputs(s, &ref) || compare_step(s, &ref, &d, verbose) ||
+      compare_steps(s, &ref, &d))
+    return 1;
+  static const char *const what[] = {"logits and loss", "gradients",
+                                     "batchnorm running statistics",
+                                     "step losses"};
+  static const double tol[] = {1e-4, 1e-3, 1e-3, 1e-3};
+  int rc = 0;
+  for (int k = 0; k < 4; k++) {
+    int ok = d.worst[k] <= tol[k];
+    printf("%s: max relative difference %.3e (%s) %s %.0e", what[k],
+           d.worst[k], d.worst_name[k] ? d.worst_name[k] : "-",
+           ok ? "<=" : "EXCEEDS", tol[k]);
+    if (relaxed[k])
+      printf(" (%d held to 3x PyTorch float32's own error instead)",
+             relaxed[k]);
+    putchar('\n');
+    rc |= !ok;
+  }
+  printf("compare %s: %s\n", netc_model.name, rc ? "FAIL" : "ok");
+  netc_state_free(s);
+  return rc;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2)
+    return usage();
+  if (!strcmp(argv[1], "info"))
+    return cmd_info();
+  if (!strcmp(argv[1], "step"))
+    return cmd_step(argc - 2, argv + 2);
+  if (!strcmp(argv[1], "compare"))
+    return cmd_compare(argc - 2, argv + 2);
+  if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
+    usage();
+    return 0;
+  }
+  fprintf(stderr, "%s: unknown command '%s'\n", netc_model.name, argv[1]);
+  return usage();
+}
