@@ -103,7 +103,7 @@ $(BUILD)/check_netc: $(TEST_OBJ) $(BUILD)/libnetc.a $(BUILD)/libnetcrt.a
 warnings: deps
 	$(MAKE) --no-print-directory CC=clang BUILD=$(BUILD)/clang $(BUILD)/clang/netc
 
-test: deps test-deps $(BUILD)/netc $(BUILD)/check_netc warnings
+test: deps test-deps all $(BUILD)/check_netc warnings
 	NETC=$(BUILD)/netc $(BUILD)/check_netc
 
 # Every model in the zoo must check; prints each summary's totals line.
