@@ -145,7 +145,11 @@ static void emit_plan_table(Gen *x) {
   for (int t = 0; t < g->ntensors; t++)
     fprintf(o, "#define %s %lldLL\n", x->tname[t], (long long)p->offset[t]);
   fputs("\n#define F(off) ((float *)(A + (off)))\n"
-        "#define I32(off) ((int32_t *)(A + (off)))\n\n", o);
+        "#define I32(off) ((int32_t *)(A + (off)))\n"
+        "/* With profiling on (bench --profile), the time since the last mark\n"
+        " * goes to op i. */\n"
+        "#define PROFILE(i) do { if (s->profile) netc_profile_mark(s, i); } "
+        "while (0)\n\n", o);
 }
 
 static const char *ptr(Gen *x, int t) {
@@ -362,6 +366,17 @@ static void emit_params(Gen *x) {
   fputs("};\n\n", o);
 }
 
+/* Every op, for profiles: its layer, its kind, its pass. */
+static void emit_ops(Gen *x) {
+  const Graph *g = x->g;
+  fputs("static const NetcOp ops[] = {\n", x->out);
+  for (int i = 0; i < g->nnodes; i++)
+    fprintf(x->out, "    {\"%s\", \"%s\", %d, %.0f},\n", g->nodes[i].path,
+            op_info(g->nodes[i].op)->name, i >= g->nforward,
+            i < g->nforward ? node_flops(g, i) * (double)g->batch : 0.0);
+  fputs("};\n\n", x->out);
+}
+
 static void emit_model(Gen *x, const char *source) {
   const Graph *g = x->g;
   const Plan *p = x->p;
@@ -377,6 +392,7 @@ static void emit_model(Gen *x, const char *source) {
              "    .bn_floats = %lldLL,\n    .arena_bytes = %lldLL,\n"
              "    .input_offset = %s,\n    .labels_offset = %s,\n"
              "    .logits_offset = %s,\n    .probs_offset = %s,\n"
+             "    .nops = %d,\n    .ops = ops,\n    .flops_per_step = %.0f,\n"
              "    .forward = forward,\n    .backward = backward,\n};\n",
           g->name, source, NETC_VERSION, (long long)g->batch,
           (long long)in->shape.c, (long long)in->shape.h,
@@ -384,7 +400,7 @@ static void emit_model(Gen *x, const char *source) {
           (long long)x->nparams, g->nweights, (long long)x->bn_floats,
           (long long)p->planned_bytes, x->tname[g->input],
           x->tname[g->labels], x->tname[g->nodes[sm].in[0]],
-          x->tname[g->nodes[sm].extra[0]]);
+          x->tname[g->nodes[sm].extra[0]], g->nnodes, step_flops(g));
 }
 
 static void emit_c(Gen *x, const char *source, const char *header) {
@@ -396,16 +412,22 @@ static void emit_c(Gen *x, const char *source, const char *header) {
   emit_plan_table(x);
   fputs("static void forward(NetcState *s, int training) {\n"
         "  unsigned char *A = s->arena;\n  const float *P = s->params;\n"
-        "  float *S = s->bn_stats;\n  (void)S;\n  (void)training;\n", o);
-  for (int i = 0; i < g->nforward; i++)
+        "  float *S = s->bn_stats;\n  (void)S;\n  (void)training;\n"
+        "  if (s->profile)\n    netc_profile_start(s);\n", o);
+  for (int i = 0; i < g->nforward; i++) {
     emit_forward_node(x, i);
+    fprintf(o, "  PROFILE(%d);\n", i);
+  }
   fputs("}\n\nstatic void backward(NetcState *s) {\n"
         "  unsigned char *A = s->arena;\n  const float *P = s->params;\n"
-        "  float *G = s->grads;\n", o);
-  for (int i = g->nforward; i < g->nnodes; i++)
+        "  float *G = s->grads;\n  if (s->profile)\n    netc_profile_start(s);\n", o);
+  for (int i = g->nforward; i < g->nnodes; i++) {
     emit_backward_node(x, i);
+    fprintf(o, "  PROFILE(%d);\n", i);
+  }
   fputs("}\n\n", o);
   emit_params(x);
+  emit_ops(x);
   emit_model(x, source);
 }
 

@@ -55,6 +55,32 @@ const char *shape_str(Pool *p, Shape s) {
                      (long long)s.w);
 }
 
+double node_flops(const Graph *g, int i) {
+  const Node *n = &g->nodes[i];
+  Shape in[MAX_NODE_IN];
+  for (int j = 0; j < n->nin; j++)
+    in[j] = g->tensors[n->in[j]].shape;
+  return op_flops(n->op, in, &g->tensors[n->out].shape, n->attr);
+}
+
+/* A training step: the forward FLOPs, plus for conv and dense the two
+ * backward GEMMs (dW, and dX unless nothing needs it), plus for the other
+ * ops their forward count once more. Times the batch. */
+double step_flops(const Graph *g) {
+  double total = 0;
+  for (int i = 0; i < g->nforward; i++)
+    total += node_flops(g, i);
+  for (int i = g->nforward; i < g->nnodes; i++) {
+    const Node *n = &g->nodes[i];
+    if (n->op == OP_GRAD_ADD)
+      continue;
+    double f = node_flops(g, n->fwd);
+    bool gemm = n->op == OP_CONV_BWD || n->op == OP_DENSE_BWD;
+    total += gemm && n->out >= 0 ? 2 * f : f;
+  }
+  return total * (double)g->batch;
+}
+
 int64_t graph_param_count(const Graph *g) {
   int64_t n = 0;
   for (int i = 0; i < g->nweights; i++)

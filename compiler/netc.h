@@ -371,6 +371,8 @@ int graph_add_weight(Graph *g, const char *name, const int64_t *dims,
 int64_t shape_elems(Shape s);
 const char *shape_str(Pool *p, Shape s);
 int64_t graph_param_count(const Graph *g);
+double node_flops(const Graph *g, int node); /* forward, per image */
+double step_flops(const Graph *g); /* forward + backward, whole batch */
 /* Bytes of tensor t at the graph's batch size (before alignment). */
 int64_t tensor_bytes(const Graph *g, int t);
 const char *tensor_kind_name(TensorKind k);

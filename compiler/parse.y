@@ -300,7 +300,7 @@ void netc_yyerror(NETC_YYLTYPE *lloc, void *scanner, struct ParseCtx *pc,
                                   "statement goes on to the next line");
   /* Close open '(' so that error recovery finds a line end. */
   if (ls->parens > 0) {
-    ls->depth -= ls->parens;
+    ls->depth = ls->depth > ls->parens ? ls->depth - ls->parens : 0;
     ls->parens = 0;
   }
 }

@@ -22,11 +22,7 @@ static bool node_shares(const Graph *g, int i) {
 }
 
 static double node_mflops(const Graph *g, int i) {
-  const Node *n = &g->nodes[i];
-  Shape in[MAX_NODE_IN];
-  for (int j = 0; j < n->nin; j++)
-    in[j] = g->tensors[n->in[j]].shape;
-  return op_flops(n->op, in, &g->tensors[n->out].shape, n->attr) / 1e6;
+  return node_flops(g, i) / 1e6;
 }
 
 void print_summary(FILE *out, const Graph *g) {

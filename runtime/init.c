@@ -4,6 +4,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "netc_model.h"
 
@@ -36,9 +37,31 @@ NetcState *netc_state_new(const NetcModel *m) {
   return s;
 }
 
+/* Profiles: OpenMP and OpenBLAS calls return when their work is done, so
+ * the wall time between two marks is the op's. */
+static double wall(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+void netc_profile_start(NetcState *s) {
+  if (!s->prof_seconds)
+    s->prof_seconds = calloc((size_t)s->model->nops + 1, sizeof(double));
+  s->prof_last = wall();
+}
+
+void netc_profile_mark(NetcState *s, int op) {
+  double t = wall();
+  if (s->prof_seconds)
+    s->prof_seconds[op] += t - s->prof_last;
+  s->prof_last = t;
+}
+
 void netc_state_free(NetcState *s) {
   if (!s)
     return;
+  free(s->prof_seconds);
   free(s->params);
   free(s->grads);
   free(s->bn_stats);

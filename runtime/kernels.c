@@ -211,9 +211,13 @@ static void bn_stats(double *mu, double *var, const float *x, int64_t M,
 static void bn_apply(float *y, const float *x, const float *mean,
                      const float *scale, const float *beta, int64_t M, int C,
                      int c0, int c1) {
-  for (int64_t m = 0; m < M; m++)
+  for (int64_t m = 0; m < M; m++) {
+    float *yr = y + m * C;
+    const float *xr = x + m * C;
+#pragma omp simd
     for (int c = c0; c < c1; c++)
-      y[m * C + c] = (x[m * C + c] - mean[c]) * scale[c] + beta[c];
+      yr[c] = (xr[c] - mean[c]) * scale[c] + beta[c];
+  }
 }
 
 /* Evaluation: the running statistics; mean/invstd are saved if given. */
@@ -316,23 +320,30 @@ void batchnorm_backward(float *dx, float *dgamma, float *dbeta,
 
 /* ---- elementwise -------------------------------------------------------- */
 
+/* `simd`: GCC's cost model declines these loops, and the scalar version
+ * branches on the sign of every element: half mispredicted, 8x slower
+ * (measured in the ResNet-18 profile). */
 void relu_forward(float *y, const float *x, int64_t n) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for simd schedule(static)
   for (int64_t i = 0; i < n; i++)
     y[i] = x[i] < 0.0f ? 0.0f : x[i]; /* lets a NaN through, as PyTorch */
 }
 
 void relu_backward(float *dx, const float *dy, const float *y, int64_t n,
                    int acc) {
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; i++) {
-    float g = y[i] > 0.0f ? dy[i] : 0.0f;
-    dx[i] = acc ? dx[i] + g : g;
+  if (acc) {
+#pragma omp parallel for simd schedule(static)
+    for (int64_t i = 0; i < n; i++)
+      dx[i] += y[i] > 0.0f ? dy[i] : 0.0f;
+  } else {
+#pragma omp parallel for simd schedule(static)
+    for (int64_t i = 0; i < n; i++)
+      dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
   }
 }
 
 void add_forward(float *y, const float *a, const float *b, int64_t n) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for simd schedule(static)
   for (int64_t i = 0; i < n; i++)
     y[i] = a[i] + b[i];
 }

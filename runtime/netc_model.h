@@ -32,6 +32,14 @@ typedef struct {
 
 typedef struct NetcModel NetcModel;
 
+/* One op of the training step, for profiles. */
+typedef struct {
+  const char *layer; /* stage1.basic1.conv1 */
+  const char *op;    /* conv, conv_backward, ... */
+  int backward;
+  double flops;      /* forward ops: FLOPs for the batch */
+} NetcOp;
+
 /* One model's memory: the persistent region and the arena. */
 typedef struct {
   const NetcModel *model;
@@ -42,7 +50,13 @@ typedef struct {
   unsigned char *arena;   /* every activation, gradient and scratch */
   float loss;             /* of the last forward */
   float bn_momentum, bn_eps;
+  int profile;            /* 1: time every op into prof_seconds */
+  double *prof_seconds;   /* per op of the model */
+  double prof_last;
 } NetcState;
+
+void netc_profile_start(NetcState *s);
+void netc_profile_mark(NetcState *s, int op);
 
 struct NetcModel {
   const char *name;       /* the network's name */
@@ -60,6 +74,9 @@ struct NetcModel {
   int64_t labels_offset;  /* int32 per image */
   int64_t logits_offset;  /* (batch, classes) floats, after forward */
   int64_t probs_offset;   /* softmax of the logits, after forward */
+  int nops;               /* forward and backward ops, schedule order */
+  const NetcOp *ops;
+  double flops_per_step;  /* forward + backward FLOPs of one batch */
   /* training = 1: batch statistics (and running statistics updated);
    * 0: running statistics. Sets state->loss. */
   void (*forward)(NetcState *s, int training);

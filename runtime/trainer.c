@@ -5,18 +5,30 @@
  *   <model> step [--steps N] [--seed S] [--threads T]
  *                                training steps on random data
  *   <model> compare REF.bin      one step against a PyTorch reference file
- *                                (tests/reference/torch_ref.py) */
+ *                                (tests/reference/torch_ref.py)
+ *   <model> train / eval / predict   see train.c */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "netc_model.h"
+#include <cblas.h>
+
 #include "netc_rt.h"
+#include "train.h"
 
 static int usage(void) {
   fprintf(stderr,
           "usage: %s <command> [options]\n"
+          "  train --data DIR [...]     train (see train --help)\n"
+          "  eval --data DIR --checkpoint FILE\n"
+          "                             top-1, top-5 and loss on the val split\n"
+          "  predict --checkpoint FILE IMAGE...\n"
+          "                             the 5 most likely classes of each image\n"
+          "  bench [--steps N] [--warmup W] [--windows K] [--threads T] [--profile]\n"
+          "                             images/s on random data, per-op profile\n"
           "  info                       shapes, parameters and memory\n"
           "  step [--steps N] [--seed S] [--threads T]\n"
           "                             SGD steps on random data\n"
@@ -97,6 +109,163 @@ static int cmd_step(int argc, char **argv) {
   return rc;
 }
 
+/* ---- bench: throughput on random data, and a per-op profile ---------- */
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+static double seconds_now(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static void one_step(NetcState *s, NetcOptimizer *o) {
+  netc_model.forward(s, 1);
+  netc_model.backward(s);
+  optim_step(o, s);
+}
+
+typedef struct {
+  const char *key;
+  int backward;
+  double seconds, flops;
+} Bucket;
+
+static int by_seconds(const void *a, const void *b) {
+  double x = ((const Bucket *)a)->seconds, y = ((const Bucket *)b)->seconds;
+  return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/* Sums op times into buckets keyed by op kind or by layer. */
+static int bucket_ops(const NetcState *s, Bucket *b, int by_layer) {
+  int n = 0;
+  for (int i = 0; i < netc_model.nops; i++) {
+    const NetcOp *op = &netc_model.ops[i];
+    const char *key = by_layer ? op->layer : op->op;
+    int j = 0;
+    while (j < n && (strcmp(b[j].key, key) || b[j].backward != op->backward))
+      j++;
+    if (j == n)
+      b[n++] = (Bucket){key, op->backward, 0, 0};
+    b[j].seconds += s->prof_seconds[i];
+    b[j].flops += op->flops;
+  }
+  qsort(b, (size_t)n, sizeof *b, by_seconds);
+  return n;
+}
+
+static void print_profile(const NetcState *s, int steps) {
+  Bucket *b = calloc((size_t)netc_model.nops + 1, sizeof *b);
+  double total = 0;
+  for (int i = 0; i < netc_model.nops; i++)
+    total += s->prof_seconds[i];
+  for (int by_layer = 0; by_layer < 2; by_layer++) {
+    int n = bucket_ops(s, b, by_layer);
+    printf("profile by %s (%d steps, %.1f ms per step):\n",
+           by_layer ? "layer, top 25" : "op kind", steps, 1e3 * total / steps);
+    printf("  %-44s %-8s %9s %6s\n", by_layer ? "layer" : "op", "pass",
+           "ms/step", "share");
+    for (int i = 0; i < n && (!by_layer || i < 25); i++)
+      printf("  %-44s %-8s %9.2f %5.1f%%\n", b[i].key,
+             b[i].backward ? "backward" : "forward", 1e3 * b[i].seconds / steps,
+             100 * b[i].seconds / total);
+  }
+  free(b);
+}
+
+static long peak_rss_mib(void) {
+  FILE *f = fopen("/proc/self/status", "r");
+  char line[256];
+  long kb = 0;
+  while (f && fgets(line, sizeof line, f))
+    if (!strncmp(line, "VmHWM:", 6))
+      kb = atol(line + 6);
+  if (f)
+    fclose(f);
+  return kb / 1024;
+}
+
+/* The practical peak: OpenBLAS sgemm on a large square problem. */
+static double sgemm_peak(void) {
+  int n = 2048;
+  float *a = calloc((size_t)n * n, sizeof(float));
+  float *b = calloc((size_t)n * n, sizeof(float));
+  float *c = calloc((size_t)n * n, sizeof(float));
+  for (int i = 0; i < n * n; i++)
+    a[i] = b[i] = (float)(i % 7) * 0.1f;
+  double best = 0;
+  for (int r = 0; r < 4; r++) {
+    double t0 = seconds_now();
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a,
+                n, b, n, 0.0f, c, n);
+    double g = 2.0 * n * n * (double)n / (seconds_now() - t0) / 1e9;
+    best = g > best ? g : best;
+  }
+  free(a), free(b), free(c);
+  return best;
+}
+
+static int cmd_bench(int argc, char **argv) {
+  long steps = 5, warmup = 2, windows = 3, threads = 0, profile = 0;
+  for (int i = 0; i < argc; i++) {
+    if (!strcmp(argv[i], "--profile")) {
+      profile = 1;
+      continue;
+    }
+    long *v = !strcmp(argv[i], "--steps")     ? &steps
+              : !strcmp(argv[i], "--warmup")  ? &warmup
+              : !strcmp(argv[i], "--windows") ? &windows
+              : !strcmp(argv[i], "--threads") ? &threads : NULL;
+    if (!v || i + 1 >= argc)
+      return usage();
+    *v = strtol(argv[++i], NULL, 10);
+  }
+  if (threads > 0)
+    rt_set_threads((int)threads);
+  NetcState *s = new_state();
+  netc_init_params(s, 1);
+  NetcOptimizer o = {.kind = OPT_SGD, .lr = 0.01f, .momentum = 0.9f,
+                     .weight_decay = 5e-4f, .decay_bn_and_bias = 1};
+  NetcRng r;
+  rng_seed(&r, 2);
+  random_batch(s, &r);
+  if (optim_init(&o, &netc_model))
+    return 1;
+  for (long i = 0; i < warmup; i++)
+    one_step(s, &o);
+  double *ips = calloc((size_t)windows + 1, sizeof(double));
+  for (long w = 0; w < windows; w++) {
+    double t0 = seconds_now();
+    for (long i = 0; i < steps; i++)
+      one_step(s, &o);
+    ips[w] = (double)steps * netc_model.batch / (seconds_now() - t0);
+  }
+  qsort(ips, (size_t)windows, sizeof(double), cmp_double);
+  double med = ips[windows / 2];
+  double gflops = med / netc_model.batch * netc_model.flops_per_step / 1e9;
+  long rss = peak_rss_mib(); /* before the sgemm probe allocates */
+  double peak = sgemm_peak();
+  printf("netc model=%s batch=%d threads=%d steps_per_s=%.3f img_per_s=%.2f "
+         "gflops=%.2f sgemm_peak_gflops=%.2f peak_frac=%.3f rss_mib=%ld "
+         "blas_kernel=%s\n",
+         netc_model.name, netc_model.batch, rt_threads(),
+         med / netc_model.batch, med, gflops, peak, gflops / peak, rss,
+         openblas_get_corename());
+  if (profile) {
+    s->profile = 1;
+    for (long i = 0; i < steps; i++)
+      one_step(s, &o);
+    print_profile(s, (int)steps);
+  }
+  free(ips);
+  optim_free(&o);
+  netc_state_free(s);
+  return 0;
+}
+
 /* ---- compare: the reference file of tests/reference/torch_ref.py -------
  * "NETCREF1", u32 version (1), u32 record count; per record: u32 name
  * length, name, u32 type (0 float32, 1 int32), u32 ndims, u64 dims, data. */
@@ -112,6 +281,14 @@ typedef struct {
   Record *r;
   int n;
 } RefFile;
+
+static void free_ref(RefFile *ref) {
+  for (int i = 0; i < ref->n; i++) {
+    free(ref->r[i].name);
+    free(ref->r[i].data);
+  }
+  free(ref->r);
+}
 
 static int read_exact(FILE *f, void *p, size_t n) {
   return fread(p, 1, n, f) == n ? 0 : -1;
@@ -159,6 +336,7 @@ static int load_ref(const char *path, RefFile *ref) {
 bad:
   fprintf(stderr, "%s: truncated or corrupt reference file\n", path);
   fclose(f);
+  free_ref(ref);
   return -1;
 }
 
@@ -353,8 +531,11 @@ static int cmd_compare(int argc, char **argv) {
   netc_init_params(s, 1); /* running statistics; weights come from ref */
   Diffs d = {{0}, {0}};
   if (load_inputs(s, &ref) || compare_step(s, &ref, &d, verbose) ||
-      compare_steps(s, &ref, &d))
+      compare_steps(s, &ref, &d)) {
+    netc_state_free(s);
+    free_ref(&ref);
     return 1;
+  }
   static const char *const what[] = {"logits and loss", "gradients",
                                      "batchnorm running statistics",
                                      "step losses"};
@@ -373,6 +554,7 @@ static int cmd_compare(int argc, char **argv) {
   }
   printf("compare %s: %s\n", netc_model.name, rc ? "FAIL" : "ok");
   netc_state_free(s);
+  free_ref(&ref);
   return rc;
 }
 
@@ -385,6 +567,14 @@ int main(int argc, char **argv) {
     return cmd_step(argc - 2, argv + 2);
   if (!strcmp(argv[1], "compare"))
     return cmd_compare(argc - 2, argv + 2);
+  if (!strcmp(argv[1], "bench"))
+    return cmd_bench(argc - 2, argv + 2);
+  if (!strcmp(argv[1], "train"))
+    return cmd_train(argc - 2, argv + 2);
+  if (!strcmp(argv[1], "eval"))
+    return cmd_eval(argc - 2, argv + 2);
+  if (!strcmp(argv[1], "predict"))
+    return cmd_predict(argc - 2, argv + 2);
   if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
     usage();
     return 0;

@@ -113,7 +113,9 @@ int main(void) {
   srunner_add_suite(sr, suite_codegen());
   srunner_add_suite(sr, suite_errors());
   srunner_add_suite(sr, suite_cli());
+  srunner_add_suite(sr, suite_train());
   srunner_add_suite(sr, suite_runtime());
+  srunner_add_suite(sr, suite_data());
   srunner_run_all(sr, CK_NORMAL);
   int run = srunner_ntests_run(sr), failed = srunner_ntests_failed(sr);
   srunner_free(sr);

@@ -16,9 +16,11 @@ Suite *suite_graph(void);
 Suite *suite_autodiff(void);
 Suite *suite_plan(void);
 Suite *suite_codegen(void);
+Suite *suite_train(void);
 Suite *suite_errors(void);
 Suite *suite_cli(void);
 Suite *suite_runtime(void);
+Suite *suite_data(void);
 
 /* One compilation of a source text (written to a temporary file `name`,
  * so imports and messages work as for real files). */

@@ -1,0 +1,235 @@
+/* checkpoint.c: training checkpoints that survive crashes and full disks.
+ *
+ * Format (version 1, host byte order, x86-64): a fixed header (magic
+ * "NETCCKPT", version, the model's name, batch, parameter count and a hash
+ * of its parameter table, the optimizer, the run state, a checksum of
+ * everything), then the class list, the parameters, the batchnorm running
+ * statistics and the optimizer state. A file is written to a temporary
+ * name, synced and renamed, so a reader sees the old file or the new one,
+ * never a mix. */
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "train.h"
+
+typedef struct {
+  char magic[8];
+  uint32_t version, header_bytes;
+  char model[64];
+  int32_t batch, classes;
+  int64_t nparams, bn_floats;
+  uint64_t table_hash;
+  int32_t optimizer, has_m2;
+  uint64_t payload_bytes;
+  uint64_t checksum; /* of the header (with this field 0) and the payload */
+  RunState run;
+  int32_t nclasses;  /* entries in the class list */
+  int32_t pad;
+} Header;
+
+/* A fast 64-bit hash of 8-byte words (the tail byte-wise). */
+static uint64_t hash_bytes(uint64_t h, const void *p, size_t n) {
+  const unsigned char *b = p;
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t w;
+    memcpy(&w, b + i, 8);
+    h = (h ^ w) * 0x100000001b3ull;
+    h ^= h >> 29;
+  }
+  for (; i < n; i++)
+    h = (h ^ b[i]) * 0x100000001b3ull;
+  return h;
+}
+
+static uint64_t table_hash(const NetcModel *m) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (int i = 0; i < m->nparam_tensors; i++) {
+    const NetcParam *p = &m->params[i];
+    h = hash_bytes(h, p->name, strlen(p->name));
+    h = hash_bytes(h, &p->count, sizeof p->count);
+    h = hash_bytes(h, p->dims, sizeof p->dims);
+  }
+  return h;
+}
+
+typedef struct {
+  const void *p;
+  size_t n;
+} Part;
+
+static int parts_of(const NetcState *s, const NetcOptimizer *o,
+                    const ClassList *c, Part *parts) {
+  const NetcModel *m = s->model;
+  size_t names = (size_t)c->nclasses * MAX_CLASS_NAME;
+  int k = 0;
+  parts[k++] = (Part){c->class_ids, names};
+  parts[k++] = (Part){c->class_names, names};
+  parts[k++] = (Part){s->params, (size_t)m->nparams * 4};
+  parts[k++] = (Part){s->bn_stats, (size_t)m->bn_floats * 4};
+  parts[k++] = (Part){o->m1, (size_t)m->nparams * 4};
+  if (o->m2)
+    parts[k++] = (Part){o->m2, (size_t)m->nparams * 4};
+  return k;
+}
+
+static Header make_header(const NetcState *s, const NetcOptimizer *o,
+                          const RunState *r, const ClassList *c,
+                          const Part *parts, int nparts) {
+  const NetcModel *m = s->model;
+  Header h;
+  memset(&h, 0, sizeof h);
+  memcpy(h.magic, "NETCCKPT", 8);
+  h.version = CKPT_VERSION;
+  h.header_bytes = sizeof h;
+  snprintf(h.model, sizeof h.model, "%s", m->name);
+  h.batch = m->batch;
+  h.classes = m->classes;
+  h.nparams = m->nparams;
+  h.bn_floats = m->bn_floats;
+  h.table_hash = table_hash(m);
+  h.optimizer = o->kind;
+  h.has_m2 = o->m2 != NULL;
+  h.run = *r;
+  h.nclasses = c->nclasses;
+  for (int i = 0; i < nparts; i++)
+    h.payload_bytes += parts[i].n;
+  uint64_t sum = hash_bytes(0x9e3779b97f4a7c15ull, &h, sizeof h);
+  for (int i = 0; i < nparts; i++)
+    sum = hash_bytes(sum, parts[i].p, parts[i].n);
+  h.checksum = sum;
+  return h;
+}
+
+static void sync_dir(const char *path) {
+  char *copy = strdup(path);
+  int fd = open(dirname(copy), O_RDONLY | O_DIRECTORY);
+  if (fd >= 0) {
+    fsync(fd);
+    close(fd);
+  }
+  free(copy);
+}
+
+int checkpoint_save(const char *path, const NetcState *s,
+                    const NetcOptimizer *o, const RunState *r,
+                    const ClassList *c) {
+  Part parts[8];
+  int n = parts_of(s, o, c, parts);
+  Header h = make_header(s, o, r, c, parts, n);
+  char tmp[4096];
+  snprintf(tmp, sizeof tmp, "%s.tmp%d", path, (int)getpid());
+  FILE *f = fopen(tmp, "wb");
+  if (!f) {
+    fprintf(stderr, "netc: cannot write checkpoint %s: %s\n", tmp,
+            strerror(errno));
+    return -1;
+  }
+  int bad = fwrite(&h, sizeof h, 1, f) != 1;
+  for (int i = 0; i < n && !bad; i++)
+    bad = parts[i].n && fwrite(parts[i].p, 1, parts[i].n, f) != parts[i].n;
+  bad = bad || fflush(f) != 0 || fsync(fileno(f)) != 0;
+  int err = errno;
+  bad = fclose(f) != 0 || bad;
+  if (bad || rename(tmp, path) != 0) {
+    fprintf(stderr, "netc: writing checkpoint %s failed: %s; the previous "
+                    "checkpoint is intact\n", path, strerror(bad ? err : errno));
+    unlink(tmp);
+    return -1;
+  }
+  sync_dir(path);
+  return 0;
+}
+
+static int check_header(const char *path, const Header *h, const NetcModel *m) {
+  if (memcmp(h->magic, "NETCCKPT", 8)) {
+    fprintf(stderr, "netc: %s is not a netc checkpoint\n", path);
+    return -1;
+  }
+  if (h->version != CKPT_VERSION || h->header_bytes != sizeof *h) {
+    fprintf(stderr, "netc: %s is checkpoint format version %u; this trainer "
+                    "reads version %d (use the netc that wrote it)\n",
+            path, h->version, CKPT_VERSION);
+    return -1;
+  }
+  if (strncmp(h->model, m->name, sizeof h->model) || h->batch != m->batch ||
+      h->nparams != m->nparams || h->table_hash != table_hash(m) ||
+      h->bn_floats != m->bn_floats) {
+    fprintf(stderr, "netc: %s holds model '%.64s' at batch %d; this trainer "
+                    "is '%s' at batch %d: a checkpoint only loads into the "
+                    "model and batch size that wrote it\n",
+            path, h->model, h->batch, m->name, m->batch);
+    return -1;
+  }
+  return 0;
+}
+
+static int read_part(FILE *f, void *p, size_t n) {
+  return n == 0 || fread(p, 1, n, f) == n ? 0 : -1;
+}
+
+int checkpoint_load(const char *path, NetcState *s, NetcOptimizer *o,
+                    RunState *r, ClassList *c) {
+  const NetcModel *m = s->model;
+  FILE *f = fopen(path, "rb");
+  if (!f) {
+    fprintf(stderr, "netc: cannot open checkpoint %s: %s\n", path,
+            strerror(errno));
+    return -1;
+  }
+  Header h;
+  if (fread(&h, sizeof h, 1, f) != 1) {
+    fprintf(stderr, "netc: %s is truncated (no header)\n", path);
+    fclose(f);
+    return -1;
+  }
+  if (check_header(path, &h, m) || h.nclasses < 0 || h.nclasses > 100000) {
+    fclose(f);
+    return -1;
+  }
+  /* Read into scratch copies; commit only after the checksum holds. */
+  NetcOptimizer tmp = {.kind = h.optimizer};
+  c->nclasses = h.nclasses;
+  c->class_ids = calloc((size_t)h.nclasses + 1, MAX_CLASS_NAME);
+  c->class_names = calloc((size_t)h.nclasses + 1, MAX_CLASS_NAME);
+  float *params = malloc((size_t)m->nparams * 4 + 4);
+  float *bn = malloc((size_t)m->bn_floats * 4 + 4);
+  tmp.m1 = malloc((size_t)m->nparams * 4 + 4);
+  tmp.m2 = h.has_m2 ? malloc((size_t)m->nparams * 4 + 4) : NULL;
+  NetcState copy = *s;
+  copy.params = params;
+  copy.bn_stats = bn;
+  Part parts[8];
+  int n = parts_of(&copy, &tmp, c, parts);
+  int bad = 0;
+  for (int i = 0; i < n && !bad; i++)
+    bad = read_part(f, (void *)parts[i].p, parts[i].n);
+  fclose(f);
+  uint64_t want = h.checksum;
+  Header again = make_header(&copy, &tmp, &h.run, c, parts, n);
+  if (bad || again.checksum != want) {
+    fprintf(stderr, "netc: %s is %s; not loaded\n", path,
+            bad ? "truncated" : "corrupt (checksum mismatch)");
+    free(params), free(bn), free(tmp.m1), free(tmp.m2);
+    return -1;
+  }
+  memcpy(s->params, params, (size_t)m->nparams * 4);
+  memcpy(s->bn_stats, bn, (size_t)m->bn_floats * 4);
+  if (o) {
+    o->kind = h.optimizer;
+    free(o->m1), free(o->m2);
+    o->m1 = tmp.m1, o->m2 = tmp.m2;
+    o->step = h.run.global_step;
+  } else {
+    free(tmp.m1), free(tmp.m2);
+  }
+  if (r)
+    *r = h.run;
+  free(params), free(bn);
+  return 0;
+}

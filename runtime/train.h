@@ -1,0 +1,55 @@
+/* train.h: the trainer's commands (train.c) and its checkpoints
+ * (checkpoint.c), for any netc model. */
+#ifndef NETC_TRAIN_H
+#define NETC_TRAIN_H
+
+#include <stdint.h>
+
+#include "netc_model.h"
+
+enum { CKPT_VERSION = 1, MAX_CLASS_NAME = 80 };
+
+/* Where a run is: everything beyond the tensors that a resume needs to
+ * continue exactly as if it had never stopped. */
+typedef struct {
+  int32_t epoch;          /* the epoch in progress (0-based) */
+  int32_t step;           /* batches of it done */
+  int32_t epochs;         /* the run's length */
+  int32_t completed;      /* epochs finished (and evaluated) */
+  int64_t global_step;    /* batches since the start */
+  uint64_t seed;          /* data order and augmentation derive from it */
+  double best_top1;       /* best validation top-1 so far, percent */
+  double loss_sum;        /* this epoch's running train loss sum */
+  int64_t correct, seen;  /* this epoch's running train accuracy */
+  double seconds;         /* training time spent in this epoch so far */
+  /* The recipe, so that a resume cannot silently change it. */
+  int32_t optimizer, schedule, nesterov, bn_decay;
+  float lr, momentum, weight_decay, warmup_epochs;
+  int32_t steps_per_epoch;
+} RunState;
+
+typedef struct {
+  const char *path;
+  int nclasses;
+  char (*class_ids)[MAX_CLASS_NAME];
+  char (*class_names)[MAX_CLASS_NAME];
+} ClassList;
+
+/* Writes the checkpoint atomically: a temporary file in the same
+ * directory, fsync, rename over `path`, fsync of the directory. A crash at
+ * any moment leaves either the old file or the new one. Returns 0, or -1
+ * with a message (the old checkpoint is intact). */
+int checkpoint_save(const char *path, const NetcState *s,
+                    const NetcOptimizer *o, const RunState *r,
+                    const ClassList *c);
+/* Reads and verifies (magic, version, model, batch, checksum) a checkpoint
+ * into s, o and r (o and r may be NULL: eval and predict). Class lists are
+ * allocated. Returns 0, or -1 with a message naming the file. */
+int checkpoint_load(const char *path, NetcState *s, NetcOptimizer *o,
+                    RunState *r, ClassList *c);
+
+int cmd_train(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_predict(int argc, char **argv);
+
+#endif
