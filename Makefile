@@ -42,6 +42,7 @@ COMPILER_OBJ := $(addprefix $(BUILD)/,$(COMPILER_SRC:.c=.o)) \
                 $(BUILD)/parse.o $(BUILD)/lex.o
 # The runtime: everything in runtime/ but the trainer's main().
 RT_SRC := $(filter-out runtime/trainer.c,$(wildcard runtime/*.c))
+RT_HEADERS := $(wildcard runtime/*.h)
 RT_OBJ := $(patsubst runtime/%.c,$(BUILD)/rt/%.o,$(RT_SRC))
 TEST_SRC := $(wildcard tests/check_*.c)
 TEST_OBJ := $(patsubst tests/%.c,$(BUILD)/tests/%.o,$(TEST_SRC))
@@ -83,7 +84,7 @@ $(BUILD)/build.o: compiler/build.c compiler/netc.h $(BUILD)/parse.h
 	  -DNETC_RT_LIBDIR='"$(abspath $(BUILD))"' -DNETC_CC='"$(CC) $(SAN_FLAGS)"' \
 	  -DNETC_BLAS_LIBS='"$(BLAS_LIBS) -ljpeg"' -c -o $@ $<
 
-$(BUILD)/trainer.o: runtime/trainer.c runtime/netc_rt.h runtime/netc_model.h
+$(BUILD)/trainer.o: runtime/trainer.c $(RT_HEADERS)
 	$(CC) $(ALLFLAGS) $(RT_FLAGS) -Iruntime -c -o $@ $<
 
 $(BUILD)/libnetc.a: $(COMPILER_OBJ)
@@ -92,14 +93,14 @@ $(BUILD)/libnetc.a: $(COMPILER_OBJ)
 $(BUILD)/netc: $(BUILD)/main.o $(BUILD)/libnetc.a
 	$(CC) $(LDFLAGS) -o $@ $^
 
-$(BUILD)/rt/%.o: runtime/%.c runtime/netc_rt.h runtime/netc_model.h
+$(BUILD)/rt/%.o: runtime/%.c $(RT_HEADERS)
 	@mkdir -p $(BUILD)/rt
 	$(CC) $(ALLFLAGS) $(RT_FLAGS) -Iruntime -c -o $@ $<
 
 $(BUILD)/libnetcrt.a: $(RT_OBJ)
 	ar rcs $@ $^
 
-$(BUILD)/tests/%.o: tests/%.c tests/check_netc.h compiler/netc.h runtime/netc_rt.h $(BUILD)/parse.h
+$(BUILD)/tests/%.o: tests/%.c tests/check_netc.h compiler/netc.h $(RT_HEADERS) $(BUILD)/parse.h
 	@mkdir -p $(BUILD)/tests
 	$(CC) $(ALLFLAGS) $(CPPFLAGS) $(BLAS_CFLAGS) -Itests -Iruntime -c -o $@ $<
 

@@ -189,34 +189,59 @@ void conv_backward(float *dx, float *dw, float *db, float *cols,
 
 /* ---- batch normalization ------------------------------------------------ */
 
-/* Batch mean and biased variance of channels [c0, c1), two passes in
- * double (M can be 64*32*32, and one-pass E[x^2] - E[x]^2 cancels). */
-static void bn_stats(double *mu, double *var, const float *x, int64_t M,
-                     int C, int c0, int c1) {
-  for (int64_t m = 0; m < M; m++)
-    for (int c = c0; c < c1; c++)
-      mu[c - c0] += x[m * C + c];
-  for (int c = c0; c < c1; c++)
-    mu[c - c0] /= (double)M;
-  for (int64_t m = 0; m < M; m++)
-    for (int c = c0; c < c1; c++) {
-      double d = x[m * C + c] - mu[c - c0];
-      var[c - c0] += d * d;
+/* Per-channel sums over M rows of C channels, split by rows: each thread
+ * reads whole rows (contiguous channels, vectorized) into its own double
+ * partials, which are then added in thread order, so a given thread count
+ * always gives the same bits. `what` picks the sums:
+ *   0: s1 = sum(a - k), s2 = sum((a - k)^2), with k = a's first row (a
+ *      shift that keeps the one-pass variance free of cancellation);
+ *   1: s1 = sum(b), s2 = sum(b * (a - mean) * invstd)   (a = x, b = dy). */
+static void bn_sums(double *s1, double *s2, const float *a, const float *b,
+                    const float *mean, const float *invstd, int64_t M, int C,
+                    int what) {
+  int nt = omp_get_max_threads();
+  double *part = xcalloc((int64_t)nt * 2 * C, sizeof *part);
+#pragma omp parallel
+  {
+    int t = omp_get_thread_num(), n = omp_get_num_threads();
+    double *p1 = part + (int64_t)t * 2 * C, *p2 = p1 + C;
+    for (int64_t m = M * t / n; m < M * (t + 1) / n; m++) {
+      const float *ar = a + m * C, *br = b ? b + m * C : NULL;
+      if (what == 0) {
+#pragma omp simd
+        for (int c = 0; c < C; c++) {
+          double d = (double)ar[c] - a[c];
+          p1[c] += d;
+          p2[c] += d * d;
+        }
+      } else {
+#pragma omp simd
+        for (int c = 0; c < C; c++) {
+          double g = br[c];
+          p1[c] += g;
+          p2[c] += g * ((ar[c] - mean[c]) * invstd[c]);
+        }
+      }
     }
-  for (int c = c0; c < c1; c++)
-    var[c - c0] /= (double)M;
+  }
+  for (int t = 0; t < nt; t++)
+    for (int c = 0; c < C; c++) {
+      s1[c] += part[(int64_t)t * 2 * C + c];
+      s2[c] += part[(int64_t)t * 2 * C + C + c];
+    }
+  free(part);
 }
 
-/* y = (x - mean) * scale + beta over channels [c0, c1). */
-static void bn_apply(float *y, const float *x, const float *mean,
-                     const float *scale, const float *beta, int64_t M, int C,
-                     int c0, int c1) {
+/* y = x * scale + shift, rows in parallel. */
+static void bn_apply(float *y, const float *x, const float *scale,
+                     const float *shift, int64_t M, int C) {
+#pragma omp parallel for schedule(static)
   for (int64_t m = 0; m < M; m++) {
     float *yr = y + m * C;
     const float *xr = x + m * C;
 #pragma omp simd
-    for (int c = c0; c < c1; c++)
-      yr[c] = (xr[c] - mean[c]) * scale[c] + beta[c];
+    for (int c = 0; c < C; c++)
+      yr[c] = xr[c] * scale[c] + shift[c];
   }
 }
 
@@ -225,21 +250,17 @@ static void bn_eval(float *y, float *mean, float *invstd,
                     const float *run_mean, const float *run_var,
                     const float *x, const float *gamma, const float *beta,
                     int M, int C, float eps) {
-  float *scale = xcalloc(C, sizeof *scale);
+  float *scale = xcalloc(2 * (int64_t)C, sizeof *scale), *shift = scale + C;
   for (int c = 0; c < C; c++) {
     float is = (float)(1.0 / sqrt((double)run_var[c] + eps));
     scale[c] = is * gamma[c];
+    shift[c] = beta[c] - run_mean[c] * scale[c];
     if (mean)
       mean[c] = run_mean[c];
     if (invstd)
       invstd[c] = is;
   }
-#pragma omp parallel
-  {
-    int c0, c1;
-    own_channels(C, &c0, &c1);
-    bn_apply(y, x, run_mean, scale, beta, M, C, c0, c1);
-  }
+  bn_apply(y, x, scale, shift, M, C);
   free(scale);
 }
 
@@ -251,71 +272,69 @@ void batchnorm_forward(float *y, float *mean, float *invstd, float *run_mean,
     bn_eval(y, mean, invstd, run_mean, run_var, x, gamma, beta, M, C, eps);
     return;
   }
-  float *mf = xcalloc(2 * (int64_t)C, sizeof *mf), *scale = mf + C;
-#pragma omp parallel
-  {
-    int c0, c1;
-    own_channels(C, &c0, &c1);
-    double *mu = xcalloc(2 * (int64_t)(c1 - c0), sizeof *mu);
-    double *var = mu + (c1 - c0);
-    bn_stats(mu, var, x, M, C, c0, c1);
-    /* Unbiased variance for the running estimate, as PyTorch. */
-    double unbias = M > 1 ? (double)M / (M - 1) : 1.0;
-    for (int c = c0; c < c1; c++) {
-      double is = 1.0 / sqrt(var[c - c0] + eps);
-      mf[c] = (float)mu[c - c0];
-      scale[c] = (float)(is * gamma[c]);
-      if (mean)
-        mean[c] = (float)mu[c - c0];
-      if (invstd)
-        invstd[c] = (float)is;
-      if (run_mean) {
-        run_mean[c] = (1 - momentum) * run_mean[c] + momentum * mf[c];
-        run_var[c] = (float)((1 - momentum) * run_var[c] +
-                             momentum * var[c - c0] * unbias);
-      }
+  double *s = xcalloc(2 * (int64_t)C, sizeof *s);
+  float *scale = xcalloc(2 * (int64_t)C, sizeof *scale), *shift = scale + C;
+  bn_sums(s, s + C, x, NULL, NULL, NULL, M, C, 0);
+  /* Unbiased variance for the running estimate, as PyTorch. */
+  double unbias = M > 1 ? (double)M / (M - 1) : 1.0;
+  for (int c = 0; c < C; c++) {
+    double d = s[c] / M, mu = x[c] + d, var = s[C + c] / M - d * d;
+    var = var > 0 ? var : 0;
+    double is = 1.0 / sqrt(var + eps);
+    scale[c] = (float)(is * gamma[c]);
+    shift[c] = (float)(beta[c] - mu * is * gamma[c]);
+    if (mean)
+      mean[c] = (float)mu;
+    if (invstd)
+      invstd[c] = (float)is;
+    if (run_mean) {
+      run_mean[c] = (float)((1 - momentum) * run_mean[c] + momentum * mu);
+      run_var[c] = (float)((1 - momentum) * run_var[c] +
+                           momentum * var * unbias);
     }
-    /* Stats are done before this thread writes its own channels of y. */
-    bn_apply(y, x, mf, scale, beta, M, C, c0, c1);
-    free(mu);
   }
-  free(mf);
+  bn_apply(y, x, scale, shift, M, C);
+  free(s);
+  free(scale);
 }
 
 void batchnorm_backward(float *dx, float *dgamma, float *dbeta,
                         const float *dy, const float *x, const float *mean,
                         const float *invstd, const float *gamma, int M, int C,
                         int acc_dx, int acc_dw) {
-#pragma omp parallel
-  {
-    int c0, c1;
-    own_channels(C, &c0, &c1);
-    double *sdy = xcalloc(2 * (int64_t)(c1 - c0), sizeof *sdy);
-    double *sdx = sdy + (c1 - c0);
-    for (int64_t m = 0; m < M; m++)
-      for (int c = c0; c < c1; c++) {
-        float xh = (x[m * C + c] - mean[c]) * invstd[c];
-        sdy[c - c0] += dy[m * C + c];
-        sdx[c - c0] += (double)dy[m * C + c] * xh;
-      }
-    for (int c = c0; c < c1; c++) {
-      dgamma[c] = (float)(acc_dw ? dgamma[c] + sdx[c - c0] : sdx[c - c0]);
-      dbeta[c] = (float)(acc_dw ? dbeta[c] + sdy[c - c0] : sdy[c - c0]);
-      sdy[c - c0] /= M; /* from here on: means, not sums */
-      sdx[c - c0] /= M;
-    }
-    /* dx = gamma*invstd * (dy - mean(dy) - xhat*mean(dy*xhat)). Each
-     * element reads only its own dy after the sums: dx == dy is safe. */
-    for (int64_t m = 0; dx && m < M; m++)
-      for (int c = c0; c < c1; c++) {
-        int64_t i = m * C + c;
-        float xh = (x[i] - mean[c]) * invstd[c];
-        float g = gamma[c] * invstd[c] *
-                  (dy[i] - (float)sdy[c - c0] - xh * (float)sdx[c - c0]);
-        dx[i] = acc_dx ? dx[i] + g : g;
-      }
-    free(sdy);
+  double *s = xcalloc(2 * (int64_t)C, sizeof *s);
+  float *a = xcalloc(3 * (int64_t)C, sizeof *a), *b = a + C, *k = b + C;
+  bn_sums(s, s + C, x, dy, mean, invstd, M, C, 1);
+  for (int c = 0; c < C; c++) {
+    dgamma[c] = (float)(acc_dw ? dgamma[c] + s[C + c] : s[C + c]);
+    dbeta[c] = (float)(acc_dw ? dbeta[c] + s[c] : s[c]);
+    /* dx = gamma*invstd * (dy - mean(dy) - xhat*mean(dy*xhat))
+     *    = a*dy + b*x + k, per channel. */
+    double gi = (double)gamma[c] * invstd[c];
+    double mdy = s[c] / M, mdx = s[C + c] / M;
+    a[c] = (float)gi;
+    b[c] = (float)(-gi * mdx * invstd[c]);
+    k[c] = (float)(gi * (-mdy + mdx * invstd[c] * mean[c]));
   }
+  /* Each element reads only its own dy after the sums: dx == dy is safe. */
+  if (dx) {
+#pragma omp parallel for schedule(static)
+    for (int64_t m = 0; m < M; m++) {
+      float *dr = dx + (int64_t)m * C;
+      const float *gr = dy + (int64_t)m * C, *xr = x + (int64_t)m * C;
+      if (acc_dx) {
+#pragma omp simd
+        for (int c = 0; c < C; c++)
+          dr[c] += a[c] * gr[c] + b[c] * xr[c] + k[c];
+      } else {
+#pragma omp simd
+        for (int c = 0; c < C; c++)
+          dr[c] = a[c] * gr[c] + b[c] * xr[c] + k[c];
+      }
+    }
+  }
+  free(s);
+  free(a);
 }
 
 /* ---- elementwise -------------------------------------------------------- */

@@ -821,7 +821,7 @@ START_TEST(test_loader_train_augmentation) {
   LoaderOptions lo = {.batch = 8, .train = 1, .pad = 2, .seed = 5};
   Loader *l = loader_new(&d, &lo);
   ck_assert_int_eq(loader_steps(l), 4); /* 37 / 8, the rest dropped */
-  int flips = 0, dxs[5] = {0}, dys[5] = {0}, first_order[32];
+  int flips = 0, dxs[5] = {0}, dys[5] = {0}, first_order[32] = {0};
   for (int epoch = 0; epoch < 4; epoch++) {
     int seen[37] = {0};
     loader_seek(l, epoch, 0);
