@@ -293,7 +293,7 @@ static void plot(const TrainArgs *a) {
                "plot '%s' using 1:2 with linespoints title 'train', '' using "
                "1:4 with linespoints title 'validation'\n"
                "set output '%s'\nset title '%s: accuracy'\nset ylabel "
-               "'top-1 %%'\nplot '%s' using 1:3 with linespoints title "
+               "'accuracy (%%)'\nplot '%s' using 1:3 with linespoints title "
                "'train', '' using 1:5 with linespoints title 'validation', "
                "'' using 1:6 with linespoints title 'validation top-5'\n",
             loss, netc_model.name, csv, acc, netc_model.name, csv);

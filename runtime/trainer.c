@@ -16,6 +16,7 @@
 #include "netc_model.h"
 #include <cblas.h>
 
+#include "data.h"
 #include "netc_rt.h"
 #include "train.h"
 
@@ -29,6 +30,8 @@ static int usage(void) {
           "                             the 5 most likely classes of each image\n"
           "  bench [--steps N] [--warmup W] [--windows K] [--threads T] [--profile]\n"
           "                             images/s on random data, per-op profile\n"
+          "  bench-loader --data DIR [--batches N]\n"
+          "                             images/s of the data pipeline alone\n"
           "  info                       shapes, parameters and memory\n"
           "  step [--steps N] [--seed S] [--threads T]\n"
           "                             SGD steps on random data\n"
@@ -263,6 +266,48 @@ static int cmd_bench(int argc, char **argv) {
   free(ips);
   optim_free(&o);
   netc_state_free(s);
+  return 0;
+}
+
+/* ---- bench-loader: how fast the data pipeline alone is ---------------- */
+
+static int cmd_bench_loader(int argc, char **argv) {
+  const char *dir = NULL;
+  long batches = 400;
+  for (int i = 0; i + 1 < argc; i += 2) {
+    if (!strcmp(argv[i], "--data"))
+      dir = argv[i + 1];
+    else if (!strcmp(argv[i], "--batches"))
+      batches = strtol(argv[i + 1], NULL, 10);
+    else
+      return usage();
+  }
+  if (!dir || argc % 2)
+    return usage();
+  DataOptions o = {.h = netc_model.in_h, .w = netc_model.in_w};
+  Dataset d;
+  if (dataset_open(&d, dir, "train", &o))
+    return 1;
+  size_t img = (size_t)netc_model.in_h * netc_model.in_w * 3;
+  float *x = malloc(sizeof(float) * img * (size_t)netc_model.batch);
+  int32_t *y = malloc(sizeof(int32_t) * (size_t)netc_model.batch);
+  for (int prefetch = 0; prefetch < 2; prefetch++) {
+    LoaderOptions lo = {.batch = netc_model.batch, .train = 1, .pad = 4,
+                        .seed = 1, .prefetch = prefetch};
+    Loader *l = loader_new(&d, &lo);
+    loader_seek(l, 0, 0);
+    double t0 = seconds_now();
+    long n = 0;
+    for (long b = 0; b < batches; b++)
+      n += loader_next(l, x, y);
+    double dt = seconds_now() - t0;
+    printf("loader data=%s batch=%d augment=crop+flip prefetch=%d "
+           "images=%ld img_per_s=%.0f\n",
+           dir, netc_model.batch, prefetch, n, (double)n / dt);
+    loader_free(l);
+  }
+  free(x), free(y);
+  dataset_close(&d);
   return 0;
 }
 
@@ -569,6 +614,8 @@ int main(int argc, char **argv) {
     return cmd_compare(argc - 2, argv + 2);
   if (!strcmp(argv[1], "bench"))
     return cmd_bench(argc - 2, argv + 2);
+  if (!strcmp(argv[1], "bench-loader"))
+    return cmd_bench_loader(argc - 2, argv + 2);
   if (!strcmp(argv[1], "train"))
     return cmd_train(argc - 2, argv + 2);
   if (!strcmp(argv[1], "eval"))
