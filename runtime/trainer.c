@@ -75,16 +75,35 @@ static void random_batch(NetcState *s, NetcRng *r) {
     y[i] = (int32_t)(rng_next(r) % (uint64_t)netc_model.classes);
 }
 
-static int cmd_step(int argc, char **argv) {
-  long steps = 1, seed = 1, threads = 0;
+/* Parses `--name N` options into vals[] (names[] in the same order) and
+ * bare flags into flags[]; returns -1 on anything else. */
+static int parse_longs(int argc, char **argv, const char *const *names,
+                       long *vals, int n, const char *const *flag_names,
+                       long *flags, int nflags) {
   for (int i = 0; i < argc; i++) {
-    long *v = !strcmp(argv[i], "--steps")   ? &steps
-              : !strcmp(argv[i], "--seed")  ? &seed
-              : !strcmp(argv[i], "--threads") ? &threads : NULL;
-    if (!v || i + 1 >= argc)
-      return usage();
-    *v = strtol(argv[++i], NULL, 10);
+    int k = 0;
+    while (k < nflags && strcmp(argv[i], flag_names[k]))
+      k++;
+    if (k < nflags) {
+      flags[k] = 1;
+      continue;
+    }
+    k = 0;
+    while (k < n && strcmp(argv[i], names[k]))
+      k++;
+    if (k == n || i + 1 >= argc)
+      return -1;
+    vals[k] = strtol(argv[++i], NULL, 10);
   }
+  return 0;
+}
+
+static int cmd_step(int argc, char **argv) {
+  static const char *const names[] = {"--steps", "--seed", "--threads"};
+  long v[3] = {1, 1, 0};
+  if (parse_longs(argc, argv, names, v, 3, NULL, NULL, 0))
+    return usage();
+  long steps = v[0], seed = v[1], threads = v[2];
   if (threads > 0)
     rt_set_threads((int)threads);
   NetcState *s = new_state();
@@ -212,20 +231,15 @@ static double sgemm_peak(void) {
 }
 
 static int cmd_bench(int argc, char **argv) {
-  long steps = 5, warmup = 2, windows = 3, threads = 0, profile = 0;
-  for (int i = 0; i < argc; i++) {
-    if (!strcmp(argv[i], "--profile")) {
-      profile = 1;
-      continue;
-    }
-    long *v = !strcmp(argv[i], "--steps")     ? &steps
-              : !strcmp(argv[i], "--warmup")  ? &warmup
-              : !strcmp(argv[i], "--windows") ? &windows
-              : !strcmp(argv[i], "--threads") ? &threads : NULL;
-    if (!v || i + 1 >= argc)
-      return usage();
-    *v = strtol(argv[++i], NULL, 10);
-  }
+  static const char *const names[] = {"--steps", "--warmup", "--windows",
+                                      "--threads"};
+  static const char *const flags[] = {"--profile"};
+  long v[4] = {5, 2, 3, 0}, profile = 0;
+  if (parse_longs(argc, argv, names, v, 4, flags, &profile, 1))
+    return usage();
+  long steps = v[0], warmup = v[1], windows = v[2], threads = v[3];
+  if (steps < 1 || windows < 1 || warmup < 0)
+    return usage();
   if (threads > 0)
     rt_set_threads((int)threads);
   NetcState *s = new_state();

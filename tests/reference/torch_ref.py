@@ -197,34 +197,26 @@ def main():
         run_float64(args, graph, net, x, labels)
         return
 
+    names = {wt["id"]: wt["name"] for wt in graph["weights"]}
+    rec = start_records(net, x, labels, names)
+    out = train(net, x, labels, args, torch.float32, names)
+    for key, value in out.items():
+        rec.add(key, value)
+    rec.add("sgd", torch.tensor([args.lr, args.momentum, args.weight_decay]))
+    rec.write(args.out)
+    print(f"torch_ref: {graph['network']} batch {graph['batch']}: loss "
+          f"{out['loss'].item():.6f}, {len(net.params)} parameters, "
+          f"{args.steps} steps -> {args.out}")
+
+
+def start_records(net, x, labels, names):
+    """The inputs of the compared step: the batch and the weights."""
     rec = Records()
     rec.add("input", x.permute(0, 2, 3, 1))
     rec.add("labels", labels, torch.int32)
-    names = {wt["id"]: wt["name"] for wt in graph["weights"]}
     for wid, p in net.params.items():
         rec.add("param:" + names[wid], net.netc_layout(wid, p))
-    opt = torch.optim.SGD(list(net.params.values()), lr=args.lr,
-                          momentum=args.momentum, weight_decay=args.weight_decay)
-    losses = []
-    for step in range(args.steps):
-        opt.zero_grad()
-        loss = net.forward(x, labels)
-        loss.backward()
-        if step == 0:
-            rec.add("logits", net.logits)
-            rec.add("loss", loss.reshape(1))
-            for wid, p in net.params.items():
-                rec.add("grad:" + names[wid], net.netc_layout(wid, p.grad))
-            for wid, (rm, rv) in net.running.items():
-                rec.add("bn_mean:" + names[wid], rm)
-                rec.add("bn_var:" + names[wid], rv)
-        losses.append(loss.item())
-        opt.step()
-    rec.add("step_losses", torch.tensor(losses))
-    rec.add("sgd", torch.tensor([args.lr, args.momentum, args.weight_decay]))
-    rec.write(args.out)
-    print(f"torch_ref: {graph['network']} batch {n}: loss {losses[0]:.6f}, "
-          f"{len(net.params)} parameters, {args.steps} steps -> {args.out}")
+    return rec
 
 
 def train(net, x, labels, args, dtype, names):
@@ -258,11 +250,7 @@ def train(net, x, labels, args, dtype, names):
 
 def run_float64(args, graph, net, x, labels):
     names = {wt["id"]: wt["name"] for wt in graph["weights"]}
-    rec = Records()
-    rec.add("input", x.permute(0, 2, 3, 1))
-    rec.add("labels", labels, torch.int32)
-    for wid, p in net.params.items():
-        rec.add("param:" + names[wid], net.netc_layout(wid, p))
+    rec = start_records(net, x, labels, names)
     start = ({k: p.detach().clone() for k, p in net.params.items()},
              {k: (m.clone(), v.clone()) for k, (m, v) in net.running.items()})
     r32 = train(net, x, labels, args, torch.float32, names)
