@@ -356,6 +356,12 @@ static ClassList classes_of(const Dataset *d) {
   return c;
 }
 
+static void classes_free(ClassList *c) {
+  free(c->class_ids);
+  free(c->class_names);
+  c->class_ids = c->class_names = NULL;
+}
+
 static int open_data(const char *dir, int resize, Dataset *train,
                      Dataset *val) {
   DataOptions o = {.resize = resize, .h = netc_model.in_h,
@@ -490,6 +496,7 @@ static int start_run(TrainArgs *a, Run *run, Dataset *train, Loader **l) {
                       .seed = r->seed, .prefetch = 1};
   if (a->resume) {
     RunState given = *r;
+    classes_free(run->c); /* the checkpoint's list replaces the data's */
     if (checkpoint_load(run->last, run->s, run->o, r, run->c))
       return -1;
     if (given.epochs != r->epochs && given.epochs != 30)
@@ -552,6 +559,9 @@ int cmd_train(int argc, char **argv) {
   dataset_close(&val);
   netc_state_free(s);
   optim_free(&o);
+  classes_free(&c);
+  free(run.last);
+  free(run.best);
   return rc;
 }
 
@@ -623,6 +633,7 @@ int cmd_eval(int argc, char **argv) {
          r.loss, (long long)r.images);
   dataset_close(&val);
   netc_state_free(s);
+  classes_free(&c);
   return 0;
 }
 
@@ -681,5 +692,6 @@ int cmd_predict(int argc, char **argv) {
   free(rgb);
   free(paths);
   netc_state_free(s);
+  classes_free(&c);
   return failed ? 1 : 0;
 }
