@@ -158,7 +158,7 @@ static int inplace_candidates(const Node *n, int *cand) {
   }
 }
 
-static void merge(Plan *p, int *parent, int *gfirst, int *glast, int a,
+static void merge(int *parent, int *gfirst, int *glast, int a,
                   int b) {
   a = find(parent, a), b = find(parent, b);
   if (a == b)
@@ -172,7 +172,6 @@ static void merge(Plan *p, int *parent, int *gfirst, int *glast, int a,
     gfirst[a] = gfirst[b];
   if (glast[b] > glast[a])
     glast[a] = glast[b];
-  (void)p;
 }
 
 static void storage(const Graph *g, Plan *p, int *parent, int *gfirst,
@@ -185,7 +184,7 @@ static void storage(const Graph *g, Plan *p, int *parent, int *gfirst,
   }
   for (int t = 0; t < g->ntensors; t++)
     if (g->tensors[t].view_of >= 0)
-      merge(p, parent, gfirst, glast, t, g->tensors[t].view_of);
+      merge(parent, gfirst, glast, t, g->tensors[t].view_of);
   for (int i = 0; i < g->nnodes; i++) {
     const Node *n = &g->nodes[i];
     if (n->out < 0 || n->accumulate || find(parent, n->out) != n->out)
@@ -197,7 +196,7 @@ static void storage(const Graph *g, Plan *p, int *parent, int *gfirst,
       if (k == TK_INPUT || k == TK_LOSS || glast[s] != i ||
           tensor_bytes(g, s) < tensor_bytes(g, n->out))
         continue;
-      merge(p, parent, gfirst, glast, n->out, s);
+      merge(parent, gfirst, glast, n->out, s);
       p->inplace[n->out] = cand[j];
       break;
     }
