@@ -10,6 +10,10 @@
 ifeq ($(origin CC),default)
   CC := gcc
 endif
+# A sanitized build lives apart, so that its objects never mix with these.
+ifeq ($(SANITIZE),1)
+  BUILD  ?= build/san
+endif
 BUILD    ?= build
 CFLAGS   ?= -O2 -g
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes
@@ -45,10 +49,11 @@ RT_SRC := $(filter-out runtime/trainer.c,$(wildcard runtime/*.c))
 RT_HEADERS := $(wildcard runtime/*.h)
 RT_OBJ := $(patsubst runtime/%.c,$(BUILD)/rt/%.o,$(RT_SRC))
 TEST_SRC := $(wildcard tests/check_*.c)
-TEST_OBJ := $(patsubst tests/%.c,$(BUILD)/tests/%.o,$(TEST_SRC))
+TEST_OBJ := $(patsubst tests/%.c,$(BUILD)/tests/%.o,$(TEST_SRC)) \
+            $(BUILD)/tests/fuzz_front.o
 
 .PHONY: all deps test-deps train test check-models warnings clean golden graphs \
-        plans bench
+        plans bench fuzz
 .DEFAULT_GOAL := all
 
 all: deps $(BUILD)/netc $(BUILD)/libnetcrt.a $(BUILD)/trainer.o
@@ -103,6 +108,10 @@ $(BUILD)/libnetcrt.a: $(RT_OBJ)
 $(BUILD)/tests/%.o: tests/%.c tests/check_netc.h compiler/netc.h $(RT_HEADERS) $(BUILD)/parse.h
 	@mkdir -p $(BUILD)/tests
 	$(CC) $(ALLFLAGS) $(CPPFLAGS) $(BLAS_CFLAGS) -Itests -Iruntime -c -o $@ $<
+
+$(BUILD)/tests/fuzz_front.o: tests/fuzz/fuzz_front.c compiler/netc.h $(BUILD)/parse.h
+	@mkdir -p $(BUILD)/tests
+	$(CC) $(ALLFLAGS) $(CPPFLAGS) -c -o $@ $<
 
 $(BUILD)/check_netc: $(TEST_OBJ) $(BUILD)/libnetc.a $(BUILD)/libnetcrt.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(CHECK_LIBS) $(RT_LIBS)
@@ -164,6 +173,27 @@ graphs: $(BUILD)/netc
 	  $(BUILD)/netc dump memory -o $(BUILD)/graphs/$$n-memory.svg $$m || exit 1; \
 	  echo "$(BUILD)/graphs/$$n.svg $(BUILD)/graphs/$$n-memory.svg"; \
 	done
+
+# Fuzzes the front end for FUZZ_TIME seconds with libFuzzer (clang,
+# ASan + UBSan), starting from tests/fuzz/corpus, models/ and tests/errors/.
+# Findings go to $(BUILD)/fuzz/crashes/; inputs that reach new code are
+# merged into tests/fuzz/corpus/, which make test replays.
+FUZZ_TIME ?= 600
+FUZZ_JOBS ?= 1   # processes; fork mode keeps going after a finding
+FUZZ_SAN  := -fsanitize=address,undefined -fno-sanitize-recover=all
+fuzz: deps
+	@sh .ci/deps fuzz
+	$(MAKE) --no-print-directory CC=clang BUILD=$(BUILD)/fuzz \
+	  CFLAGS="-O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer-no-link $(FUZZ_SAN)" \
+	  $(BUILD)/fuzz/libnetc.a
+	clang -O1 -g -fsanitize=fuzzer $(FUZZ_SAN) -Icompiler -I$(BUILD)/fuzz \
+	  -o $(BUILD)/fuzz/fuzz_front tests/fuzz/fuzz_front.c $(BUILD)/fuzz/libnetc.a
+	@mkdir -p $(BUILD)/fuzz/corpus $(BUILD)/fuzz/crashes tests/fuzz/corpus
+	$(BUILD)/fuzz/fuzz_front -max_total_time=$(FUZZ_TIME) -fork=$(FUZZ_JOBS) \
+	  -ignore_crashes=1 -ignore_timeouts=1 -ignore_ooms=1 -timeout=20 -rss_limit_mb=4096 -max_len=8192 \
+	  -dict=tests/fuzz/netc.dict -artifact_prefix=$(BUILD)/fuzz/crashes/ \
+	  -print_final_stats=1 $(BUILD)/fuzz/corpus tests/fuzz/corpus models tests/errors
+	$(BUILD)/fuzz/fuzz_front -merge=1 tests/fuzz/corpus $(BUILD)/fuzz/corpus
 
 # Regenerates tests/golden/ from the current compiler: review the diff.
 golden: $(BUILD)/netc

@@ -369,11 +369,27 @@ static void emit_params(Gen *x) {
 /* Every op, for profiles: its layer, its kind, its pass. */
 static void emit_ops(Gen *x) {
   const Graph *g = x->g;
-  fputs("static const NetcOp ops[] = {\n", x->out);
-  for (int i = 0; i < g->nnodes; i++)
-    fprintf(x->out, "    {\"%s\", \"%s\", %d, %.0f},\n", g->nodes[i].path,
-            op_info(g->nodes[i].op)->name, i >= g->nforward,
-            i < g->nforward ? node_flops(g, i) * (double)g->batch : 0.0);
+  fputs("/* layer, op, backward, FLOPs, source; what it writes: arena offset\n"
+        " * and floats, then two parameter gradients (offset, floats). */\n"
+        "static const NetcOp ops[] = {\n", x->out);
+  for (int i = 0; i < g->nnodes; i++) {
+    const Node *n = &g->nodes[i];
+    /* Only float outputs are checked for NaN; labels and argmax are int. */
+    bool f32 = n->out >= 0 && !g->tensors[n->out].is_int;
+    fprintf(x->out, "    {\"%s\", \"%s\", %d, %.0f, \"%s\", %s, %lld",
+            n->path, op_info(n->op)->name, i >= g->nforward,
+            i < g->nforward ? node_flops(g, i) * (double)g->batch : 0.0,
+            loc_str(x->d, n->loc),
+            f32 ? x->tname[n->out] : "-1",
+            f32 ? (long long)elems(x, n->out) : 0LL);
+    int w[2];
+    for (int k = 0; k < 2; k++)
+      w[k] = i >= g->nforward ? n->weight[k] : -1;
+    fprintf(x->out, ", {%s, %s}, {%lld, %lld}},\n",
+            w[0] >= 0 ? x->wname[w[0]] : "-1", w[1] >= 0 ? x->wname[w[1]] : "-1",
+            w[0] >= 0 ? (long long)g->weights[w[0]].count : 0LL,
+            w[1] >= 0 ? (long long)g->weights[w[1]].count : 0LL);
+  }
   fputs("};\n\n", x->out);
 }
 

@@ -54,11 +54,8 @@ static bool already_loaded(Diag *d, const char **real, const char *path) {
   return false;
 }
 
-Decl *load_program(Diag *d, Pool *pool, const char *path) {
-  const char *real[MAX_IMPORTS + 1] = {0};
-  already_loaded(d, real, path);
-  if (diag_load(d, path, (Loc){-1, 0, 0}) < 0)
-    return NULL;
+/* Parses file 0 (already in `d`) and everything it imports. */
+static Decl *load_imports(Diag *d, Pool *pool, const char **real) {
   Decl *all = NULL;
   /* Files are parsed in load order; each parse may load more files. */
   for (int f = 0; f < d->nfiles && !d->stop; f++) {
@@ -90,13 +87,21 @@ Decl *load_program(Diag *d, Pool *pool, const char *path) {
   return all;
 }
 
-int compile_front(Diag *d, Pool *pool, const char *path, int64_t batch,
-                  Graph *g, Decl **decls_out) {
+Decl *load_program(Diag *d, Pool *pool, const char *path) {
+  const char *real[MAX_IMPORTS + 1] = {0};
+  already_loaded(d, real, path);
+  if (diag_load(d, path, (Loc){-1, 0, 0}) < 0)
+    return NULL;
+  return load_imports(d, pool, real);
+}
+
+/* infer -> autodiff over the loaded `decls`, verifying after each. */
+static int front(Diag *d, Pool *pool, const char *path, Decl *decls,
+                 int64_t batch, Graph *g, Decl **decls_out) {
   memset(g, 0, sizeof *g);
   g->pool = pool;
   g->batch = batch;
   g->input = g->loss = g->labels = -1;
-  Decl *decls = load_program(d, pool, path);
   if (decls_out)
     *decls_out = decls;
   if (d->errors)
@@ -110,4 +115,19 @@ int compile_front(Diag *d, Pool *pool, const char *path, int64_t batch,
     return 1;
   }
   return 0;
+}
+
+int compile_front(Diag *d, Pool *pool, const char *path, int64_t batch,
+                  Graph *g, Decl **decls_out) {
+  return front(d, pool, path, load_program(d, pool, path), batch, g,
+               decls_out);
+}
+
+int compile_source(Diag *d, Pool *pool, const char *name, const char *text,
+                   size_t len, int64_t batch, Graph *g) {
+  const char *real[MAX_IMPORTS + 1] = {0};
+  Decl *decls = NULL;
+  if (diag_add_text(d, name, text, len) >= 0)
+    decls = load_imports(d, pool, real);
+  return front(d, pool, name, decls, batch, g, NULL);
 }

@@ -12,6 +12,7 @@
  * ops.c the table of operations. Exit status: 0 success, 1 errors in the
  * input, 2 bad usage. */
 #include <errno.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -203,6 +204,9 @@ static int parse_options(int argc, char **argv, int argi, Options *o) {
 }
 
 int main(int argc, char **argv) {
+  /* A closed pipe (netc dump graph | head) is a write error (exit 1), not
+   * a death by SIGPIPE. */
+  signal(SIGPIPE, SIG_IGN);
   if (argc < 2)
     return bad_usage("%s", "missing command");
   const char *cmd = argv[1];

@@ -464,4 +464,9 @@ void dump_shapes(FILE *out, Diag *d, const Graph *g);
 int compile_front(Diag *d, Pool *pool, const char *path, int64_t batch,
                   Graph *g, Decl **decls_out);
 
+/* The same for source text in memory named `name` (imports resolve from
+ * the current directory): the fuzz target's entry. */
+int compile_source(Diag *d, Pool *pool, const char *name, const char *text,
+                   size_t len, int64_t batch, Graph *g);
+
 #endif

@@ -78,6 +78,17 @@ static int parts_of(const NetcState *s, const NetcOptimizer *o,
   return k;
 }
 
+uint64_t checkpoint_state_hash(const NetcState *s, const NetcOptimizer *o) {
+  const NetcModel *m = s->model;
+  uint64_t h = hash_bytes(0, s->params, (size_t)m->nparams * 4);
+  h = hash_bytes(h, s->bn_stats, (size_t)m->bn_floats * 4);
+  if (o->m1)
+    h = hash_bytes(h, o->m1, (size_t)m->nparams * 4);
+  if (o->m2)
+    h = hash_bytes(h, o->m2, (size_t)m->nparams * 4);
+  return h;
+}
+
 static Header make_header(const NetcState *s, const NetcOptimizer *o,
                           const RunState *r, const ClassList *c,
                           const Part *parts, int nparts) {

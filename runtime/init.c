@@ -51,11 +51,35 @@ void netc_profile_start(NetcState *s) {
   s->prof_last = wall();
 }
 
+int netc_all_finite(const float *x, int64_t n) {
+  int ok = 1;
+  /* x - x is 0 for finite x and NaN for NaN and +-Inf. */
+#pragma omp parallel for reduction(&& : ok) schedule(static)
+  for (int64_t i = 0; i < n; i++)
+    ok = ok && x[i] - x[i] == 0.0f;
+  return ok;
+}
+
+static int op_finite(const NetcState *s, const NetcOp *o) {
+  if (o->out_offset >= 0 &&
+      !netc_all_finite((const float *)(s->arena + o->out_offset),
+                       o->out_floats))
+    return 0;
+  for (int k = 0; k < 2; k++)
+    if (o->grad_offset[k] >= 0 &&
+        !netc_all_finite(s->grads + o->grad_offset[k], o->grad_floats[k]))
+      return 0;
+  return 1;
+}
+
 void netc_profile_mark(NetcState *s, int op) {
   double t = wall();
-  if (s->prof_seconds)
+  if (s->prof_seconds && (s->profile & NETC_PROFILE_TIME))
     s->prof_seconds[op] += t - s->prof_last;
-  s->prof_last = t;
+  if ((s->profile & NETC_PROFILE_FINITE) && s->first_nonfinite < 0 &&
+      !op_finite(s, &s->model->ops[op]))
+    s->first_nonfinite = op;
+  s->prof_last = wall();
 }
 
 void netc_state_free(NetcState *s) {

@@ -32,12 +32,19 @@ typedef struct {
 
 typedef struct NetcModel NetcModel;
 
-/* One op of the training step, for profiles. */
+/* One op of the training step, for profiles and for finding the op that
+ * first produced a NaN or an infinity. */
 typedef struct {
   const char *layer; /* stage1.basic1.conv1 */
   const char *op;    /* conv, conv_backward, ... */
   int backward;
   double flops;      /* forward ops: FLOPs for the batch */
+  const char *where; /* its .net source: "models/resnet18.net:12" */
+  /* What it writes: a float tensor in the arena (bytes offset, -1 if
+   * none) and the gradients of up to two parameters (floats into grads,
+   * -1 if none). */
+  int64_t out_offset, out_floats;
+  int64_t grad_offset[2], grad_floats[2];
 } NetcOp;
 
 /* One model's memory: the persistent region and the arena. */
@@ -50,13 +57,22 @@ typedef struct {
   unsigned char *arena;   /* every activation, gradient and scratch */
   float loss;             /* of the last forward */
   float bn_momentum, bn_eps;
-  int profile;            /* 1: time every op into prof_seconds */
+  int profile;            /* NETC_PROFILE_TIME | NETC_PROFILE_FINITE */
   double *prof_seconds;   /* per op of the model */
   double prof_last;
+  int first_nonfinite;    /* with NETC_PROFILE_FINITE: the first op whose
+                             output held a NaN or an Inf, or -1 */
 } NetcState;
 
+/* s->profile bits: the generated code calls netc_profile_mark after every
+ * op when any is set. TIME adds the op's time to prof_seconds[op]; FINITE
+ * checks what the op wrote (slow: for diagnosis after a non-finite loss or
+ * gradient). */
+enum { NETC_PROFILE_TIME = 1, NETC_PROFILE_FINITE = 2 };
 void netc_profile_start(NetcState *s);
 void netc_profile_mark(NetcState *s, int op);
+/* Whether n floats are all finite. */
+int netc_all_finite(const float *x, int64_t n);
 
 struct NetcModel {
   const char *name;       /* the network's name */

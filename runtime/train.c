@@ -6,6 +6,7 @@
  * order and augmentation depend only on (seed, epoch, position), and the
  * checkpoint holds everything else, so --resume continues with the losses
  * an uninterrupted run would have had (same thread count). */
+#include <dirent.h>
 #include <errno.h>
 #include <math.h>
 #include <signal.h>
@@ -26,14 +27,15 @@ typedef struct {
   const char *data, *out, *checkpoint;
   int epochs, threads, resume, progress, resize, no_plots;
   double minutes;       /* checkpoint interval */
+  long ckpt_steps;      /* also checkpoint every this many steps, 0: no */
+  long log_every;       /* print the loss every this many steps, 0: no */
   long max_steps;       /* stop after this many steps (tests), 0: no */
   RunState r;
 } TrainArgs;
 
 static volatile sig_atomic_t interrupted;
-static void on_sigint(int sig) {
-  (void)sig;
-  interrupted = 1;
+static void on_signal(int sig) {
+  interrupted = sig;
 }
 
 static double now(void) {
@@ -68,6 +70,8 @@ static const char train_help[] =
     "  --out RUN_DIR          metrics, plots, checkpoints (default runs/<model>)\n"
     "  --resume               continue from RUN_DIR/last.ckpt\n"
     "  --checkpoint-minutes N also checkpoint every N minutes (default 10)\n"
+    "  --checkpoint-steps N   also checkpoint every N steps\n"
+    "  --log-every N          print 'step G loss L' to stdout every N steps\n"
     "  --resize               resize images that are not the input size\n"
     "  --no-plots             skip the gnuplot pictures\n";
 
@@ -111,6 +115,8 @@ static int set_value(TrainArgs *a, const char *name, const char *v) {
     else if (!strcmp(name, "--threads")) a->threads = (int)x;
     else if (!strcmp(name, "--checkpoint-minutes")) a->minutes = x;
     else if (!strcmp(name, "--max-steps")) a->max_steps = (long)x;
+    else if (!strcmp(name, "--checkpoint-steps")) a->ckpt_steps = (long)x;
+    else if (!strcmp(name, "--log-every")) a->log_every = (long)x;
     else return opt_error("unknown option '%s'", name);
   }
   return 0;
@@ -230,29 +236,42 @@ static char *run_path(const TrainArgs *a, const char *name) {
 }
 
 /* Keeps the rows of epochs 1..completed (a row written after the last
- * checkpoint belongs to an epoch the resumed run will redo). */
+ * checkpoint belongs to an epoch the resumed run will redo). The file is
+ * replaced atomically, and only when a row must go: a kill or a full disk
+ * here loses nothing. */
 static int trim_metrics(const TrainArgs *a, int completed) {
-  char *path = run_path(a, "metrics.csv");
+  char *path = run_path(a, "metrics.csv"), *tmp = run_path(a, "metrics.csv.tmp");
   FILE *f = fopen(path, "r");
-  char *keep = NULL;
-  size_t len = 0;
-  FILE *mem = open_memstream(&keep, &len);
+  char *keep = NULL, *old = NULL;
+  size_t len = 0, old_len = 0;
+  FILE *mem = open_memstream(&keep, &len), *was = open_memstream(&old, &old_len);
   fputs(metrics_header, mem);
   if (f) {
     char line[1024];
-    while (fgets(line, sizeof line, f))
+    while (fgets(line, sizeof line, f)) {
+      fputs(line, was);
       if (line[0] >= '0' && line[0] <= '9' && atoi(line) <= completed)
         fputs(line, mem);
+    }
     fclose(f);
   }
   fclose(mem);
-  f = fopen(path, "w");
-  int bad = !f || fputs(keep, f) < 0;
-  bad |= f && fclose(f) != 0;
-  if (bad)
-    fprintf(stderr, "netc: cannot write %s: %s\n", path, strerror(errno));
+  fclose(was);
+  int bad = 0;
+  if (!f || len != old_len || memcmp(keep, old, len)) {
+    f = fopen(tmp, "w");
+    bad = !f || fputs(keep, f) < 0;
+    bad |= f && fclose(f) != 0;
+    bad = bad || rename(tmp, path) != 0;
+    if (bad) {
+      fprintf(stderr, "netc: cannot write %s: %s\n", path, strerror(errno));
+      unlink(tmp);
+    }
+  }
   free(keep);
+  free(old);
   free(path);
+  free(tmp);
   return bad ? -1 : 0;
 }
 
@@ -380,6 +399,28 @@ static int open_data(const char *dir, int resize, Dataset *train,
   return 0;
 }
 
+/* A run killed while writing a checkpoint leaves NAME.ckpt.tmpPID behind
+ * (the checkpoint itself is intact): removed when the run directory is
+ * used again. */
+static void remove_unfinished(const char *dir) {
+  DIR *d = opendir(dir);
+  if (!d)
+    return;
+  int n = 0;
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    if (!strstr(e->d_name, ".ckpt.tmp"))
+      continue;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+    n += unlink(path) == 0;
+  }
+  closedir(d);
+  if (n)
+    fprintf(stderr, "netc: removed %d unfinished checkpoint file%s of an "
+                    "interrupted run in %s\n", n, n == 1 ? "" : "s", dir);
+}
+
 typedef struct {
   TrainArgs *a;
   NetcState *s;
@@ -419,17 +460,56 @@ static int finish_epoch(Run *run, const Dataset *val, float lr) {
   return rc;
 }
 
-/* One optimizer step on the batch in the arena. */
-static int train_step(Run *run, int steps, double *last_report, double t0) {
+/* After a non-finite loss or gradient: runs the step again on the same
+ * batch (the loader is deterministic) with every op's output checked, and
+ * names the first op that wrote a NaN or an Inf. The parameters are those
+ * of the failed step: no update has been applied. */
+static void locate_nonfinite(Run *run, Loader *l, const char *what) {
+  NetcState *s = run->s;
+  RunState *r = &run->a->r;
+  float *x = (float *)(s->arena + netc_model.input_offset);
+  int32_t *y = (int32_t *)(s->arena + netc_model.labels_offset);
+  loader_seek(l, r->epoch, r->step);
+  int saved = s->profile;
+  s->profile = NETC_PROFILE_FINITE;
+  s->first_nonfinite = -1;
+  if (loader_next(l, x, y) > 0) {
+    netc_model.forward(s, 1);
+    if (s->first_nonfinite < 0)
+      netc_model.backward(s);
+  }
+  s->profile = saved;
+  fprintf(stderr, "\nnetc: %s at epoch %d step %d: training stopped; the "
+                  "last checkpoint (%s) is intact\n",
+          what, r->epoch + 1, r->step + 1, run->last);
+  int i = s->first_nonfinite;
+  if (i >= 0) {
+    const NetcOp *o = &netc_model.ops[i];
+    fprintf(stderr, "netc: the first NaN or Inf was written by %s (%s pass) "
+                    "of layer '%s', defined at %s\n",
+            o->op, o->backward ? "backward" : "forward", o->layer, o->where);
+  } else {
+    fprintf(stderr, "netc: the step did not fail again when repeated with "
+                    "every op checked\n");
+  }
+  fprintf(stderr, "netc: a lower --lr or a longer --warmup-epochs usually "
+                  "helps\n");
+}
+
+/* One optimizer step on the batch in the arena. Stops (-1) before the
+ * update when the loss or any gradient is not finite. */
+static int train_step(Run *run, Loader *l, int steps, double *last_report,
+                      double t0) {
   NetcState *s = run->s;
   RunState *r = &run->a->r;
   float lr = learning_rate(r, r->global_step);
   run->o->lr = lr;
   netc_model.forward(s, 1);
   if (!isfinite(s->loss)) {
-    fprintf(stderr, "\nnetc: the loss is %f at epoch %d step %d: training "
-                    "stopped; the last checkpoint (%s) is intact\n",
-            s->loss, r->epoch + 1, r->step + 1, run->last);
+    char what[64];
+    snprintf(what, sizeof what, "the loss is %s",
+             isnan(s->loss) ? "NaN" : "infinite");
+    locate_nonfinite(run, l, what);
     return -1;
   }
   int64_t t1 = 0, t5 = 0;
@@ -437,12 +517,20 @@ static int train_step(Run *run, int steps, double *last_report, double t0) {
   score(s, netc_model.batch, (int32_t *)(s->arena + netc_model.labels_offset),
         &ignored, &t1, &t5);
   netc_model.backward(s);
+  if (!netc_all_finite(s->grads, netc_model.nparams)) {
+    locate_nonfinite(run, l, "a gradient is not finite");
+    return -1;
+  }
   optim_step(run->o, s);
   r->loss_sum += (double)s->loss * netc_model.batch;
   r->correct += t1;
   r->seen += netc_model.batch;
   r->step++;
   r->global_step++;
+  if (run->a->log_every && r->global_step % run->a->log_every == 0) {
+    printf("step %lld loss %.6f\n", (long long)r->global_step, s->loss);
+    fflush(stdout);
+  }
   double t = now();
   r->seconds += t - t0;
   if (t - *last_report >= (run->a->progress ? 0.5 : 60) || r->step == steps) {
@@ -465,9 +553,11 @@ static int train_epochs(Run *run, Loader *l, const Dataset *val) {
       double t0 = now();
       if (loader_next(l, x, y) <= 0)
         break;
-      if (train_step(run, r->steps_per_epoch, &last_report, t0))
+      if (train_step(run, l, r->steps_per_epoch, &last_report, t0))
         return 1;
-      int timed = now() - last_ckpt >= run->a->minutes * 60;
+      int timed = now() - last_ckpt >= run->a->minutes * 60 ||
+                  (run->a->ckpt_steps &&
+                   r->global_step % run->a->ckpt_steps == 0);
       int stop = interrupted ||
                  (run->a->max_steps && r->global_step >= run->a->max_steps);
       if (timed || stop) {
@@ -478,9 +568,12 @@ static int train_epochs(Run *run, Loader *l, const Dataset *val) {
       if (stop) {
         fprintf(stderr, "\nnetc: %s at epoch %d step %d; checkpoint %s "
                         "written: continue with --resume\n",
-                interrupted ? "interrupted" : "stopped", r->epoch + 1,
+                interrupted == SIGTERM ? "terminated"
+                : interrupted          ? "interrupted"
+                                       : "stopped",
+                r->epoch + 1,
                 r->step, run->last);
-        return interrupted ? 130 : 0;
+        return interrupted ? 1 : 0; /* an unfinished run is not a success */
       }
     }
     if (finish_epoch(run, val, learning_rate(r, r->global_step - 1)))
@@ -502,8 +595,8 @@ static int start_run(TrainArgs *a, Run *run, Dataset *train, Loader **l) {
     if (given.epochs != r->epochs && given.epochs != 30)
       r->epochs = given.epochs; /* a resume may lengthen a run */
     lo.seed = r->seed;
-    printf("netc: resuming %s at epoch %d step %d\n", run->last,
-           r->epoch + 1, r->step);
+    printf("netc: resuming %s at epoch %d step %d (global step %lld)\n",
+           run->last, r->epoch + 1, r->step, (long long)r->global_step);
     fflush(stdout);
     if (trim_metrics(a, r->completed))
       return -1;
@@ -538,6 +631,7 @@ int cmd_train(int argc, char **argv) {
   Dataset train, val;
   if (make_dir(a.out) || open_data(a.data, a.resize, &train, &val))
     return 1;
+  remove_unfinished(a.out);
   NetcState *s = netc_state_new(&netc_model);
   NetcOptimizer o = {.kind = a.r.optimizer};
   ClassList c = classes_of(&train);
@@ -552,7 +646,9 @@ int cmd_train(int argc, char **argv) {
          netc_model.name, netc_model.batch, a.r.steps_per_epoch, train.n,
          val.n, train.skipped + val.skipped, a.r.epochs, a.out);
   fflush(stdout);
-  signal(SIGINT, on_sigint);
+  /* Ctrl-C or a polite kill: finish the step, checkpoint, exit 1. */
+  signal(SIGINT, on_signal);
+  signal(SIGTERM, on_signal);
   rc = train_epochs(&run, l, &val);
   loader_free(l);
   dataset_close(&train);
@@ -694,4 +790,31 @@ int cmd_predict(int argc, char **argv) {
   netc_state_free(s);
   classes_free(&c);
   return failed ? 1 : 0;
+}
+
+/* ---- inspect: a checkpoint, verified ------------------------------------ */
+
+int cmd_inspect(int argc, char **argv) {
+  if (argc != 1 || argv[0][0] == '-') {
+    fprintf(stderr, "usage: %s inspect FILE.ckpt\n", netc_model.name);
+    return 2;
+  }
+  NetcState *s = netc_state_new(&netc_model);
+  NetcOptimizer o = {0};
+  RunState r;
+  ClassList c = {0};
+  if (!s || checkpoint_load(argv[0], s, &o, &r, &c)) {
+    netc_state_free(s);
+    classes_free(&c);
+    return 1;
+  }
+  printf("checkpoint=%s model=%s batch=%d epoch=%d step=%d global_step=%lld "
+         "completed=%d epochs=%d best_top1=%.2f classes=%d state_hash=%016llx\n",
+         argv[0], netc_model.name, netc_model.batch, r.epoch + 1, r.step,
+         (long long)r.global_step, r.completed, r.epochs, r.best_top1,
+         c.nclasses, (unsigned long long)checkpoint_state_hash(s, &o));
+  netc_state_free(s);
+  optim_free(&o);
+  classes_free(&c);
+  return 0;
 }

@@ -48,7 +48,12 @@ int checkpoint_save(const char *path, const NetcState *s,
 int checkpoint_load(const char *path, NetcState *s, NetcOptimizer *o,
                     RunState *r, ClassList *c);
 
+/* A hash of everything a step changes: parameters, running statistics and
+ * optimizer state. Two runs that trained the same are equal in it. */
+uint64_t checkpoint_state_hash(const NetcState *s, const NetcOptimizer *o);
+
 int cmd_train(int argc, char **argv);
+int cmd_inspect(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_predict(int argc, char **argv);
 

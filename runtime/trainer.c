@@ -6,8 +6,10 @@
  *                                training steps on random data
  *   <model> compare REF.bin      one step against a PyTorch reference file
  *                                (tests/reference/torch_ref.py)
- *   <model> train / eval / predict   see train.c */
+ *   <model> train / eval / predict / inspect   see train.c */
+#include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +34,7 @@ static int usage(void) {
           "                             images/s on random data, per-op profile\n"
           "  bench-loader --data DIR [--batches N]\n"
           "                             images/s of the data pipeline alone\n"
+          "  inspect FILE.ckpt          verify a checkpoint; print where its run is\n"
           "  info                       shapes, parameters and memory\n"
           "  step [--steps N] [--seed S] [--threads T]\n"
           "                             SGD steps on random data\n"
@@ -91,9 +94,19 @@ static int parse_longs(int argc, char **argv, const char *const *names,
     k = 0;
     while (k < n && strcmp(argv[i], names[k]))
       k++;
-    if (k == n || i + 1 >= argc)
+    if (k == n || i + 1 >= argc) {
+      fprintf(stderr, "%s: unknown or incomplete option '%s'\n",
+              netc_model.name, argv[i]);
       return -1;
-    vals[k] = strtol(argv[++i], NULL, 10);
+    }
+    char *end;
+    errno = 0;
+    vals[k] = strtol(argv[++i], &end, 10);
+    if (*end || end == argv[i] || errno || vals[k] < 0) {
+      fprintf(stderr, "%s: %s needs a non-negative integer, not '%s'\n",
+              netc_model.name, names[k], argv[i]);
+      return -1;
+    }
   }
   return 0;
 }
@@ -617,7 +630,7 @@ static int cmd_compare(int argc, char **argv) {
   return rc;
 }
 
-int main(int argc, char **argv) {
+static int dispatch(int argc, char **argv) {
   if (argc < 2)
     return usage();
   if (!strcmp(argv[1], "info"))
@@ -636,10 +649,23 @@ int main(int argc, char **argv) {
     return cmd_eval(argc - 2, argv + 2);
   if (!strcmp(argv[1], "predict"))
     return cmd_predict(argc - 2, argv + 2);
+  if (!strcmp(argv[1], "inspect"))
+    return cmd_inspect(argc - 2, argv + 2);
   if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
     usage();
     return 0;
   }
   fprintf(stderr, "%s: unknown command '%s'\n", netc_model.name, argv[1]);
   return usage();
+}
+
+int main(int argc, char **argv) {
+  /* A closed pipe (trainer info | head) is a write error, not a death. */
+  signal(SIGPIPE, SIG_IGN);
+  int rc = dispatch(argc, argv);
+  if (fflush(stdout) != 0 || ferror(stdout)) {
+    perror("netc: writing the output");
+    return 1;
+  }
+  return rc;
 }

@@ -163,6 +163,21 @@ START_TEST(test_pictures) {
 }
 END_TEST
 
+/* A closed pipe is a write error (status 1), not a death by SIGPIPE. */
+START_TEST(test_closed_pipe) {
+  char *cmd = NULL;
+  ck_assert_int_ge(asprintf(&cmd, "(%s dump graph models/resnet152.net; echo "
+                                  "\"exit $?\" >&2) | head -c 1 >/dev/null",
+                            netc_path()), 0);
+  int st;
+  char *out = run_command(cmd, &st);
+  ck_assert_ptr_nonnull(strstr(out, "netc: writing the output: Broken pipe"));
+  ck_assert_ptr_nonnull(strstr(out, "exit 1"));
+  free(out);
+  free(cmd);
+}
+END_TEST
+
 Suite *suite_cli(void) {
   Suite *s = suite_create("cli");
   TCase *tc = tcase_create("cli");
@@ -175,6 +190,7 @@ Suite *suite_cli(void) {
   tcase_add_test(tc, test_examples_check);
   tcase_add_test(tc, test_json_plan_checks_independently);
   tcase_add_test(tc, test_pictures);
+  tcase_add_test(tc, test_closed_pipe);
   suite_add_tcase(s, tc);
   return s;
 }

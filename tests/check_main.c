@@ -116,6 +116,7 @@ int main(void) {
   srunner_add_suite(sr, suite_train());
   srunner_add_suite(sr, suite_runtime());
   srunner_add_suite(sr, suite_data());
+  srunner_add_suite(sr, suite_fuzz());
   srunner_run_all(sr, CK_NORMAL);
   int run = srunner_ntests_run(sr), failed = srunner_ntests_failed(sr);
   srunner_free(sr);

@@ -33,12 +33,28 @@ static char *sh(int *status, const char *fmt, ...) {
 
 static const char *data = "build/testdata/sub10";
 static const char *trainer = "build/testdata/small10/small10";
+static const char *tiny = "build/testdata/tiny10/tiny10";
 
-/* The subset and the trainer, made once per build directory. */
+/* Builds a trainer unless it is newer than netc, the runtime and its
+ * source. */
+static void build(const char *net, int batch, const char *dir,
+                  const char *name) {
+  MUST("t=%s/%s; d=$(dirname %s); for f in %s $d/libnetcrt.a $d/trainer.o "
+       "%s; do [ \"$t\" -nt \"$f\" ] || { %s build -b %d -o %s %s "
+       ">/dev/null; exit $?; }; done", dir, name, netc_path(), netc_path(),
+       net, netc_path(), batch, dir, net);
+}
+
+/* The subset and the trainers, made once per build directory. */
 static void setup(void) {
   MUST("sh tests/train/subset.sh %s 10 >/dev/null", data);
-  MUST("%s build -b 64 -o build/testdata/small10 tests/train/small10.net "
-       ">/dev/null", netc_path());
+  build("tests/train/small10.net", 64, "build/testdata/small10", "small10");
+  build("tests/train/tiny10.net", 64, "build/testdata/tiny10", "tiny10");
+}
+
+static void assert_contains(const char *text, const char *want) {
+  if (!strstr(text, want))
+    ck_abort_msg("expected \"%s\" in:\n%s", want, text);
 }
 
 /* The value of column `col` (0-based) in the last row of a metrics.csv. */
@@ -124,12 +140,218 @@ START_TEST(test_resume_gives_the_same_losses) {
 }
 END_TEST
 
+/* SIGKILL at 20 random moments, some inside checkpoint writes; every
+ * resume from the newest valid checkpoint; the end state as if never
+ * killed (tests/train/kill_resume.sh says how). */
+START_TEST(test_kill_and_resume) {
+  setup();
+  int st;
+  char *out = sh(&st, "sh tests/train/kill_resume.sh %s %s "
+                      "build/testdata/kill 20", tiny, data);
+  fprintf(stderr, "%s", out);
+  ck_assert_msg(st == 0, "%s", out);
+  assert_contains(out, "kill_resume: ok kills=20 ");
+  ck_assert_ptr_null(strstr(out, "during_checkpoint_write=0 "));
+  free(out);
+}
+END_TEST
+
+START_TEST(test_full_disk) {
+  setup();
+  int st;
+  char *out = sh(&st, "sh tests/train/full_disk.sh %s %s build/testdata/full",
+                 tiny, data);
+  fprintf(stderr, "%s", out);
+  ck_assert_msg(st == 0, "%s", out);
+  assert_contains(out, "full_disk: ok");
+  free(out);
+}
+END_TEST
+
+/* A resume or an eval from a checkpoint the trainer cannot use must say
+ * why and touch nothing: not the checkpoint, not the metrics. */
+static void refused(const char *cmd, const char *run, const char *why) {
+  MUST("cp %s/last.ckpt %s/keep.ckpt && cp %s/metrics.csv %s/keep.csv", run,
+       run, run, run);
+  int st;
+  char *out = sh(&st, "%s", cmd);
+  ck_assert_msg(st == 1, "exit %d, not 1:\n%s", st, out);
+  assert_contains(out, why);
+  free(out);
+  MUST("cmp %s/last.ckpt %s/keep.ckpt && cmp %s/metrics.csv %s/keep.csv", run,
+       run, run, run);
+}
+
+START_TEST(test_foreign_checkpoints_refused) {
+  setup();
+  const char *run = "build/testdata/run-foreign";
+  MUST("rm -rf %s && %s train --data %s --epochs 1 --threads 2 --out %s "
+       "--no-plots >/dev/null 2>&1", run, tiny, data, run);
+  build("tests/train/tiny10.net", 32, "build/testdata/tiny10-b32", "tiny10");
+  char cmd[1024], why[512];
+  /* Another model. */
+  snprintf(cmd, sizeof cmd, "%s train --data %s --out %s --resume --no-plots",
+           trainer, data, run);
+  snprintf(why, sizeof why, "netc: %s/last.ckpt holds model 'tiny10' at batch "
+           "64; this trainer is 'small10' at batch 64", run);
+  refused(cmd, run, why);
+  /* Another batch size. */
+  snprintf(cmd, sizeof cmd, "build/testdata/tiny10-b32/tiny10 train --data %s "
+           "--out %s --resume --no-plots", data, run);
+  snprintf(why, sizeof why, "this trainer is 'tiny10' at batch 32: a "
+           "checkpoint only loads into the model and batch size that wrote it");
+  refused(cmd, run, why);
+  snprintf(cmd, sizeof cmd, "build/testdata/tiny10-b32/tiny10 eval --data %s "
+           "--checkpoint %s/last.ckpt", data, run);
+  refused(cmd, run, why);
+  /* A future format version (the field after the magic). */
+  MUST("cp %s/last.ckpt %s/good.ckpt && printf '\\002' | dd of=%s/last.ckpt "
+       "bs=1 seek=8 conv=notrunc 2>/dev/null", run, run, run);
+  snprintf(cmd, sizeof cmd, "%s train --data %s --out %s --resume --no-plots",
+           tiny, data, run);
+  snprintf(why, sizeof why, "%s/last.ckpt is checkpoint format version 2; "
+           "this trainer reads version 1", run);
+  refused(cmd, run, why);
+  /* One flipped byte in the parameters; a truncated file. */
+  MUST("cp %s/good.ckpt %s/last.ckpt && printf 'x' | dd of=%s/last.ckpt "
+       "bs=1 seek=30000 conv=notrunc 2>/dev/null", run, run, run);
+  snprintf(why, sizeof why, "%s/last.ckpt is corrupt (checksum mismatch); "
+           "not loaded", run);
+  refused(cmd, run, why);
+  MUST("head -c 20000 %s/good.ckpt > %s/last.ckpt", run, run);
+  snprintf(why, sizeof why, "%s/last.ckpt is truncated; not loaded", run);
+  refused(cmd, run, why);
+  /* And the good one still resumes (to the end: nothing left to do). */
+  MUST("cp %s/good.ckpt %s/last.ckpt && %s inspect %s/last.ckpt >/dev/null",
+       run, run, tiny, run);
+}
+END_TEST
+
+/* A learning rate of 1e30 blows the second step up: training stops before
+ * the update, names the op, and the checkpoint of step 1 stays good. */
+START_TEST(test_nonfinite_loss_names_the_op) {
+  setup();
+  const char *run = "build/testdata/run-nan";
+  int st;
+  char *out = sh(&st, "rm -rf %s && %s train --data %s --epochs 1 --threads 2 "
+                      "--out %s --no-plots --lr 1e30 --warmup-epochs 0 "
+                      "--schedule constant --checkpoint-steps 1",
+                 run, trainer, data, run);
+  ck_assert_msg(st == 1, "exit %d, not 1:\n%s", st, out);
+  assert_contains(out, "netc: the loss is NaN at epoch 1 step 2: training "
+                       "stopped; the last checkpoint");
+  assert_contains(out, "netc: the first NaN or Inf was written by conv "
+                       "(forward pass) of layer 'basic1.conv1', defined at "
+                       "models/blocks.net:15:9");
+  free(out);
+  out = sh(&st, "%s inspect %s/last.ckpt", trainer, run);
+  ck_assert_int_eq(st, 0);
+  assert_contains(out, " global_step=1 ");
+  free(out);
+}
+END_TEST
+
+/* Exit status: 0 success, 1 bad input or a failed run, 2 bad usage. */
+static const struct {
+  const char *args;
+  int status;
+  const char *needle;
+} status_cases[] = {
+    {"", 2, "usage: tiny10 <command>"},
+    {"bogus", 2, "unknown command 'bogus'"},
+    {"train", 2, "--data DIR is required"},
+    {"train --data build/testdata/sub10 --epochs x", 2, "not 'x'"},
+    {"train --data build/testdata/sub10 --optimizer lamb", 2, "not 'lamb'"},
+    {"step --steps x", 2, "--steps needs a non-negative integer, not 'x'"},
+    {"step --frobnicate 1", 2, "unknown or incomplete option '--frobnicate'"},
+    {"eval --data build/testdata/sub10", 2, "--checkpoint FILE is required"},
+    {"inspect", 2, "usage: tiny10 inspect FILE.ckpt"},
+    {"train --data /nonexistent --out build/testdata/run-x", 1,
+     "cannot open data directory /nonexistent"},
+    {"eval --data build/testdata/sub10 --checkpoint /nonexistent", 1,
+     "cannot open checkpoint /nonexistent"},
+    {"inspect tests/train/tiny10.net", 1, "is not a netc checkpoint"},
+    {"info", 0, "model=tiny10 "},
+    {"step --steps 1 --threads 1", 0, "step 1 loss "},
+};
+
+START_TEST(test_exit_status) {
+  setup();
+  int st;
+  char *out = sh(&st, "%s %s", tiny, status_cases[_i].args);
+  ck_assert_msg(st == status_cases[_i].status, "tiny10 %s: status %d\n%s",
+                status_cases[_i].args, st, out);
+  assert_contains(out, status_cases[_i].needle);
+  free(out);
+  /* A closed pipe is a write error, not a death by SIGPIPE. */
+  out = sh(&st, "(%s info; echo \"exit $?\" >&2) | head -c 0", tiny);
+  assert_contains(out, "exit 1");
+  free(out);
+}
+END_TEST
+
+/* SIGTERM and SIGINT: the step finishes, a checkpoint is written, the
+ * status is 1 (the run did not finish), never a death by signal. */
+START_TEST(test_polite_signals) {
+  setup();
+  const char *sig[] = {"TERM", "INT"}, *said[] = {"terminated", "interrupted"};
+  for (int k = 0; k < 2; k++) {
+    const char *run = "build/testdata/run-signal";
+    int st;
+    char *out = sh(&st, "rm -rf %s; %s train --data %s --epochs 30 --threads 2 "
+                        "--out %s --no-plots & pid=$!; sleep 1.5; "
+                        "kill -%s $pid; wait $pid",
+                   run, tiny, data, run, sig[k]);
+    ck_assert_msg(st == 1, "SIG%s: status %d\n%s", sig[k], st, out);
+    char want[64];
+    snprintf(want, sizeof want, "netc: %s at epoch ", said[k]);
+    assert_contains(out, want);
+    free(out);
+    MUST("%s inspect %s/last.ckpt >/dev/null", tiny, run);
+  }
+}
+END_TEST
+
+/* Memcheck over one training step of the small network on real data (at
+ * batch 4: the same code, a tenth of the time): loader, forward, backward,
+ * update, checkpoint. */
+START_TEST(test_valgrind_one_step) {
+#ifdef __SANITIZE_ADDRESS__
+  /* Valgrind cannot run AddressSanitizer's binaries; the plain make test
+   * runs this test. */
+  fprintf(stderr, "valgrind: not under AddressSanitizer (make test runs it)\n");
+  return;
+#endif
+  setup();
+  build("tests/train/small10.net", 4, "build/testdata/small10-b4", "small10");
+  int st;
+  char *out = sh(&st, "rm -rf build/testdata/run-vg && valgrind -q "
+                      "--error-exitcode=99 --leak-check=full "
+                      "--errors-for-leak-kinds=definite "
+                      "build/testdata/small10-b4/small10 train --data %s "
+                      "--epochs 1 --max-steps 1 --threads 1 --no-plots "
+                      "--out build/testdata/run-vg", data);
+  ck_assert_msg(st == 0, "valgrind: status %d\n%s", st, out);
+  ck_assert_ptr_null(strstr(out, "=="));  /* no valgrind report at all */
+  assert_contains(out, "netc: stopped at epoch 1 step 1");
+  free(out);
+}
+END_TEST
+
 Suite *suite_train(void) {
   Suite *s = suite_create("train");
   TCase *tc = tcase_create("train");
   tcase_set_timeout(tc, 600);
   tcase_add_test(tc, test_learns_ten_classes);
   tcase_add_test(tc, test_resume_gives_the_same_losses);
+  tcase_add_test(tc, test_kill_and_resume);
+  tcase_add_test(tc, test_full_disk);
+  tcase_add_test(tc, test_foreign_checkpoints_refused);
+  tcase_add_test(tc, test_nonfinite_loss_names_the_op);
+  tcase_add_loop_test(tc, test_exit_status, 0,
+                      sizeof status_cases / sizeof status_cases[0]);
+  tcase_add_test(tc, test_polite_signals);
+  tcase_add_test(tc, test_valgrind_one_step);
   suite_add_tcase(s, tc);
   return s;
 }
