@@ -95,6 +95,24 @@ Decl *load_program(Diag *d, Pool *pool, const char *path) {
   return load_imports(d, pool, real);
 }
 
+/* Every tensor of a training step, side by side, must stay under
+ * MAX_STEP_BYTES: beyond it no machine could run the step, and sums of
+ * byte sizes (plan, codegen) could overflow. */
+static int step_fits(Diag *d, const Graph *g) {
+  int64_t total = 0;
+  for (int t = 0; t < g->ntensors; t++)
+    if (__builtin_add_overflow(total, tensor_bytes(g, t), &total) ||
+        total > MAX_STEP_BYTES) {
+      diag_error(d, g->tensors[g->input].loc,
+                 "a training step of '%s' at batch %lld needs more than "
+                 "%lld GiB of tensors (make the batch or the network "
+                 "smaller)", g->name, (long long)g->batch,
+                 (long long)(MAX_STEP_BYTES >> 30));
+      return 1;
+    }
+  return 0;
+}
+
 /* infer -> autodiff over the loaded `decls`, verifying after each. */
 static int front(Diag *d, Pool *pool, const char *path, Decl *decls,
                  int64_t batch, Graph *g, Decl **decls_out) {
@@ -114,7 +132,7 @@ static int front(Diag *d, Pool *pool, const char *path, Decl *decls,
                     "verification\n", path);
     return 1;
   }
-  return 0;
+  return step_fits(d, g);
 }
 
 int compile_front(Diag *d, Pool *pool, const char *path, int64_t batch,

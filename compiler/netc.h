@@ -30,6 +30,8 @@ enum {
 };
 /* Elements of one tensor per image, or of one weight. */
 #define MAX_ELEMS ((int64_t)1 << 31)
+/* All tensors of one training step (the plan's naive bytes): 1 TiB. */
+#define MAX_STEP_BYTES ((int64_t)1 << 40)
 
 /* ---- pool.c: one arena for everything a compilation allocates ---------- */
 
