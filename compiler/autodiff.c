@@ -15,7 +15,8 @@
  * op accumulates, +=) when no pending reader still needs the old value, and
  * through a fresh grad_add otherwise. Each op saves only what its backward
  * needs: relu keeps its output (for the sign), not its input; maxpool keeps
- * argmax, not its input. Tensors no weight lies upstream of (the image) get
+ * argmax, not its input; a relu over a batchnorm keeps nothing (its output
+ * is recomputed). Tensors no weight lies upstream of (the image) get
  * no gradient. A weight used by several nodes (a shared block) gets one
  * gradient: the first backward use writes it, the later ones add to it. */
 #include <string.h>
@@ -30,6 +31,7 @@ typedef struct {
   bool *needs;      /* per forward tensor: is a weight upstream of it? */
   bool *wseen;      /* per weight: its gradient was written already */
   int *saved;       /* per forward node: its first saved/scratch tensor */
+  int *recomp;      /* per forward tensor: its recomputed copy, or -1 */
   int cur;          /* the forward node being differentiated */
 } AD;
 
@@ -166,6 +168,33 @@ static void emit_contributing(AD *a, Node *n, int x, const Node *f) {
   graph_add_node(a->g, n);
 }
 
+/* What the backward pass reads for forward tensor t: t itself, or, when t
+ * is relu(batchnorm(X)), a copy recomputed from X and the batch statistics
+ * (which the batchnorm's own backward keeps anyway), made just before its
+ * first backward reader. t then dies with its last forward reader: of the
+ * three tensors of conv -> batchnorm -> relu, one is kept, not two. */
+static int kept_or_recomputed(AD *a, int t) {
+  Graph *g = a->g;
+  int r = g->tensors[t].producer;
+  if (t >= a->nfwd_tensors || r < 0 || g->nodes[r].op != OP_RELU)
+    return t;
+  int b = g->tensors[g->nodes[r].in[0]].producer;
+  if (b < 0 || g->nodes[b].op != OP_BATCHNORM)
+    return t;
+  if (a->recomp[t] < 0) {
+    const Node *bn = &g->nodes[b], *relu = &g->nodes[r];
+    Node n = {.op = OP_BN_RELU_RECOMPUTE, .fwd = b, .loc = relu->loc,
+              .path = relu->path, .nin = 3,
+              .in = {bn->in[0], a->saved[b], a->saved[b] + 1},
+              .weight = {-1, -1}};
+    n.out = new_tensor(a, g->tensors[t].shape, TK_ACT, g->nnodes, relu,
+                       pool_printf(g->pool, "%s.again", relu->path));
+    graph_add_node(g, &n);
+    a->recomp[t] = n.out;
+  }
+  return a->recomp[t];
+}
+
 /* The backward node of forward node i: inputs by op, weights shared. */
 static void differentiate(AD *a, int i) {
   Graph *g = a->g;
@@ -194,14 +223,14 @@ static void differentiate(AD *a, int i) {
   switch (f.op) {
   case OP_CONV:
   case OP_DENSE:
-    n.nin = 2, n.in[0] = dy, n.in[1] = f.in[0];
+    n.nin = 2, n.in[0] = dy, n.in[1] = kept_or_recomputed(a, f.in[0]);
     break;
   case OP_BATCHNORM:
     n.nin = 4, n.in[0] = dy, n.in[1] = f.in[0], n.in[2] = s,
     n.in[3] = s + 1;
     break;
   case OP_RELU:
-    n.nin = 2, n.in[0] = dy, n.in[1] = f.out;
+    n.nin = 2, n.in[0] = dy, n.in[1] = kept_or_recomputed(a, f.out);
     break;
   case OP_MAXPOOL:
     n.nin = 2, n.in[0] = dy, n.in[1] = s;
@@ -235,8 +264,9 @@ void autodiff(Graph *g) {
   a.needs = pool_alloc(p, sizeof(bool) * (size_t)g->ntensors);
   a.wseen = pool_alloc(p, sizeof(bool) * (size_t)(g->nweights + 1));
   a.saved = pool_alloc(p, sizeof(int) * (size_t)g->nforward);
+  a.recomp = pool_alloc(p, sizeof(int) * (size_t)g->ntensors);
   for (int t = 0; t < g->ntensors; t++)
-    a.grad[t] = -1;
+    a.grad[t] = a.recomp[t] = -1;
   for (int i = 0; i < g->nforward; i++) {
     const Node *n = &g->nodes[i];
     bool needs = n->weight[0] >= 0;

@@ -310,6 +310,13 @@ static void emit_backward_node(Gen *x, int i) {
             ptr(x, n->in[3]), wptr(x, "P", n->weight[0]), d.n * d.h * d.w,
             d.c, acc, accw);
     break;
+  case OP_BN_RELU_RECOMPUTE:
+    fprintf(o, "  batchnorm_relu_recompute(%s, %s, %s, %s, %s, %s, %lld, "
+               "%lld);\n",
+            ptr(x, n->out), ptr(x, n->in[0]), ptr(x, n->in[1]),
+            ptr(x, n->in[2]), wptr(x, "P", f->weight[0]),
+            wptr(x, "P", f->weight[1]), d.n * d.h * d.w, d.c);
+    break;
   case OP_CONV_BWD:
     fprintf(o, "  conv_backward(%s, %s, %s, %s, %s, %s, %s,\n"
                "                %lld, %lld, %lld, %lld, %lld, %lld, %lld, "

@@ -131,15 +131,17 @@ static bool expected_shape(const Graph *g, const Node *n, Shape *out,
 static int verify_weights(const Graph *g, int i, FILE *err) {
   int bad = 0;
   const Node *n = &g->nodes[i];
-  const Node *f = (int)n->op >= OP_USER_COUNT && n->op != OP_GRAD_ADD
-                      ? &g->nodes[n->fwd] : n;
+  /* Weights are those whose gradients a backward node writes: grad_add
+   * and a recompute (which reads its batchnorm's weights) have none. */
+  bool none = n->op == OP_GRAD_ADD || n->op == OP_BN_RELU_RECOMPUTE;
+  const Node *f = (int)n->op >= OP_USER_COUNT && !none ? &g->nodes[n->fwd] : n;
   if ((int)f->op >= OP_USER_COUNT)
     return 0;
   WeightShape ws[MAX_WEIGHTS_PER_NODE];
   int nw = op_weights(f->op, &g->tensors[f->in[0]].shape, f->attr, ws);
   for (int j = 0; j < MAX_WEIGHTS_PER_NODE; j++) {
     int id = n->weight[j];
-    if (j >= nw || n->op == OP_GRAD_ADD) {
+    if (j >= nw || none) {
       if (id != -1)
         BAD("node %d (%s) has an extra weight", i, n->path);
       continue;

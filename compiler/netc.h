@@ -227,7 +227,10 @@ Decl *parse_file(Diag *d, Pool *pool, int file);
   X(SOFTMAX_XENT_BWD, "softmax_cross_entropy_backward", 2, "", NONE,          \
     "dlogits = (probabilities - onehot(labels)) / batch")                     \
   X(GRAD_ADD, "grad_add", 2, "", NONE,                                        \
-    "the sum of two gradient contributions")
+    "the sum of two gradient contributions")                                  \
+  X(BN_RELU_RECOMPUTE, "batchnorm_relu_recompute", 3, "", NONE,               \
+    "relu(batchnorm(X)) again, from X, mean and invstd, for the backward "    \
+    "pass (its forward value is not kept)")
 
 typedef enum {
 #define X(e, n, ni, spec, bwd, doc) OP_##e,

@@ -245,6 +245,18 @@ static void bn_apply(float *y, const float *x, const float *scale,
   }
 }
 
+/* y = x * scale + shift normalizes; computed in float from the float mean
+ * and invstd that training saves, so that batchnorm_relu_recompute gets
+ * the forward pass's values bit for bit. */
+static void bn_scale_shift(float *scale, float *shift, const float *mean,
+                           const float *invstd, const float *gamma,
+                           const float *beta, int C) {
+  for (int c = 0; c < C; c++) {
+    scale[c] = invstd[c] * gamma[c];
+    shift[c] = beta[c] - mean[c] * scale[c];
+  }
+}
+
 /* Evaluation: the running statistics; mean/invstd are saved if given. */
 static void bn_eval(float *y, float *mean, float *invstd,
                     const float *run_mean, const float *run_var,
@@ -273,7 +285,8 @@ void batchnorm_forward(float *y, float *mean, float *invstd, float *run_mean,
     return;
   }
   double *s = xcalloc(2 * (int64_t)C, sizeof *s);
-  float *scale = xcalloc(2 * (int64_t)C, sizeof *scale), *shift = scale + C;
+  float *scale = xcalloc(4 * (int64_t)C, sizeof *scale), *shift = scale + C;
+  float *mu_f = shift + C, *is_f = mu_f + C;
   bn_sums(s, s + C, x, NULL, NULL, NULL, M, C, 0);
   /* Unbiased variance for the running estimate, as PyTorch. */
   double unbias = M > 1 ? (double)M / (M - 1) : 1.0;
@@ -281,20 +294,31 @@ void batchnorm_forward(float *y, float *mean, float *invstd, float *run_mean,
     double d = s[c] / M, mu = x[c] + d, var = s[C + c] / M - d * d;
     var = var > 0 ? var : 0;
     double is = 1.0 / sqrt(var + eps);
-    scale[c] = (float)(is * gamma[c]);
-    shift[c] = (float)(beta[c] - mu * is * gamma[c]);
+    mu_f[c] = (float)mu;
+    is_f[c] = (float)is;
     if (mean)
-      mean[c] = (float)mu;
+      mean[c] = mu_f[c];
     if (invstd)
-      invstd[c] = (float)is;
+      invstd[c] = is_f[c];
     if (run_mean) {
       run_mean[c] = (float)((1 - momentum) * run_mean[c] + momentum * mu);
       run_var[c] = (float)((1 - momentum) * run_var[c] +
                            momentum * var * unbias);
     }
   }
+  bn_scale_shift(scale, shift, mu_f, is_f, gamma, beta, C);
   bn_apply(y, x, scale, shift, M, C);
   free(s);
+  free(scale);
+}
+
+void batchnorm_relu_recompute(float *y, const float *x, const float *mean,
+                              const float *invstd, const float *gamma,
+                              const float *beta, int M, int C) {
+  float *scale = xcalloc(2 * (int64_t)C, sizeof *scale), *shift = scale + C;
+  bn_scale_shift(scale, shift, mean, invstd, gamma, beta, C);
+  bn_apply(y, x, scale, shift, M, C); /* the very code of the forward pass */
+  relu_forward(y, y, (int64_t)M * C);
   free(scale);
 }
 

@@ -44,6 +44,12 @@ void batchnorm_forward(float *y, float *mean, float *invstd, float *run_mean,
                        float *run_var, const float *x, const float *gamma,
                        const float *beta, int M, int C, float momentum,
                        float eps, int training);
+/* relu(batchnorm(x)) from the mean and invstd a training forward saved:
+ * the very values that forward computed (for the backward pass, which
+ * does not keep them). */
+void batchnorm_relu_recompute(float *y, const float *x, const float *mean,
+                              const float *invstd, const float *gamma,
+                              const float *beta, int M, int C);
 void batchnorm_backward(float *dx, float *dgamma, float *dbeta,
                         const float *dy, const float *x, const float *mean,
                         const float *invstd, const float *gamma, int M, int C,

@@ -28,7 +28,8 @@ static void compile_body(Compiled *c, const char *name, const char *body) {
 static int backward_of(const Graph *g, const char *path) {
   int f = find_node(g, path);
   for (int i = g->nforward; i < g->nnodes; i++)
-    if (g->nodes[i].fwd == f && g->nodes[i].op != OP_GRAD_ADD)
+    if (g->nodes[i].fwd == f && g->nodes[i].op != OP_GRAD_ADD &&
+        g->nodes[i].op != OP_BN_RELU_RECOMPUTE)
       return i;
   return -1;
 }
@@ -75,8 +76,21 @@ START_TEST(test_saves_only_what_backward_needs) {
                "  x = maxpool(x, k=2)");
   const Graph *g = &c.graph;
   int relu = find_node(g, "relu1"), rb = backward_of(g, "relu1");
-  /* relu backward reads its output (the sign), not its input. */
-  ck_assert_int_eq(g->nodes[rb].in[1], g->nodes[relu].out);
+  int bn = find_node(g, "batchnorm1");
+  /* relu backward reads its output (the sign), not its input; over a
+   * batchnorm, that output is not kept but recomputed just before, from
+   * the batchnorm's input and statistics. */
+  int again = g->nodes[rb].in[1], rc = g->tensors[again].producer;
+  ck_assert_int_ne(again, g->nodes[relu].out);
+  ck_assert_int_eq(g->nodes[rc].op, OP_BN_RELU_RECOMPUTE);
+  ck_assert_int_eq(rc, rb - 1);
+  ck_assert_int_eq(g->nodes[rc].fwd, bn);
+  ck_assert_int_eq(g->nodes[rc].in[0], g->nodes[bn].in[0]);
+  ck_assert_int_eq(g->nodes[rc].in[1], g->nodes[bn].extra[0]);
+  ck_assert_int_eq(g->nodes[rc].in[2], g->nodes[bn].extra[1]);
+  for (int i = g->nforward; i < g->nnodes; i++)
+    for (int j = 0; j < g->nodes[i].nin; j++)
+      ck_assert_int_ne(g->nodes[i].in[j], g->nodes[relu].out);
   for (int j = 0; j < g->nodes[rb].nin; j++)
     ck_assert_int_ne(g->nodes[rb].in[j], g->nodes[relu].in[0]);
   /* maxpool backward reads argmax, saved by the forward op, and not x. */
@@ -87,7 +101,6 @@ START_TEST(test_saves_only_what_backward_needs) {
   ck_assert_int_eq(g->nodes[mb].in[1], argmax);
   ck_assert_int_eq(g->nodes[mb].nin, 2);
   /* batchnorm saves its batch mean and inverse std, per channel. */
-  int bn = find_node(g, "batchnorm1");
   ck_assert_int_eq(g->nodes[bn].nextra, 2);
   ck_assert(!g->tensors[g->nodes[bn].extra[0]].batched);
   ck_assert_int_eq(g->tensors[g->nodes[bn].extra[0]].shape.c, 4);

@@ -768,6 +768,26 @@ START_TEST(test_in_place) {
 }
 END_TEST
 
+/* The backward pass's copy of relu(batchnorm(x)) is the forward's, bit for
+ * bit (netc keeps one of the two, not both). */
+START_TEST(test_batchnorm_relu_recompute) {
+  seed(2300);
+  BN b = bn_make(37, 19);
+  bn_fwd(&b);
+  relu_forward(b.y, b.y, 37 * 19);
+  float *again = filled(37 * 19, NAN);
+  batchnorm_relu_recompute(again, b.x, b.mean, b.invstd, b.gamma, b.beta, 37,
+                           19);
+  ck_assert_int_eq(memcmp(again, b.y, sizeof(float) * 37 * 19), 0);
+  int zeros = 0;
+  for (int i = 0; i < 37 * 19; i++)
+    zeros += again[i] == 0.0f;
+  ck_assert_int_gt(zeros, 0); /* the relu did cut something */
+  free(again);
+  bn_free(&b);
+}
+END_TEST
+
 START_TEST(test_batchnorm_in_place) {
   seed(2000);
   BN b = bn_make(21, 5);
@@ -890,6 +910,7 @@ Suite *suite_runtime(void) {
   tcase_add_test(tc, test_acc_elementwise);
   tcase_add_test(tc, test_in_place);
   tcase_add_test(tc, test_batchnorm_in_place);
+  tcase_add_test(tc, test_batchnorm_relu_recompute);
   tcase_add_test(tc, test_batchnorm_running_stats);
   tcase_add_test(tc, test_threads_agree);
   suite_add_tcase(s, tc);
