@@ -29,7 +29,8 @@ typedef struct {
   int *grad;        /* per forward tensor: its gradient so far, or -1 */
   int *versions;    /* per forward tensor: gradient buffers made for it */
   bool *needs;      /* per forward tensor: is a weight upstream of it? */
-  bool *wseen;      /* per weight: its gradient was written already */
+  int *last_use;    /* per weight: the forward node whose backward op
+                       writes its gradient last, or -1 */
   int *saved;       /* per forward node: its first saved/scratch tensor */
   int *recomp;      /* per forward tensor: its recomputed copy, or -1 */
   int cur;          /* the forward node being differentiated */
@@ -132,7 +133,7 @@ static int new_grad(AD *a, int x, int producer, const Node *n) {
 /* grad[x] += t, through a fresh grad_add node. */
 static void emit_grad_add(AD *a, int x, int t, const Node *f) {
   Node n = {.op = OP_GRAD_ADD, .nin = 2, .in = {a->grad[x], t},
-            .weight = {-1, -1}, .fwd = a->cur, .loc = f->loc,
+            .weight = {-1, -1}, .wgrad = {-1, -1}, .fwd = a->cur, .loc = f->loc,
             .path = f->path};
   n.out = new_grad(a, x, a->g->nnodes, f);
   graph_add_node(a->g, &n);
@@ -186,7 +187,7 @@ static int kept_or_recomputed(AD *a, int t) {
     Node n = {.op = OP_BN_RELU_RECOMPUTE, .fwd = b, .loc = relu->loc,
               .path = relu->path, .nin = 3,
               .in = {bn->in[0], a->saved[b], a->saved[b] + 1},
-              .weight = {-1, -1}};
+              .weight = {-1, -1}, .wgrad = {-1, -1}};
     n.out = new_tensor(a, g->tensors[t].shape, TK_ACT, g->nnodes, relu,
                        pool_printf(g->pool, "%s.again", relu->path));
     graph_add_node(g, &n);
@@ -242,11 +243,21 @@ static void differentiate(AD *a, int i) {
     n.nin = 1, n.in[0] = dy;
     break;
   }
-  for (int j = 0; j < MAX_WEIGHTS_PER_NODE; j++)
-    if (n.weight[j] >= 0) {
-      n.wgrad_accumulate[j] = a->wseen[n.weight[j]];
-      a->wseen[n.weight[j]] = true;
+  int id = g->nnodes; /* n's id: it is added next */
+  for (int j = 0; j < MAX_WEIGHTS_PER_NODE; j++) {
+    Weight *w = n.weight[j] >= 0 ? &g->weights[n.weight[j]] : NULL;
+    n.wgrad[j] = -1;
+    if (!w)
+      continue;
+    n.wgrad_accumulate[j] = w->grad >= 0;
+    if (w->grad < 0) {
+      Shape s1 = {w->count, 1, 1};
+      w->grad = new_tensor(a, s1, TK_WGRAD, id, &f,
+                           pool_printf(g->pool, "%s.grad", w->name));
+      g->tensors[w->grad].batched = false;
     }
+    n.wgrad[j] = w->grad;
+  }
   if (f.op == OP_CONV && conv_needs_columns(&f)) {
     /* The columns of X for dW, then of dX, one buffer in turn. */
     n.nextra = 1;
@@ -254,6 +265,36 @@ static void differentiate(AD *a, int i) {
                             &f, pool_printf(g->pool, "%s.dcols", f.path));
   }
   emit_contributing(a, &n, f.in[0], &f);
+  /* After the last backward use of a weight its gradient is final: the
+   * optimizer updates it there, and the gradient's buffer dies. */
+  for (int j = 0; j < MAX_WEIGHTS_PER_NODE; j++) {
+    int w = n.weight[j];
+    if (w < 0 || a->last_use[w] != i)
+      continue;
+    Node u = {.op = OP_UPDATE, .nin = 1, .in = {g->weights[w].grad},
+              .out = -1, .weight = {w, -1}, .wgrad = {-1, -1}, .fwd = i,
+              .loc = f.loc, .path = f.path};
+    graph_add_node(g, &u);
+  }
+}
+
+/* Which forward tensors' gradients are computed: those on a path to the
+ * loss (and, for each weight, the earliest forward node on such a path that
+ * uses it: its backward op is the gradient's last writer). */
+static void find_last_uses(AD *a) {
+  Graph *g = a->g;
+  bool *reach = pool_alloc(g->pool, sizeof(bool) * (size_t)g->ntensors);
+  reach[g->loss] = true;
+  for (int i = g->nforward - 1; i >= 0; i--) {
+    const Node *n = &g->nodes[i];
+    if (!reach[n->out])
+      continue;
+    for (int j = 0; j < n->nin; j++)
+      reach[n->in[j]] |= a->needs[n->in[j]];
+    for (int j = 0; j < MAX_WEIGHTS_PER_NODE; j++)
+      if (n->weight[j] >= 0)
+        a->last_use[n->weight[j]] = i;
+  }
 }
 
 void autodiff(Graph *g) {
@@ -262,11 +303,13 @@ void autodiff(Graph *g) {
   a.grad = pool_alloc(p, sizeof(int) * (size_t)g->ntensors);
   a.versions = pool_alloc(p, sizeof(int) * (size_t)g->ntensors);
   a.needs = pool_alloc(p, sizeof(bool) * (size_t)g->ntensors);
-  a.wseen = pool_alloc(p, sizeof(bool) * (size_t)(g->nweights + 1));
+  a.last_use = pool_alloc(p, sizeof(int) * (size_t)(g->nweights + 1));
   a.saved = pool_alloc(p, sizeof(int) * (size_t)g->nforward);
   a.recomp = pool_alloc(p, sizeof(int) * (size_t)g->ntensors);
   for (int t = 0; t < g->ntensors; t++)
     a.grad[t] = a.recomp[t] = -1;
+  for (int w = 0; w < g->nweights; w++)
+    a.last_use[w] = -1;
   for (int i = 0; i < g->nforward; i++) {
     const Node *n = &g->nodes[i];
     bool needs = n->weight[0] >= 0;
@@ -275,6 +318,7 @@ void autodiff(Graph *g) {
     a.needs[n->out] = needs;
     add_saved(&a, i);
   }
+  find_last_uses(&a);
   for (a.cur = g->nforward - 1; a.cur >= 0; a.cur--)
     differentiate(&a, a.cur);
 }

@@ -110,8 +110,8 @@ static void emit_header(Gen *x, const char *source) {
           (long long)g->batch, (long long)in->shape.c, (long long)in->shape.h,
           (long long)in->shape.w, (long long)g->classes,
           (long long)x->p->planned_bytes, (long long)x->nparams);
-  fputs("/* Parameters: float offsets into params (and grads); netc's layout,"
-        "\n * conv weights (C_out, K, K, C_in). */\n", o);
+  fputs("/* Parameters: float offsets into params (and the optimizer state);\n"
+        " * netc's layout: conv weights (C_out, K, K, C_in). */\n", o);
   for (int w = 0; w < g->nweights; w++) {
     const Weight *wt = &g->weights[w];
     fprintf(o, "#define %s %lldLL /* %lld floats */\n", x->wname[w],
@@ -162,7 +162,9 @@ static const char *wptr(Gen *x, const char *base, int w) {
 
 static void comment(Gen *x, int i) {
   const Node *n = &x->g->nodes[i];
-  const char *shape = n->out >= 0 ? nhwc(x, n->out) : "no input gradient";
+  const char *shape = n->out >= 0        ? nhwc(x, n->out)
+                      : n->op == OP_UPDATE ? x->g->weights[n->weight[0]].name
+                                           : "no input gradient";
   fprintf(x->out, "  /* %s %s: %s -> %s */\n", loc_str(x->d, n->loc), n->path,
           op_info(n->op)->name, shape);
 }
@@ -264,6 +266,10 @@ static void emit_backward_node(Gen *x, int i) {
             ptr(x, n->in[0]), ptr(x, n->in[1]), elems(x, n->out));
     return;
   }
+  if (n->op == OP_UPDATE) { /* parameter table index = weight id */
+    fprintf(o, "  netc_update(s, %d, %s);\n", n->weight[0], ptr(x, n->in[0]));
+    return;
+  }
   const Node *f = &g->nodes[n->fwd];
   Dims d = dims_of(x, f);
   const int64_t *a = f->attr;
@@ -277,7 +283,7 @@ static void emit_backward_node(Gen *x, int i) {
   case OP_DENSE_BWD:
     fprintf(o, "  dense_backward(%s, %s, %s, %s, %s, %s,\n"
                "                 %lld, %lld, %lld, %d, %d);\n",
-            dx, wptr(x, "G", n->weight[0]), wptr(x, "G", n->weight[1]),
+            dx, ptr(x, n->wgrad[0]), ptr(x, n->wgrad[1]),
             ptr(x, n->in[0]), ptr(x, n->in[1]), wptr(x, "P", n->weight[0]),
             d.n, d.c, d.oc, acc, accw);
     break;
@@ -305,7 +311,7 @@ static void emit_backward_node(Gen *x, int i) {
   case OP_BATCHNORM_BWD:
     fprintf(o, "  batchnorm_backward(%s, %s, %s, %s, %s, %s, %s,\n"
                "                     %s, %lld, %lld, %d, %d);\n",
-            dx, wptr(x, "G", n->weight[0]), wptr(x, "G", n->weight[1]),
+            dx, ptr(x, n->wgrad[0]), ptr(x, n->wgrad[1]),
             ptr(x, n->in[0]), ptr(x, n->in[1]), ptr(x, n->in[2]),
             ptr(x, n->in[3]), wptr(x, "P", n->weight[0]), d.n * d.h * d.w,
             d.c, acc, accw);
@@ -321,7 +327,7 @@ static void emit_backward_node(Gen *x, int i) {
     fprintf(o, "  conv_backward(%s, %s, %s, %s, %s, %s, %s,\n"
                "                %lld, %lld, %lld, %lld, %lld, %lld, %lld, "
                "%lld, %lld, %lld, %d, %d);\n",
-            dx, wptr(x, "G", n->weight[0]), wptr(x, "G", n->weight[1]),
+            dx, ptr(x, n->wgrad[0]), ptr(x, n->wgrad[1]),
             n->nextra ? ptr(x, n->extra[0]) : "NULL", ptr(x, n->in[0]),
             ptr(x, n->in[1]), wptr(x, "P", n->weight[0]), d.n, d.h, d.w, d.c,
             d.oc, (long long)a[CONV_K], (long long)a[CONV_STRIDE],
@@ -377,7 +383,7 @@ static void emit_params(Gen *x) {
 static void emit_ops(Gen *x) {
   const Graph *g = x->g;
   fputs("/* layer, op, backward, FLOPs, source; what it writes: arena offset\n"
-        " * and floats, then two parameter gradients (offset, floats). */\n"
+        " * and floats, then two weight gradients (arena offset, floats). */\n"
         "static const NetcOp ops[] = {\n", x->out);
   for (int i = 0; i < g->nnodes; i++) {
     const Node *n = &g->nodes[i];
@@ -389,13 +395,11 @@ static void emit_ops(Gen *x) {
             loc_str(x->d, n->loc),
             f32 ? x->tname[n->out] : "-1",
             f32 ? (long long)elems(x, n->out) : 0LL);
-    int w[2];
-    for (int k = 0; k < 2; k++)
-      w[k] = i >= g->nforward ? n->weight[k] : -1;
+    const int *w = n->wgrad;
     fprintf(x->out, ", {%s, %s}, {%lld, %lld}},\n",
-            w[0] >= 0 ? x->wname[w[0]] : "-1", w[1] >= 0 ? x->wname[w[1]] : "-1",
-            w[0] >= 0 ? (long long)g->weights[w[0]].count : 0LL,
-            w[1] >= 0 ? (long long)g->weights[w[1]].count : 0LL);
+            w[0] >= 0 ? x->tname[w[0]] : "-1", w[1] >= 0 ? x->tname[w[1]] : "-1",
+            w[0] >= 0 ? (long long)elems(x, w[0]) : 0LL,
+            w[1] >= 0 ? (long long)elems(x, w[1]) : 0LL);
   }
   fputs("};\n\n", x->out);
 }
@@ -443,7 +447,7 @@ static void emit_c(Gen *x, const char *source, const char *header) {
   }
   fputs("}\n\nstatic void backward(NetcState *s) {\n"
         "  unsigned char *A = s->arena;\n  const float *P = s->params;\n"
-        "  float *G = s->grads;\n  if (s->profile)\n    netc_profile_start(s);\n", o);
+        "  if (s->profile)\n    netc_profile_start(s);\n", o);
   for (int i = g->nforward; i < g->nnodes; i++) {
     emit_backward_node(x, i);
     fprintf(o, "  PROFILE(%d);\n", i);

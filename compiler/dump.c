@@ -33,15 +33,16 @@ static void print_node(FILE *out, Diag *d, const Graph *g, int i, Pool *p) {
     int w = n->weight[j];
     if (w < 0)
       continue;
-    if (i < g->nforward)
+    if (i < g->nforward || n->op == OP_UPDATE)
       fprintf(out, " w%d", w);
     else
-      fprintf(out, " dw%d%s", w, n->wgrad_accumulate[j] ? "+=" : "=");
+      fprintf(out, " dw%d%st%d", w, n->wgrad_accumulate[j] ? "+=" : "=",
+              n->wgrad[j]);
   }
   if (n->out >= 0)
     fprintf(out, " -> t%d%s %s", n->out, n->accumulate ? " (+=)" : "",
             tshape(p, g, n->out));
-  else
+  else if (n->op != OP_UPDATE)
     fputs(" -> (no input gradient)", out);
   for (int j = 0; j < n->nextra; j++)
     fprintf(out, ", t%d %s", n->extra[j], tshape(p, g, n->extra[j]));
@@ -137,8 +138,8 @@ void dump_plan(FILE *out, const Graph *g, const Plan *p) {
             (long long)tensor_bytes(g, t), (long long)p->offset[t],
             p->first[t], p->last[t], shares, x->label);
   }
-  fprintf(out, "# persistent: %lld bytes of parameters; %lld with their "
-               "gradients, SGD momentum and batchnorm running statistics\n",
+  fprintf(out, "# persistent: %lld bytes of parameters; %lld with SGD "
+               "momentum and batchnorm running statistics\n",
           (long long)p->param_bytes, (long long)p->persistent_bytes);
   fprintf(out, "# placement order: %s; planned / lower bound = %.4f\n",
           p->strategy,
@@ -270,6 +271,7 @@ void dump_memory_svg(FILE *out, const Graph *g, const Plan *p) {
   static const char *const color[TK_COUNT] = {
       [TK_INPUT] = "#7f7f7f", [TK_ACT] = "#4f81bd", [TK_SAVED] = "#8064a2",
       [TK_LOSS] = "#000000",  [TK_GRAD] = "#c0504d", [TK_SCRATCH] = "#9bbb59",
+      [TK_WGRAD] = "#f79646",
   };
   const double W = 1200, H = 700, L = 90, T = 50, B = 60, R = 170;
   double sx = (W - L - R) / (p->nsteps > 0 ? p->nsteps : 1);
@@ -322,9 +324,9 @@ void dump_memory_svg(FILE *out, const Graph *g, const Plan *p) {
     fprintf(out, "<text x=\"%.0f\" y=\"%.1f\" text-anchor=\"end\">%.0f "
                  "MiB</text>\n", L - 6, H - B - v * sy + 4, v / mib);
   }
-  static const TensorKind legend[] = {TK_ACT, TK_GRAD, TK_SAVED, TK_SCRATCH,
-                                      TK_INPUT};
-  for (int k = 0; k < 5; k++)
+  static const TensorKind legend[] = {TK_ACT, TK_GRAD, TK_WGRAD, TK_SAVED,
+                                      TK_SCRATCH, TK_INPUT};
+  for (int k = 0; k < 6; k++)
     fprintf(out, "<rect x=\"%.0f\" y=\"%.0f\" width=\"14\" height=\"14\" "
                  "fill=\"%s\"/><text x=\"%.0f\" y=\"%.0f\">%s</text>\n",
             W - R + 15, T + 22.0 * k, color[legend[k]], W - R + 35,

@@ -27,7 +27,7 @@ int graph_add_weight(Graph *g, const char *name, const int64_t *dims,
                          &g->cap_weights);
   Weight *w = &g->weights[g->nweights];
   *w = (Weight){.name = name, .ndims = ndims, .count = 1,
-                .first_node = node};
+                .first_node = node, .grad = -1};
   for (int i = 0; i < ndims; i++) {
     w->dims[i] = dims[i];
     w->count *= dims[i];
@@ -46,6 +46,7 @@ const char *tensor_kind_name(TensorKind k) {
   static const char *const n[TK_COUNT] = {
       [TK_INPUT] = "input", [TK_ACT] = "activation", [TK_SAVED] = "saved",
       [TK_LOSS] = "loss",   [TK_GRAD] = "gradient",  [TK_SCRATCH] = "scratch",
+      [TK_WGRAD] = "weight_grad",
   };
   return n[k];
 }
@@ -128,9 +129,33 @@ static bool expected_shape(const Graph *g, const Node *n, Shape *out,
   return op_infer(n->op, in, n->attr, out, p, why);
 }
 
+/* An update reads the gradient of its one weight, and that gradient has
+ * no other reader after it. */
+static int verify_update(const Graph *g, int i, FILE *err) {
+  int bad = 0;
+  const Node *n = &g->nodes[i];
+  int w = n->weight[0];
+  if (w < 0 || w >= g->nweights || n->weight[1] != -1 || n->out != -1) {
+    BAD("update node %d (%s) does not name one weight", i, n->path);
+    return bad;
+  }
+  if (n->in[0] != g->weights[w].grad ||
+      g->tensors[n->in[0]].kind != TK_WGRAD)
+    BAD("update node %d (%s) does not read the gradient of %s", i, n->path,
+        g->weights[w].name);
+  for (int k = i + 1; k < g->nnodes; k++)
+    for (int j = 0; j < MAX_WEIGHTS_PER_NODE; j++)
+      if (g->nodes[k].weight[j] == w)
+        BAD("node %d (%s) uses %s after its update", k, g->nodes[k].path,
+            g->weights[w].name);
+  return bad;
+}
+
 static int verify_weights(const Graph *g, int i, FILE *err) {
   int bad = 0;
   const Node *n = &g->nodes[i];
+  if (n->op == OP_UPDATE)
+    return verify_update(g, i, err);
   /* Weights are those whose gradients a backward node writes: grad_add
    * and a recompute (which reads its batchnorm's weights) have none. */
   bool none = n->op == OP_GRAD_ADD || n->op == OP_BN_RELU_RECOMPUTE;
@@ -151,6 +176,9 @@ static int verify_weights(const Graph *g, int i, FILE *err) {
       continue;
     }
     const Weight *w = &g->weights[id];
+    if (n != f && n->wgrad[j] != w->grad)
+      BAD("node %d (%s) does not write the gradient of %s", i, n->path,
+          w->name);
     if (w->ndims != ws[j].ndims ||
         memcmp(w->dims, ws[j].dims, sizeof(int64_t) * (size_t)w->ndims))
       BAD("node %d (%s): weight %s has the wrong shape", i, n->path,
@@ -212,6 +240,17 @@ static int verify_node(const Graph *g, int i, int *made, Pool *p, FILE *err) {
     int t = n->extra[j];
     if (!in_range(g, t) || made[t]++ || g->tensors[t].producer != i)
       BAD("node %d (%s): bad extra output %d", i, n->path, t);
+  }
+  for (int j = 0; j < MAX_WEIGHTS_PER_NODE; j++) {
+    int t = n->wgrad[j];
+    if (t < 0)
+      continue;
+    if (!in_range(g, t) || g->tensors[t].kind != TK_WGRAD)
+      BAD("node %d (%s): bad weight gradient %d", i, n->path, t);
+    else if (n->wgrad_accumulate[j] ? !made[t]
+                                    : made[t]++ || g->tensors[t].producer != i)
+      BAD("node %d (%s): weight gradient %d written out of order", i, n->path,
+          t);
   }
   return bad + verify_weights(g, i, err);
 }

@@ -653,7 +653,7 @@ static Value apply_op(Ctx *c, Scope *s, OpKind k, const Expr *e) {
   if (!match_args(c, op->name, e->loc, args, n, names, np, slot))
     return none;
   Node node = {.op = k, .nin = op->ninputs, .loc = e->loc, .fwd = -1,
-               .weight = {-1, -1}};
+               .weight = {-1, -1}, .wgrad = {-1, -1}};
   Shape in[2];
   bool ok = true;
   for (int j = 0; j < op->ninputs; j++) {

@@ -230,7 +230,9 @@ Decl *parse_file(Diag *d, Pool *pool, int file);
     "the sum of two gradient contributions")                                  \
   X(BN_RELU_RECOMPUTE, "batchnorm_relu_recompute", 3, "", NONE,               \
     "relu(batchnorm(X)) again, from X, mean and invstd, for the backward "    \
-    "pass (its forward value is not kept)")
+    "pass (its forward value is not kept)")                                 \
+  X(UPDATE, "update", 1, "", NONE,                                            \
+    "the optimizer's step on one weight, as soon as its gradient is final")
 
 typedef enum {
 #define X(e, n, ni, spec, bwd, doc) OP_##e,
@@ -306,6 +308,8 @@ typedef enum {
   TK_LOSS,    /* the loss, one float */
   TK_GRAD,    /* the gradient of an activation */
   TK_SCRATCH, /* an op's workspace (im2col columns), live for that op only */
+  TK_WGRAD,   /* a weight's gradient: from its first backward writer to the
+                 update that consumes it */
   TK_COUNT
 } TensorKind;
 
@@ -329,6 +333,8 @@ typedef struct {
   int64_t count;
   int first_node;    /* the node that created it */
   int uses;          /* forward nodes that read it (> 1 when shared) */
+  int grad;          /* its TK_WGRAD tensor, or -1 (it does not reach the
+                        loss: no gradient, no update) */
 } Weight;
 
 enum { MAX_NODE_IN = 4, MAX_NODE_EXTRA = 2 };
@@ -344,9 +350,11 @@ typedef struct {
   int64_t attr[MAX_OP_PARAMS];      /* bound op parameters, spec order */
   int weight[MAX_WEIGHTS_PER_NODE]; /* weight ids, -1 if none */
   /* Backward ops: the forward node they differentiate, and per weight
-   * whether its gradient is added to (a shared weight's later use) rather
-   * than written. */
+   * the TK_WGRAD tensor of its gradient and whether it is added to (a
+   * shared weight's later use) rather than written. An update node reads
+   * in[0], the gradient of weight[0]. */
   int fwd;
+  int wgrad[MAX_WEIGHTS_PER_NODE];
   bool wgrad_accumulate[MAX_WEIGHTS_PER_NODE];
   Loc loc;
   const char *path;                 /* hierarchical layer name */
@@ -407,7 +415,7 @@ typedef struct {
   int64_t lower_bound_bytes; /* the most bytes live at one step */
   int64_t planned_bytes;     /* the arena */
   int64_t param_bytes;       /* persistent: parameters */
-  int64_t persistent_bytes;  /* parameters, gradients, momentum, BN stats */
+  int64_t persistent_bytes;  /* parameters, momentum, BN stats */
   const char *strategy;      /* which placement order won */
 } Plan;
 

@@ -3,8 +3,10 @@
  * Requires: a verified graph with its backward pass (autodiff.c).
  * Guarantees: every tensor has a byte offset in one arena, 64-byte aligned,
  * such that no two tensors live at the same step share a byte
- * (plan_check proves it); parameters, their gradients, the momentum and
- * batchnorm's running statistics live in a separate persistent region.
+ * (plan_check proves it); parameters, the momentum and batchnorm's
+ * running statistics live in a separate persistent region. A weight's
+ * gradient is an arena tensor like any other: it lives from its first
+ * backward writer to the update node that consumes it.
  *
  * 1. Schedule: the nodes in graph order (forward, then backward). A
  *    tensor lives from the step that produces it to the last step that
@@ -131,6 +133,9 @@ static void intervals(const Graph *g, Plan *p) {
         p->last[n->in[j]] = i;
     if (n->out >= 0 && n->accumulate && p->last[n->out] < i)
       p->last[n->out] = i;
+    for (int j = 0; j < MAX_WEIGHTS_PER_NODE; j++)
+      if (n->wgrad[j] >= 0 && p->last[n->wgrad[j]] < i)
+        p->last[n->wgrad[j]] = i;
   }
   /* A gradient view is born when first used. */
   for (int t = 0; t < g->ntensors; t++)
@@ -215,7 +220,8 @@ static void persistent(const Graph *g, Plan *p) {
       bn += 2 * align_up(g->weights[n->weight[0]].count * 4);
   }
   p->param_bytes = params;
-  p->persistent_bytes = 3 * params + bn; /* weights, gradients, momentum */
+  /* Weights and momentum; gradients live in the arena until their update. */
+  p->persistent_bytes = 2 * params + bn;
 }
 
 void plan_memory(const Graph *g, Plan *p) {

@@ -25,16 +25,21 @@ NetcState *netc_state_new(const NetcModel *m) {
     return NULL;
   s->model = m;
   s->params = alloc64(m->nparams * 4);
-  s->grads = alloc64(m->nparams * 4);
   s->bn_stats = alloc64(m->bn_floats * 4);
   s->arena = alloc64(m->arena_bytes);
   s->bn_momentum = 0.1f;
   s->bn_eps = 1e-5f;
-  if (!s->params || !s->grads || !s->bn_stats || !s->arena) {
+  if (!s->params || !s->bn_stats || !s->arena) {
     netc_state_free(s);
     return NULL;
   }
   return s;
+}
+
+int netc_state_keep_grads(NetcState *s) {
+  if (!s->grads)
+    s->grads = alloc64(s->model->nparams * 4);
+  return s->grads ? 0 : -1;
 }
 
 /* Profiles: OpenMP and OpenBLAS calls return when their work is done, so
@@ -67,7 +72,8 @@ static int op_finite(const NetcState *s, const NetcOp *o) {
     return 0;
   for (int k = 0; k < 2; k++)
     if (o->grad_offset[k] >= 0 &&
-        !netc_all_finite(s->grads + o->grad_offset[k], o->grad_floats[k]))
+        !netc_all_finite((const float *)(s->arena + o->grad_offset[k]),
+                         o->grad_floats[k]))
       return 0;
   return 1;
 }
@@ -76,10 +82,12 @@ void netc_profile_mark(NetcState *s, int op) {
   double t = wall();
   if (s->prof_seconds && (s->profile & NETC_PROFILE_TIME))
     s->prof_seconds[op] += t - s->prof_last;
-  if ((s->profile & NETC_PROFILE_FINITE) && s->first_nonfinite < 0 &&
-      !op_finite(s, &s->model->ops[op]))
-    s->first_nonfinite = op;
-  s->prof_last = wall();
+  if (s->profile & NETC_PROFILE_FINITE) {
+    if (s->first_nonfinite < 0 && !op_finite(s, &s->model->ops[op]))
+      s->first_nonfinite = op;
+    t = wall(); /* the check is not the next op's time */
+  }
+  s->prof_last = t;
 }
 
 void netc_state_free(NetcState *s) {

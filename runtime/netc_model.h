@@ -41,16 +41,25 @@ typedef struct {
   double flops;      /* forward ops: FLOPs for the batch */
   const char *where; /* its .net source: "models/resnet18.net:12" */
   /* What it writes: a float tensor in the arena (bytes offset, -1 if
-   * none) and the gradients of up to two parameters (floats into grads,
+   * none) and the gradients of up to two parameters (arena bytes offsets,
    * -1 if none). */
   int64_t out_offset, out_floats;
   int64_t grad_offset[2], grad_floats[2];
 } NetcOp;
 
 /* One model's memory: the persistent region and the arena. */
-typedef struct {
+typedef struct NetcState NetcState;
+struct NetcState {
   const NetcModel *model;
-  float *params, *grads;
+  float *params;
+  /* NULL, or (netc_state_keep_grads) where every parameter's final
+   * gradient is copied: for compare and tests. Training does not need it:
+   * a gradient lives in the arena until its parameter's update. */
+  float *grads;
+  /* Called by backward with each parameter's gradient as soon as it is
+   * final (optim_attach sets it to the optimizer's step); NULL: none. */
+  void (*on_grad)(NetcState *s, int param, float *grad);
+  void *user;             /* for on_grad */
   /* Batchnorm running statistics: for each NP_BN_WEIGHT parameter, in
    * table order, its running mean[C] then its running variance[C]. */
   float *bn_stats;
@@ -62,7 +71,7 @@ typedef struct {
   double prof_last;
   int first_nonfinite;    /* with NETC_PROFILE_FINITE: the first op whose
                              output held a NaN or an Inf, or -1 */
-} NetcState;
+};
 
 /* s->profile bits: the generated code calls netc_profile_mark after every
  * op when any is set. TIME adds the op's time to prof_seconds[op]; FINITE
@@ -73,6 +82,9 @@ void netc_profile_start(NetcState *s);
 void netc_profile_mark(NetcState *s, int op);
 /* Whether n floats are all finite. */
 int netc_all_finite(const float *x, int64_t n);
+/* The generated backward calls this when parameter `param`'s gradient (in
+ * the arena) is final: it goes to s->grads if kept, then to s->on_grad. */
+void netc_update(NetcState *s, int param, float *grad);
 
 struct NetcModel {
   const char *name;       /* the network's name */
@@ -96,7 +108,9 @@ struct NetcModel {
   /* training = 1: batch statistics (and running statistics updated);
    * 0: running statistics. Sets state->loss. */
   void (*forward)(NetcState *s, int training);
-  /* Gradients of every parameter into s->grads (written, not added). */
+  /* The backward pass: hands each parameter's gradient to netc_update as
+   * soon as it is final, which (optim_attach) updates the parameter there.
+   * Every parameter the loss depends on gets exactly one call. */
   void (*backward)(NetcState *s);
 };
 
@@ -105,6 +119,9 @@ extern const NetcModel netc_model;
 /* ---- init.c ---- */
 /* Allocates the state (64-byte aligned); NULL when out of memory. */
 NetcState *netc_state_new(const NetcModel *m);
+/* Allocates s->grads (zeros), so that backward keeps a copy of every
+ * gradient; -1 when out of memory. */
+int netc_state_keep_grads(NetcState *s);
 void netc_state_free(NetcState *s);
 /* torchvision's initialization, from `seed`; running mean 0, variance 1. */
 void netc_init_params(NetcState *s, uint64_t seed);
@@ -129,12 +146,21 @@ typedef struct {
   int decay_bn_and_bias;     /* 0: no weight decay on batchnorm and biases */
   int64_t step;              /* updates done */
   float *m1, *m2;            /* momentum / first moment; second moment */
+  int nonfinite;             /* since optim_begin: the first parameter whose
+                                gradient was not finite, or -1 */
 } NetcOptimizer;
 
 /* Allocates the optimizer state for model m (zeros). */
 int optim_init(NetcOptimizer *o, const NetcModel *m);
 void optim_free(NetcOptimizer *o);
-/* One update of s->params from s->grads, as torch.optim does it. */
+/* Makes s's backward pass update each parameter with o as soon as its
+ * gradient is final. A step is then optim_begin, forward, backward. A
+ * gradient that is not finite stops the step's updates there (o->nonfinite
+ * names it); the parameters updated before it stay updated. */
+void optim_attach(NetcOptimizer *o, NetcState *s);
+void optim_begin(NetcOptimizer *o);
+/* One update of every parameter from s->grads (netc_state_keep_grads), as
+ * torch.optim does it: for a step whose gradients were kept, not applied. */
 void optim_step(NetcOptimizer *o, NetcState *s);
 
 #endif

@@ -3,7 +3,12 @@
  * SGD: d = g + wd p; buf = momentum buf + d; d = nesterov ? d + momentum buf
  * : buf; p -= lr d. Adam: L2 decay into g; AdamW: p *= 1 - lr wd; then the
  * bias-corrected moments. Weight decay can skip batchnorm parameters and
- * biases (decay_bn_and_bias = 0). */
+ * biases (decay_bn_and_bias = 0).
+ *
+ * Training applies the update of each parameter inside the backward pass,
+ * as soon as its gradient is final (netc_update -> on_grad), so that
+ * gradients live in the arena for a few ops instead of in a persistent
+ * buffer as large as the parameters. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +18,7 @@
 int optim_init(NetcOptimizer *o, const NetcModel *m) {
   size_t n = (size_t)m->nparams;
   o->step = 0;
+  o->nonfinite = -1;
   o->m1 = calloc(n ? n : 1, sizeof(float));
   o->m2 = o->kind == OPT_SGD ? NULL : calloc(n ? n : 1, sizeof(float));
   return o->m1 && (o->kind == OPT_SGD || o->m2) ? 0 : -1;
@@ -58,19 +64,53 @@ static void adam(const NetcOptimizer *o, float *p, const float *g, float *m,
   }
 }
 
+static void update(const NetcOptimizer *o, const NetcParam *p, float *w,
+                   const float *g) {
+  int decays = o->decay_bn_and_bias ||
+               (p->kind == NP_CONV_WEIGHT || p->kind == NP_DENSE_WEIGHT);
+  float wd = decays ? o->weight_decay : 0.0f;
+  if (o->kind == OPT_SGD)
+    sgd(o, w, g, o->m1 + p->offset, p->count, wd);
+  else
+    adam(o, w, g, o->m1 + p->offset, o->m2 + p->offset, p->count, wd);
+}
+
+void optim_begin(NetcOptimizer *o) {
+  o->step++;
+  o->nonfinite = -1;
+}
+
+/* Check, then update: a non-finite gradient must not reach the weights. */
+static void on_grad(NetcState *s, int i, float *g) {
+  NetcOptimizer *o = s->user;
+  const NetcParam *p = &s->model->params[i];
+  if (o->nonfinite >= 0)
+    return;
+  if (!netc_all_finite(g, p->count)) {
+    o->nonfinite = i;
+    return;
+  }
+  update(o, p, s->params + p->offset, g);
+}
+
+void optim_attach(NetcOptimizer *o, NetcState *s) {
+  s->on_grad = on_grad;
+  s->user = o;
+}
+
 void optim_step(NetcOptimizer *o, NetcState *s) {
   const NetcModel *m = s->model;
-  o->step++;
+  optim_begin(o);
   for (int i = 0; i < m->nparam_tensors; i++) {
     const NetcParam *p = &m->params[i];
-    int decays = o->decay_bn_and_bias ||
-                 (p->kind == NP_CONV_WEIGHT || p->kind == NP_DENSE_WEIGHT);
-    float wd = decays ? o->weight_decay : 0.0f;
-    float *w = s->params + p->offset;
-    const float *g = s->grads + p->offset;
-    if (o->kind == OPT_SGD)
-      sgd(o, w, g, o->m1 + p->offset, p->count, wd);
-    else
-      adam(o, w, g, o->m1 + p->offset, o->m2 + p->offset, p->count, wd);
+    update(o, p, s->params + p->offset, s->grads + p->offset);
   }
+}
+
+void netc_update(NetcState *s, int i, float *g) {
+  const NetcParam *p = &s->model->params[i];
+  if (s->grads)
+    memcpy(s->grads + p->offset, g, (size_t)p->count * sizeof(float));
+  if (s->on_grad)
+    s->on_grad(s, i, g);
 }

@@ -473,6 +473,7 @@ static void locate_nonfinite(Run *run, Loader *l, const char *what) {
   int saved = s->profile;
   s->profile = NETC_PROFILE_FINITE;
   s->first_nonfinite = -1;
+  s->on_grad = NULL; /* the repeat updates nothing */
   if (loader_next(l, x, y) > 0) {
     netc_model.forward(s, 1);
     if (s->first_nonfinite < 0)
@@ -496,8 +497,10 @@ static void locate_nonfinite(Run *run, Loader *l, const char *what) {
                   "helps\n");
 }
 
-/* One optimizer step on the batch in the arena. Stops (-1) before the
- * update when the loss or any gradient is not finite. */
+/* One optimizer step on the batch in the arena; backward updates each
+ * parameter as soon as its gradient is final. Stops (-1) when the loss is
+ * not finite (before any update) or a gradient is not finite (that
+ * parameter and the ones after it in the backward pass are not updated). */
 static int train_step(Run *run, Loader *l, int steps, double *last_report,
                       double t0) {
   NetcState *s = run->s;
@@ -516,12 +519,15 @@ static int train_step(Run *run, Loader *l, int steps, double *last_report,
   double ignored = 0;
   score(s, netc_model.batch, (int32_t *)(s->arena + netc_model.labels_offset),
         &ignored, &t1, &t5);
+  optim_begin(run->o);
   netc_model.backward(s);
-  if (!netc_all_finite(s->grads, netc_model.nparams)) {
-    locate_nonfinite(run, l, "a gradient is not finite");
+  if (run->o->nonfinite >= 0) {
+    char what[512];
+    snprintf(what, sizeof what, "the gradient of %s is not finite",
+             netc_model.params[run->o->nonfinite].name);
+    locate_nonfinite(run, l, what);
     return -1;
   }
-  optim_step(run->o, s);
   r->loss_sum += (double)s->loss * netc_model.batch;
   r->correct += t1;
   r->seen += netc_model.batch;
@@ -641,6 +647,7 @@ int cmd_train(int argc, char **argv) {
   Loader *l = NULL;
   if (!s || start_run(&a, &run, &train, &l))
     return 1;
+  optim_attach(&o, s);
   printf("netc: training %s (batch %d, %d steps per epoch, %d train and %d "
          "val images, %d skipped) for %d epochs into %s\n",
          netc_model.name, netc_model.batch, a.r.steps_per_epoch, train.n,

@@ -111,6 +111,13 @@ static int parse_longs(int argc, char **argv, const char *const *names,
   return 0;
 }
 
+/* A training step: the update runs inside backward (optim_attach). */
+static void one_step(NetcState *s, NetcOptimizer *o) {
+  optim_begin(o);
+  netc_model.forward(s, 1);
+  netc_model.backward(s);
+}
+
 static int cmd_step(int argc, char **argv) {
   static const char *const names[] = {"--steps", "--seed", "--threads"};
   long v[3] = {1, 1, 0};
@@ -131,10 +138,9 @@ static int cmd_step(int argc, char **argv) {
   rng_seed(&r, (uint64_t)seed + 1);
   random_batch(s, &r);
   int rc = 0;
+  optim_attach(&o, s);
   for (long i = 0; i < steps; i++) {
-    netc_model.forward(s, 1);
-    netc_model.backward(s);
-    optim_step(&o, s);
+    one_step(s, &o);
     printf("step %ld loss %.6f\n", i + 1, s->loss);
     if (!isfinite(s->loss))
       rc = 1;
@@ -155,12 +161,6 @@ static double seconds_now(void) {
   struct timespec t;
   clock_gettime(CLOCK_MONOTONIC, &t);
   return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
-static void one_step(NetcState *s, NetcOptimizer *o) {
-  netc_model.forward(s, 1);
-  netc_model.backward(s);
-  optim_step(o, s);
 }
 
 typedef struct {
@@ -264,6 +264,7 @@ static int cmd_bench(int argc, char **argv) {
   random_batch(s, &r);
   if (optim_init(&o, &netc_model))
     return 1;
+  optim_attach(&o, s);
   for (long i = 0; i < warmup; i++)
     one_step(s, &o);
   double *ips = calloc((size_t)windows + 1, sizeof(double));
@@ -574,12 +575,11 @@ static int compare_steps(NetcState *s, RefFile *ref, Diffs *d) {
     return -1;
   float got[64];
   int n = losses->n < 64 ? (int)losses->n : 64;
-  optim_step(&o, s); /* the gradients of the compared step */
+  optim_step(&o, s); /* the kept gradients of the compared step */
   got[0] = s->loss;
+  optim_attach(&o, s); /* then as training does: updates inside backward */
   for (int i = 1; i < n; i++) {
-    netc_model.forward(s, 1);
-    netc_model.backward(s);
-    optim_step(&o, s);
+    one_step(s, &o);
     got[i] = s->loss;
   }
   for (int i = 0; i < n; i++)
@@ -600,6 +600,10 @@ static int cmd_compare(int argc, char **argv) {
   if (load_ref(argv[0], &ref))
     return 1;
   NetcState *s = new_state();
+  if (netc_state_keep_grads(s)) {
+    fprintf(stderr, "%s: out of memory\n", netc_model.name);
+    return 1;
+  }
   netc_init_params(s, 1); /* running statistics; weights come from ref */
   Diffs d = {{0}, {0}};
   if (load_inputs(s, &ref) || compare_step(s, &ref, &d, verbose) ||

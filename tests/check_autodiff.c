@@ -1,6 +1,7 @@
 /* check_autodiff.c: the structure of the backward pass: which ops each
  * forward op gets, what they read, that the image gets no gradient, that a
- * tensor used twice and a shared weight each get one gradient. */
+ * tensor used twice and a shared weight each get one gradient, and that
+ * each weight is updated once, after its gradient is final. */
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -129,7 +130,7 @@ static void check_one_gradient_per_weight(const Graph *g) {
     int writes = 0, adds = 0;
     for (int i = g->nforward; i < g->nnodes; i++)
       for (int j = 0; j < MAX_WEIGHTS_PER_NODE; j++)
-        if (g->nodes[i].weight[j] == w)
+        if (g->nodes[i].weight[j] == w && g->nodes[i].op != OP_UPDATE)
           *(g->nodes[i].wgrad_accumulate[j] ? &adds : &writes) += 1;
     ck_assert_msg(writes == 1, "%s written %d times", g->weights[w].name,
                   writes);
@@ -148,6 +149,57 @@ START_TEST(test_shared_weights_one_gradient) {
   compile_path(&c, "models/resnet50.net");
   check_one_gradient_per_weight(&c.graph);
   compiled_free(&c);
+}
+END_TEST
+
+/* Every weight has one update, after the last backward op that writes
+ * its gradient, and nothing uses the weight after it; its gradient lives
+ * in the arena from its first writer to that update. */
+static void check_updates(const Graph *g) {
+  Plan p;
+  plan_memory(g, &p);
+  for (int w = 0; w < g->nweights; w++) {
+    int grad = g->weights[w].grad, update = -1, last_writer = -1;
+    ck_assert_int_ge(grad, 0);
+    ck_assert_int_eq(g->tensors[grad].kind, TK_WGRAD);
+    for (int i = g->nforward; i < g->nnodes; i++) {
+      const Node *n = &g->nodes[i];
+      if (n->op == OP_UPDATE && n->weight[0] == w) {
+        ck_assert_msg(update < 0, "%s updated twice", g->weights[w].name);
+        update = i;
+        ck_assert_int_eq(n->in[0], grad);
+        continue;
+      }
+      for (int j = 0; j < MAX_WEIGHTS_PER_NODE; j++)
+        if (n->weight[j] == w) {
+          ck_assert_msg(update < 0, "%s used after its update",
+                        g->weights[w].name);
+          ck_assert_int_eq(n->wgrad[j], grad);
+          last_writer = i;
+        }
+    }
+    ck_assert_msg(update > last_writer && last_writer >= 0,
+                  "%s: update at %d, last writer %d", g->weights[w].name,
+                  update, last_writer);
+    ck_assert_int_eq(p.first[grad], g->tensors[grad].producer);
+    ck_assert_int_eq(p.last[grad], update);
+  }
+  /* Gradients are not persistent: weights and momentum are. */
+  ck_assert_int_lt(p.persistent_bytes, 3 * p.param_bytes);
+  ck_assert_int_ge(p.persistent_bytes, 2 * p.param_bytes);
+}
+
+START_TEST(test_each_weight_updated_once_after_its_last_use) {
+  static const char *const models[] = {"models/seed_resnet.net",
+                                       "models/resnet18.net",
+                                       "models/resnet50.net"};
+  for (int k = 0; k < 3; k++) {
+    Compiled c;
+    compile_path(&c, models[k]);
+    ck_assert_int_eq(c.rc, 0);
+    check_updates(&c.graph);
+    compiled_free(&c);
+  }
 }
 END_TEST
 
@@ -216,6 +268,7 @@ Suite *suite_autodiff(void) {
   tcase_add_test(tc, test_saves_only_what_backward_needs);
   tcase_add_test(tc, test_no_gradient_for_the_image);
   tcase_add_test(tc, test_shared_weights_one_gradient);
+  tcase_add_test(tc, test_each_weight_updated_once_after_its_last_use);
   tcase_add_test(tc, test_tensor_used_twice_accumulates);
   tcase_add_test(tc, test_flatten_is_a_view);
   suite_add_tcase(s, tc);

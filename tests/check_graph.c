@@ -24,6 +24,15 @@ START_TEST(test_verifier_accepts_small) {
 }
 END_TEST
 
+/* The first update node. */
+static int update_node(const Graph *g) {
+  for (int i = g->nforward; i < g->nnodes; i++)
+    if (g->nodes[i].op == OP_UPDATE)
+      return i;
+  ck_abort_msg("no update node");
+  return -1;
+}
+
 /* Each case breaks one invariant of a good graph. */
 static void break_graph(Graph *g, int how) {
   int add = -1;
@@ -40,6 +49,16 @@ static void break_graph(Graph *g, int how) {
   case 6: g->loss = g->nodes[0].out; break;               /* loss op */
   case 7: g->nodes[0].weight[0] = g->nodes[1].weight[0]; break; /* w shape */
   case 8: g->nodes[1].nin = 2; break;                     /* arity */
+  case 9: g->nodes[update_node(g)].in[0] = g->nodes[0].out; break;
+  case 10: /* a weight's gradient no longer written by its first writer */
+    g->nodes[g->tensors[g->weights[0].grad].producer].wgrad[0] = -1;
+    break;
+  case 11: { /* the first update names a weight used after it */
+    int u = update_node(g);
+    g->nodes[u].weight[0] = 0;
+    g->nodes[u].in[0] = g->weights[0].grad;
+    break;
+  }
   }
 }
 
@@ -57,7 +76,7 @@ Suite *suite_graph(void) {
   Suite *s = suite_create("graph");
   TCase *tc = tcase_create("graph");
   tcase_add_test(tc, test_verifier_accepts_small);
-  tcase_add_loop_test(tc, test_verifier_catches, 0, 9);
+  tcase_add_loop_test(tc, test_verifier_catches, 0, 12);
   suite_add_tcase(s, tc);
   return s;
 }
