@@ -157,7 +157,7 @@ plans: $(BUILD)/netc
 	@for m in $(MODELS); do \
 	  $(BUILD)/netc dump plan -b $(BATCH) $$m > $(BUILD)/plan.txt || exit 1; \
 	  tail -n 1 $(BUILD)/plan.txt | tr ' =' '\n\n' | awk -v m=$$m \
-	    -v p=$$(grep -o '[0-9]* with their' $(BUILD)/plan.txt | cut -d' ' -f1) \
+	    -v p=$$(grep -o '[0-9]* with SGD' $(BUILD)/plan.txt | cut -d' ' -f1) \
 	    'NR % 2 == 0 { v[NR / 2] = $$1 } END { printf "| %s | %s | %s | %s | %.4f | %s |\n", \
 	      m, v[1], v[2], v[3], v[3] / v[2], p }'; \
 	done

@@ -73,7 +73,9 @@ double step_flops(const Graph *g) {
     total += node_flops(g, i);
   for (int i = g->nforward; i < g->nnodes; i++) {
     const Node *n = &g->nodes[i];
-    if (n->op == OP_GRAD_ADD)
+    /* Not counted: grad_add and the optimizer's update (a few FLOPs per
+     * parameter, as in the frameworks' own counts). */
+    if (n->op == OP_GRAD_ADD || n->op == OP_UPDATE)
       continue;
     double f = node_flops(g, n->fwd);
     bool gemm = n->op == OP_CONV_BWD || n->op == OP_DENSE_BWD;

@@ -155,8 +155,9 @@ int optim_init(NetcOptimizer *o, const NetcModel *m);
 void optim_free(NetcOptimizer *o);
 /* Makes s's backward pass update each parameter with o as soon as its
  * gradient is final. A step is then optim_begin, forward, backward. A
- * gradient that is not finite stops the step's updates there (o->nonfinite
- * names it); the parameters updated before it stay updated. */
+ * gradient with a non-finite element stops the step's updates there
+ * (o->nonfinite names the parameter; its non-finite elements are not
+ * applied, its finite ones and the parameters before it are). */
 void optim_attach(NetcOptimizer *o, NetcState *s);
 void optim_begin(NetcOptimizer *o);
 /* One update of every parameter from s->grads (netc_state_keep_grads), as

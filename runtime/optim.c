@@ -30,11 +30,19 @@ void optim_free(NetcOptimizer *o) {
   o->m1 = o->m2 = NULL;
 }
 
-static void sgd(const NetcOptimizer *o, float *p, const float *g, float *buf,
-                int64_t n, float wd) {
+/* The update loops skip an element whose gradient is not finite (g - g is
+ * NaN for NaN and +-Inf) and return how many they skipped: the check costs
+ * no second pass over the gradient. */
+static int64_t sgd(const NetcOptimizer *o, float *p, const float *g,
+                   float *buf, int64_t n, float wd) {
   float lr = o->lr, mu = o->momentum;
-#pragma omp parallel for schedule(static)
+  int64_t bad = 0;
+#pragma omp parallel for schedule(static) reduction(+ : bad)
   for (int64_t i = 0; i < n; i++) {
+    if (g[i] - g[i] != 0.0f) {
+      bad++;
+      continue;
+    }
     float d = g[i] + wd * p[i];
     if (mu != 0.0f) {
       buf[i] = mu * buf[i] + d;
@@ -42,17 +50,23 @@ static void sgd(const NetcOptimizer *o, float *p, const float *g, float *buf,
     }
     p[i] -= lr * d;
   }
+  return bad;
 }
 
-static void adam(const NetcOptimizer *o, float *p, const float *g, float *m,
-                 float *v, int64_t n, float wd) {
+static int64_t adam(const NetcOptimizer *o, float *p, const float *g,
+                    float *m, float *v, int64_t n, float wd) {
   double t = (double)o->step;
   float c1 = (float)(1.0 - pow(o->beta1, t)), c2 = (float)(1.0 - pow(o->beta2, t));
   float b1 = o->beta1, b2 = o->beta2, lr = o->lr, eps = o->eps;
   int decoupled = o->kind == OPT_ADAMW;
-#pragma omp parallel for schedule(static)
+  int64_t bad = 0;
+#pragma omp parallel for schedule(static) reduction(+ : bad)
   for (int64_t i = 0; i < n; i++) {
     float gi = g[i];
+    if (gi - gi != 0.0f) {
+      bad++;
+      continue;
+    }
     if (decoupled)
       p[i] *= 1.0f - lr * wd;
     else
@@ -62,17 +76,18 @@ static void adam(const NetcOptimizer *o, float *p, const float *g, float *m,
     float mhat = m[i] / c1, vhat = v[i] / c2;
     p[i] -= lr * mhat / (sqrtf(vhat) + eps);
   }
+  return bad;
 }
 
-static void update(const NetcOptimizer *o, const NetcParam *p, float *w,
-                   const float *g) {
+/* Returns the number of non-finite gradient elements (left un-updated). */
+static int64_t update(const NetcOptimizer *o, const NetcParam *p, float *w,
+                      const float *g) {
   int decays = o->decay_bn_and_bias ||
                (p->kind == NP_CONV_WEIGHT || p->kind == NP_DENSE_WEIGHT);
   float wd = decays ? o->weight_decay : 0.0f;
   if (o->kind == OPT_SGD)
-    sgd(o, w, g, o->m1 + p->offset, p->count, wd);
-  else
-    adam(o, w, g, o->m1 + p->offset, o->m2 + p->offset, p->count, wd);
+    return sgd(o, w, g, o->m1 + p->offset, p->count, wd);
+  return adam(o, w, g, o->m1 + p->offset, o->m2 + p->offset, p->count, wd);
 }
 
 void optim_begin(NetcOptimizer *o) {
@@ -80,17 +95,13 @@ void optim_begin(NetcOptimizer *o) {
   o->nonfinite = -1;
 }
 
-/* Check, then update: a non-finite gradient must not reach the weights. */
+/* A non-finite gradient element never reaches the weights, and after one
+ * the step updates nothing more. */
 static void on_grad(NetcState *s, int i, float *g) {
   NetcOptimizer *o = s->user;
   const NetcParam *p = &s->model->params[i];
-  if (o->nonfinite >= 0)
-    return;
-  if (!netc_all_finite(g, p->count)) {
+  if (o->nonfinite < 0 && update(o, p, s->params + p->offset, g))
     o->nonfinite = i;
-    return;
-  }
-  update(o, p, s->params + p->offset, g);
 }
 
 void optim_attach(NetcOptimizer *o, NetcState *s) {
