@@ -243,20 +243,18 @@ static void differentiate(AD *a, int i) {
     n.nin = 1, n.in[0] = dy;
     break;
   }
-  int id = g->nnodes; /* n's id: it is added next */
+  /* The first backward use of a weight makes its gradient (n, added
+   * next, is its producer); later uses add to it. */
   for (int j = 0; j < MAX_WEIGHTS_PER_NODE; j++) {
     Weight *w = n.weight[j] >= 0 ? &g->weights[n.weight[j]] : NULL;
-    n.wgrad[j] = -1;
-    if (!w)
-      continue;
-    n.wgrad_accumulate[j] = w->grad >= 0;
-    if (w->grad < 0) {
-      Shape s1 = {w->count, 1, 1};
-      w->grad = new_tensor(a, s1, TK_WGRAD, id, &f,
-                           pool_printf(g->pool, "%s.grad", w->name));
+    if (w && w->grad < 0) {
+      w->grad = new_tensor(a, (Shape){w->count, 1, 1}, TK_WGRAD, g->nnodes,
+                           &f, pool_printf(g->pool, "%s.grad", w->name));
       g->tensors[w->grad].batched = false;
+    } else if (w) {
+      n.wgrad_accumulate[j] = true;
     }
-    n.wgrad[j] = w->grad;
+    n.wgrad[j] = w ? w->grad : -1;
   }
   if (f.op == OP_CONV && conv_needs_columns(&f)) {
     /* The columns of X for dW, then of dX, one buffer in turn. */
@@ -278,9 +276,9 @@ static void differentiate(AD *a, int i) {
   }
 }
 
-/* Which forward tensors' gradients are computed: those on a path to the
- * loss (and, for each weight, the earliest forward node on such a path that
- * uses it: its backward op is the gradient's last writer). */
+/* For each weight, the earliest forward node that uses it on a path to the
+ * loss: its backward op, differentiated last, is the gradient's last
+ * writer. (Tensors off every such path get no gradient.) */
 static void find_last_uses(AD *a) {
   Graph *g = a->g;
   bool *reach = pool_alloc(g->pool, sizeof(bool) * (size_t)g->ntensors);

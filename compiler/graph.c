@@ -131,9 +131,8 @@ static bool expected_shape(const Graph *g, const Node *n, Shape *out,
   return op_infer(n->op, in, n->attr, out, p, why);
 }
 
-/* An update reads the gradient of its one weight, and that gradient has
- * no other reader after it. */
-static int verify_update(const Graph *g, int i, FILE *err) {
+/* An update reads the gradient of its one weight, once. */
+static int verify_update(const Graph *g, int i, bool *updated, FILE *err) {
   int bad = 0;
   const Node *n = &g->nodes[i];
   int w = n->weight[0];
@@ -145,19 +144,20 @@ static int verify_update(const Graph *g, int i, FILE *err) {
       g->tensors[n->in[0]].kind != TK_WGRAD)
     BAD("update node %d (%s) does not read the gradient of %s", i, n->path,
         g->weights[w].name);
-  for (int k = i + 1; k < g->nnodes; k++)
-    for (int j = 0; j < MAX_WEIGHTS_PER_NODE; j++)
-      if (g->nodes[k].weight[j] == w)
-        BAD("node %d (%s) uses %s after its update", k, g->nodes[k].path,
-            g->weights[w].name);
+  if (updated[w])
+    BAD("update node %d (%s) updates %s a second time", i, n->path,
+        g->weights[w].name);
+  updated[w] = true;
   return bad;
 }
 
-static int verify_weights(const Graph *g, int i, FILE *err) {
+/* updated[w]: an update of weight w ran before node i; nothing may use w
+ * after that. */
+static int verify_weights(const Graph *g, int i, bool *updated, FILE *err) {
   int bad = 0;
   const Node *n = &g->nodes[i];
   if (n->op == OP_UPDATE)
-    return verify_update(g, i, err);
+    return verify_update(g, i, updated, err);
   /* Weights are those whose gradients a backward node writes: grad_add
    * and a recompute (which reads its batchnorm's weights) have none. */
   bool none = n->op == OP_GRAD_ADD || n->op == OP_BN_RELU_RECOMPUTE;
@@ -178,6 +178,8 @@ static int verify_weights(const Graph *g, int i, FILE *err) {
       continue;
     }
     const Weight *w = &g->weights[id];
+    if (updated[id])
+      BAD("node %d (%s) uses %s after its update", i, n->path, w->name);
     if (n != f && n->wgrad[j] != w->grad)
       BAD("node %d (%s) does not write the gradient of %s", i, n->path,
           w->name);
@@ -189,7 +191,8 @@ static int verify_weights(const Graph *g, int i, FILE *err) {
   return bad;
 }
 
-static int verify_node(const Graph *g, int i, int *made, Pool *p, FILE *err) {
+static int verify_node(const Graph *g, int i, int *made, bool *updated,
+                       Pool *p, FILE *err) {
   int bad = 0;
   const Node *n = &g->nodes[i];
   bool bwd = (int)n->op >= OP_USER_COUNT;
@@ -254,7 +257,7 @@ static int verify_node(const Graph *g, int i, int *made, Pool *p, FILE *err) {
       BAD("node %d (%s): weight gradient %d written out of order", i, n->path,
           t);
   }
-  return bad + verify_weights(g, i, err);
+  return bad + verify_weights(g, i, updated, err);
 }
 
 /* Invariants: ids in range; every tensor but the inputs (and gradient
@@ -265,13 +268,15 @@ int graph_verify(const Graph *g, FILE *err) {
   int bad = 0;
   Pool scratch = {0};
   int *made = pool_alloc(&scratch, sizeof(int) * (size_t)(g->ntensors + 1));
+  bool *updated =
+      pool_alloc(&scratch, sizeof(bool) * (size_t)(g->nweights + 1));
   for (int t = 0; t < g->ntensors; t++)
     if (g->tensors[t].producer < 0 && g->tensors[t].view_of < 0)
       made[t] = 1; /* the inputs */
   if (!in_range(g, g->input) || g->tensors[g->input].kind != TK_INPUT)
     BAD("the image input %d is not an input tensor", g->input);
   for (int i = 0; i < g->nnodes; i++)
-    bad += verify_node(g, i, made, &scratch, err);
+    bad += verify_node(g, i, made, updated, &scratch, err);
   for (int t = 0; t < g->ntensors && !bad; t++) {
     const Tensor *x = &g->tensors[t];
     if (!is_made(g, made, t))

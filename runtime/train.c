@@ -499,8 +499,9 @@ static void locate_nonfinite(Run *run, Loader *l, const char *what) {
 
 /* One optimizer step on the batch in the arena; backward updates each
  * parameter as soon as its gradient is final. Stops (-1) when the loss is
- * not finite (before any update) or a gradient is not finite (that
- * parameter and the ones after it in the backward pass are not updated). */
+ * not finite (before any update) or a gradient is not finite (its
+ * non-finite elements and the parameters after it in the backward pass are
+ * not updated). */
 static int train_step(Run *run, Loader *l, int steps, double *last_report,
                       double t0) {
   NetcState *s = run->s;

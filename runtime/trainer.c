@@ -602,6 +602,8 @@ static int cmd_compare(int argc, char **argv) {
   NetcState *s = new_state();
   if (netc_state_keep_grads(s)) {
     fprintf(stderr, "%s: out of memory\n", netc_model.name);
+    netc_state_free(s);
+    free_ref(&ref);
     return 1;
   }
   netc_init_params(s, 1); /* running statistics; weights come from ref */
