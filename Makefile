@@ -17,7 +17,7 @@ endif
 BUILD    ?= build
 CFLAGS   ?= -O2 -g
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes
-CPPFLAGS := -Icompiler -I$(BUILD)
+CPPFLAGS := -Icompiler -Iruntime -I$(BUILD)
 ALLFLAGS  = -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS)
 ifeq ($(SANITIZE),1)
   SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
@@ -83,6 +83,9 @@ $(BUILD)/lex.o: $(BUILD)/lex.c compiler/netc.h
 $(BUILD)/%.o: compiler/%.c compiler/netc.h $(BUILD)/parse.h
 	$(CC) $(ALLFLAGS) $(CPPFLAGS) -c -o $@ $<
 
+# The op table sizes kernel workspaces with the runtime's own formulas.
+$(BUILD)/ops.o: runtime/netc_rt.h
+
 # netc build compiles trainers against this tree's runtime.
 $(BUILD)/build.o: compiler/build.c compiler/netc.h $(BUILD)/parse.h
 	$(CC) $(ALLFLAGS) $(CPPFLAGS) -DNETC_RT_INCLUDE='"$(abspath runtime)"' \
@@ -113,8 +116,11 @@ $(BUILD)/tests/fuzz_front.o: tests/fuzz/fuzz_front.c compiler/netc.h $(BUILD)/pa
 	@mkdir -p $(BUILD)/tests
 	$(CC) $(ALLFLAGS) $(CPPFLAGS) -c -o $@ $<
 
+# The check runner counts allocations (tests/check_runtime.c: no kernel
+# allocates): our objects' calls of these go through its __wrap_ versions.
+WRAP_ALLOC = $(foreach f,malloc calloc realloc posix_memalign aligned_alloc,-Wl,--wrap=$(f))
 $(BUILD)/check_netc: $(TEST_OBJ) $(BUILD)/libnetc.a $(BUILD)/libnetcrt.a
-	$(CC) $(LDFLAGS) -o $@ $^ $(CHECK_LIBS) $(RT_LIBS)
+	$(CC) $(LDFLAGS) $(WRAP_ALLOC) -o $@ $^ $(CHECK_LIBS) $(RT_LIBS)
 
 # The compiler must build warning-free with both gcc and clang.
 warnings: deps
@@ -152,14 +158,15 @@ bench: all
 # Markdown table (docs/memory-plan.md quotes it).
 BATCH ?= 64
 plans: $(BUILD)/netc
-	@echo "| model | naive bytes | lower bound bytes | planned bytes | planned / bound | persistent bytes |"
-	@echo "|---|---:|---:|---:|---:|---:|"
+	@echo "| model | naive bytes | lower bound bytes | planned bytes | planned / bound | persistent bytes (SGD) | persistent bytes (Adam) |"
+	@echo "|---|---:|---:|---:|---:|---:|---:|"
 	@for m in $(MODELS); do \
 	  $(BUILD)/netc dump plan -b $(BATCH) $$m > $(BUILD)/plan.txt || exit 1; \
 	  tail -n 1 $(BUILD)/plan.txt | tr ' =' '\n\n' | awk -v m=$$m \
-	    -v p=$$(grep -o '[0-9]* with SGD' $(BUILD)/plan.txt | cut -d' ' -f1) \
-	    'NR % 2 == 0 { v[NR / 2] = $$1 } END { printf "| %s | %s | %s | %s | %.4f | %s |\n", \
-	      m, v[1], v[2], v[3], v[3] / v[2], p }'; \
+	    -v p=$$(grep -o '[0-9]* with SGD momentum' $(BUILD)/plan.txt | cut -d' ' -f1) \
+	    -v a=$$(grep -o '[0-9]* with Adam.s moments' $(BUILD)/plan.txt | cut -d' ' -f1) \
+	    'NR % 2 == 0 { v[NR / 2] = $$1 } END { printf "| %s | %s | %s | %s | %.4f | %s | %s |\n", \
+	      m, v[1], v[2], v[3], v[3] / v[2], p, a }'; \
 	done
 
 # Renders every model's training graph and memory plan to SVG in

@@ -31,7 +31,6 @@ typedef struct {
   bool *needs;      /* per forward tensor: is a weight upstream of it? */
   int *last_use;    /* per weight: the forward node whose backward op
                        writes its gradient last, or -1 */
-  int *saved;       /* per forward node: its first saved/scratch tensor */
   int *recomp;      /* per forward tensor: its recomputed copy, or -1 */
   int cur;          /* the forward node being differentiated */
 } AD;
@@ -45,53 +44,23 @@ static int new_tensor(AD *a, Shape s, TensorKind kind, int producer,
   return t;
 }
 
-static void add_extra(AD *a, int node, int t) {
-  Node *n = &a->g->nodes[node];
-  n->extra[n->nextra++] = t;
-}
-
-static bool conv_needs_columns(const Node *n) {
-  return n->attr[CONV_K] != 1 || n->attr[CONV_STRIDE] != 1 ||
-         n->attr[CONV_PAD] != 0;
-}
-
-/* The state forward node i saves for its backward op, and its scratch. */
-static void add_saved(AD *a, int i) {
-  Graph *g = a->g;
-  Node *n = &g->nodes[i];
-  Shape in = g->tensors[n->in[0]].shape, out = g->tensors[n->out].shape;
-  const char *p = n->path;
-  Pool *pool = g->pool;
-  a->saved[i] = g->ntensors;
-  switch (n->op) {
-  case OP_CONV:
-    if (conv_needs_columns(n)) {
-      Shape cols = {in.c * n->attr[CONV_K] * n->attr[CONV_K], out.h, out.w};
-      add_extra(a, i, new_tensor(a, cols, TK_SCRATCH, i, n,
-                                 pool_printf(pool, "%s.cols", p)));
-    }
-    break;
-  case OP_BATCHNORM:
-    for (int j = 0; j < 2; j++) {
-      int t = new_tensor(a, (Shape){in.c, 1, 1}, TK_SAVED, i, n,
-                         pool_printf(pool, "%s.%s", p, j ? "invstd" : "mean"));
-      g->tensors[t].batched = false;
-      add_extra(a, i, t);
-    }
-    break;
-  case OP_MAXPOOL: {
-    int t = new_tensor(a, out, TK_SAVED, i, n,
-                       pool_printf(pool, "%s.argmax", p));
-    g->tensors[t].is_int = true;
-    add_extra(a, i, t);
-    break;
-  }
-  case OP_SOFTMAX_XENT:
-    add_extra(a, i, new_tensor(a, in, TK_SAVED, i, n,
-                               pool_printf(pool, "%s.probs", p)));
-    break;
-  default:
-    break;
+/* Adds to node n (of kind k, made by node `producer`) the extra tensors
+ * its row lists: saved state and scratch, shaped after forward op f. */
+static void add_extras(AD *a, Node *n, OpKind k, const Node *f,
+                       int producer) {
+  const OpInfo *op = op_info(k);
+  for (int j = 0; j < op->nextras; j++) {
+    const ExtraSpec *e = &op->extras[j];
+    if (e->if_columns && !conv_needs_columns(f->attr))
+      continue;
+    bool batched;
+    Shape s = op_extra_shape(e->shape, a->g->tensors[f->in[0]].shape,
+                             a->g->tensors[f->out].shape, f->attr, &batched);
+    int t = new_tensor(a, s, e->scratch ? TK_SCRATCH : TK_SAVED, producer, f,
+                       pool_printf(a->g->pool, "%s.%s", f->path, e->suffix));
+    a->g->tensors[t].batched = batched;
+    a->g->tensors[t].is_int = e->is_int;
+    n->extra[n->nextra++] = t;
   }
 }
 
@@ -169,6 +138,8 @@ static void emit_contributing(AD *a, Node *n, int x, const Node *f) {
   graph_add_node(a->g, n);
 }
 
+static int backward_input(AD *a, const Node *f, BackwardInput what, int dy);
+
 /* What the backward pass reads for forward tensor t: t itself, or, when t
  * is relu(batchnorm(X)), a copy recomputed from X and the batch statistics
  * (which the batchnorm's own backward keeps anyway), made just before its
@@ -184,96 +155,108 @@ static int kept_or_recomputed(AD *a, int t) {
     return t;
   if (a->recomp[t] < 0) {
     const Node *bn = &g->nodes[b], *relu = &g->nodes[r];
+    const OpInfo *op = op_info(OP_BN_RELU_RECOMPUTE);
     Node n = {.op = OP_BN_RELU_RECOMPUTE, .fwd = b, .loc = relu->loc,
-              .path = relu->path, .nin = 3,
-              .in = {bn->in[0], a->saved[b], a->saved[b] + 1},
-              .weight = {-1, -1}, .wgrad = {-1, -1}};
+              .path = relu->path, .nin = op->nbwd_in, .weight = {-1, -1},
+              .wgrad = {-1, -1}};
+    for (int j = 0; j < op->nbwd_in; j++)
+      n.in[j] = backward_input(a, bn, op->bwd_in[j], -1);
     n.out = new_tensor(a, g->tensors[t].shape, TK_ACT, g->nnodes, relu,
                        pool_printf(g->pool, "%s.again", relu->path));
+    add_extras(a, &n, n.op, bn, g->nnodes);
     graph_add_node(g, &n);
     a->recomp[t] = n.out;
   }
   return a->recomp[t];
 }
 
-/* The backward node of forward node i: inputs by op, weights shared. */
-static void differentiate(AD *a, int i) {
+/* Input `what` of a backward op of forward node f (dy: its output's
+ * gradient). */
+static int backward_input(AD *a, const Node *f, BackwardInput what, int dy) {
+  switch (what) {
+  case BI_DY: return dy;
+  case BI_X: return f->in[0];
+  case BI_X_KEPT: return kept_or_recomputed(a, f->in[0]);
+  case BI_Y_KEPT: return kept_or_recomputed(a, f->out);
+  case BI_SAVED0: return f->extra[0];
+  case BI_SAVED1: return f->extra[1];
+  case BI_LABELS: return a->g->labels;
+  }
+  op_unhandled("backward_input", f->op);
+}
+
+/* A PASS op (add, flatten) hands dy to each input: a view of it in the
+ * input's shape when the op is a view (flatten), else dy itself. */
+static void pass_through(AD *a, const Node *f, int dy) {
   Graph *g = a->g;
-  const Node f = g->nodes[i];
-  int dy = f.op == OP_SOFTMAX_XENT ? -1 : a->grad[f.out];
-  if (f.op != OP_SOFTMAX_XENT && dy < 0)
-    return; /* its output does not reach the loss */
-  if (op_info(f.op)->backward == OP_PASS) {
-    for (int j = 0; j < f.nin; j++) {
-      int t = dy;
-      if (f.op == OP_FLATTEN) { /* the gradient, seen in x's shape */
-        t = new_tensor(a, g->tensors[f.in[j]].shape, TK_GRAD, -1, &f,
-                       grad_label(a, f.in[j]));
-        g->tensors[t].view_of = dy;
-        g->tensors[t].grad_of = f.in[j];
-      }
-      pass(a, f.in[j], t, &f);
+  for (int j = 0; j < f->nin; j++) {
+    int t = dy;
+    if (op_info(f->op)->view) {
+      t = new_tensor(a, g->tensors[f->in[j]].shape, TK_GRAD, -1, f,
+                     grad_label(a, f->in[j]));
+      g->tensors[t].view_of = dy;
+      g->tensors[t].grad_of = f->in[j];
     }
-    return;
+    pass(a, f->in[j], t, f);
   }
-  Node n = {.op = op_info(f.op)->backward, .fwd = i, .loc = f.loc,
-            .path = f.path};
-  memcpy(n.attr, f.attr, sizeof n.attr);
-  memcpy(n.weight, f.weight, sizeof n.weight);
-  int s = a->saved[i]; /* the saved tensors, in add_saved's order */
-  switch (f.op) {
-  case OP_CONV:
-  case OP_DENSE:
-    n.nin = 2, n.in[0] = dy, n.in[1] = kept_or_recomputed(a, f.in[0]);
-    break;
-  case OP_BATCHNORM:
-    n.nin = 4, n.in[0] = dy, n.in[1] = f.in[0], n.in[2] = s,
-    n.in[3] = s + 1;
-    break;
-  case OP_RELU:
-    n.nin = 2, n.in[0] = dy, n.in[1] = kept_or_recomputed(a, f.out);
-    break;
-  case OP_MAXPOOL:
-    n.nin = 2, n.in[0] = dy, n.in[1] = s;
-    break;
-  case OP_SOFTMAX_XENT:
-    n.nin = 2, n.in[0] = s, n.in[1] = g->labels;
-    break;
-  default: /* avgpool, global_avgpool */
-    n.nin = 1, n.in[0] = dy;
-    break;
-  }
-  /* The first backward use of a weight makes its gradient (n, added
-   * next, is its producer); later uses add to it. */
+}
+
+/* The first backward use of a weight makes its gradient (n, added next,
+ * is its producer); later uses add to it. */
+static void weight_grads(AD *a, Node *n, const Node *f) {
+  Graph *g = a->g;
   for (int j = 0; j < MAX_WEIGHTS_PER_NODE; j++) {
-    Weight *w = n.weight[j] >= 0 ? &g->weights[n.weight[j]] : NULL;
+    Weight *w = n->weight[j] >= 0 ? &g->weights[n->weight[j]] : NULL;
     if (w && w->grad < 0) {
       w->grad = new_tensor(a, (Shape){w->count, 1, 1}, TK_WGRAD, g->nnodes,
-                           &f, pool_printf(g->pool, "%s.grad", w->name));
+                           f, pool_printf(g->pool, "%s.grad", w->name));
       g->tensors[w->grad].batched = false;
     } else if (w) {
-      n.wgrad_accumulate[j] = true;
+      n->wgrad_accumulate[j] = true;
     }
-    n.wgrad[j] = w ? w->grad : -1;
+    n->wgrad[j] = w ? w->grad : -1;
   }
-  if (f.op == OP_CONV && conv_needs_columns(&f)) {
-    /* The columns of X for dW, then of dX, one buffer in turn. */
-    n.nextra = 1;
-    n.extra[0] = new_tensor(a, g->tensors[s].shape, TK_SCRATCH, g->nnodes,
-                            &f, pool_printf(g->pool, "%s.dcols", f.path));
-  }
-  emit_contributing(a, &n, f.in[0], &f);
-  /* After the last backward use of a weight its gradient is final: the
-   * optimizer updates it there, and the gradient's buffer dies. */
+}
+
+/* After the last backward use of a weight its gradient is final: the
+ * optimizer updates it there, and the gradient's buffer dies. */
+static void emit_updates(AD *a, const Node *n, int i) {
+  Graph *g = a->g;
+  const Node *f = &g->nodes[i];
   for (int j = 0; j < MAX_WEIGHTS_PER_NODE; j++) {
-    int w = n.weight[j];
+    int w = n->weight[j];
     if (w < 0 || a->last_use[w] != i)
       continue;
     Node u = {.op = OP_UPDATE, .nin = 1, .in = {g->weights[w].grad},
               .out = -1, .weight = {w, -1}, .wgrad = {-1, -1}, .fwd = i,
-              .loc = f.loc, .path = f.path};
+              .loc = f->loc, .path = f->path};
     graph_add_node(g, &u);
   }
+}
+
+/* The backward node of forward node i, as its op's row describes it. */
+static void differentiate(AD *a, int i) {
+  Graph *g = a->g;
+  const Node f = g->nodes[i];
+  const OpInfo *op = op_info(f.op);
+  int dy = op->loss ? -1 : a->grad[f.out];
+  if (!op->loss && dy < 0)
+    return; /* its output does not reach the loss */
+  if (op->backward == OP_PASS) {
+    pass_through(a, &f, dy);
+    return;
+  }
+  const OpInfo *bop = op_info(op->backward);
+  Node n = {.op = op->backward, .fwd = i, .loc = f.loc, .path = f.path,
+            .nin = bop->nbwd_in};
+  memcpy(n.attr, f.attr, sizeof n.attr);
+  memcpy(n.weight, f.weight, sizeof n.weight);
+  for (int j = 0; j < bop->nbwd_in; j++)
+    n.in[j] = backward_input(a, &f, bop->bwd_in[j], dy);
+  weight_grads(a, &n, &f);
+  add_extras(a, &n, n.op, &f, g->nnodes);
+  emit_contributing(a, &n, f.in[0], &f);
+  emit_updates(a, &n, i);
 }
 
 /* For each weight, the earliest forward node that uses it on a path to the
@@ -302,7 +285,6 @@ void autodiff(Graph *g) {
   a.versions = pool_alloc(p, sizeof(int) * (size_t)g->ntensors);
   a.needs = pool_alloc(p, sizeof(bool) * (size_t)g->ntensors);
   a.last_use = pool_alloc(p, sizeof(int) * (size_t)(g->nweights + 1));
-  a.saved = pool_alloc(p, sizeof(int) * (size_t)g->nforward);
   a.recomp = pool_alloc(p, sizeof(int) * (size_t)g->ntensors);
   for (int t = 0; t < g->ntensors; t++)
     a.grad[t] = a.recomp[t] = -1;
@@ -314,7 +296,7 @@ void autodiff(Graph *g) {
     for (int j = 0; j < n->nin; j++)
       needs |= a.needs[n->in[j]];
     a.needs[n->out] = needs;
-    add_saved(&a, i);
+    add_extras(&a, &g->nodes[i], g->nodes[i].op, &g->nodes[i], i);
   }
   find_last_uses(&a);
   for (a.cur = g->nforward - 1; a.cur >= 0; a.cur--)

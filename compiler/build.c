@@ -75,7 +75,7 @@ static const char *write_sources(Diag *d, const Graph *g, const Plan *p,
 }
 
 int build_trainer(Diag *d, const Graph *g, const Plan *p, const char *source,
-                  const char *dir, bool compile) {
+                  const char *dir, bool compile, bool debug) {
   const char *stem = write_sources(d, g, p, source, dir);
   if (!stem)
     return 1;
@@ -87,16 +87,19 @@ int build_trainer(Diag *d, const Graph *g, const Plan *p, const char *source,
   const char *lib = env_or("NETC_LIBDIR", NETC_RT_LIBDIR);
   char *cmd = pool_printf(
       g->pool,
-      "%s -std=c11 -O2 -Wall -Wextra -Werror -fopenmp -I'%s' -I'%s' "
+      "%s -std=c11 %s -Wall -Wextra -Werror -fopenmp -I'%s' -I'%s' "
       "-o '%s/%s' '%s/%s.c' '%s/trainer.o' '%s/libnetcrt.a' %s -lm -lpthread",
-      env_or("NETC_CC", NETC_CC), rt, dir, dir, stem, dir, stem, lib, lib,
+      env_or("NETC_CC", NETC_CC),
+      /* -g3 keeps the macros: gdb can `print *F(T_conv1)@8` by name. */
+      debug ? "-O0 -g3" : "-O2", rt, dir, dir, stem, dir, stem, lib, lib,
       NETC_BLAS_LIBS);
   int rc = system(cmd);
   if (rc != 0) {
     fprintf(stderr, "netc: compiling the trainer failed:\n  %s\n", cmd);
     return 1;
   }
-  printf("netc: built %s/%s (from %s, batch %lld; arena %lld bytes)\n", dir,
-         stem, source, (long long)g->batch, (long long)p->planned_bytes);
+  printf("netc: built %s/%s (from %s, batch %lld; arena %lld bytes%s)\n",
+         dir, stem, source, (long long)g->batch, (long long)p->planned_bytes,
+         debug ? "; -O0 -g3 for gdb" : "");
   return 0;
 }

@@ -2,16 +2,25 @@
  *
  * Requires: a verified training graph and a checked plan.
  * Guarantees: <model>.c and <model>.h that read like hand-written code: a
- * banner, the memory plan as a comment table, arena offsets and parameter
- * offsets as named constants, and forward and backward functions that are
- * flat lists of runtime calls in schedule order, each preceded by a comment
- * naming the .net line, the layer and the output shape. The same graph
- * always gives the same bytes. The generic trainer (runtime/trainer.c)
- * drives the model through `const NetcModel netc_model`. */
+ * banner, the memory plan as a comment table, every offset a named
+ * constant in bytes (T_ into the arena, P_ into the parameters, S_ into
+ * the batchnorm statistics), one const shape struct per layer, and forward
+ * and backward functions that are flat lists of runtime calls in schedule
+ * order, each preceded by a comment naming the .net line, the layer and
+ * its shapes. No line is longer than 100 columns, and the same graph
+ * always gives the same bytes.
+ *
+ * Codegen decides nothing: each call is the kernel its op's row names
+ * (ops.c) with the arguments the row lists, at the offsets and in the
+ * layouts the plan chose. The generic trainer (runtime/trainer.c) drives
+ * the model through `const NetcModel netc_model`. */
 #include <ctype.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "netc.h"
+
+enum { MAX_COLS = 100 };
 
 typedef struct {
   FILE *out;
@@ -19,15 +28,14 @@ typedef struct {
   const Graph *g;
   const Plan *p;
   Pool *pool;
-  const char **tname;  /* per tensor: its offset constant, T_... */
-  const char **wname;  /* per weight: its offset constant, P_... */
-  int64_t *woff;       /* per weight: float offset into params */
-  int64_t *stats;      /* per weight (batchnorm gamma): offset in bn_stats */
-  int64_t nparams, bn_floats;
+  const char **tname;  /* per tensor: its arena offset constant, T_... */
+  const char **wname;  /* per weight: its parameter offset, P_... */
+  const char **windex; /* per weight: its parameter index, W_... */
+  const char **lname;  /* per node: its shape struct, L_..., or NULL */
 } Gen;
 
 /* A C identifier from a layer name: stage1.basic1@2.conv1 ->
- * stage1_basic1_at2_conv1. Duplicates get the tensor id appended. */
+ * stage1_basic1_at2_conv1. */
 static const char *ident(Pool *p, const char *prefix, const char *label) {
   size_t n = strlen(label);
   char *s = pool_alloc(p, strlen(prefix) + 3 * n + 1), *o = s;
@@ -44,140 +52,60 @@ static const char *ident(Pool *p, const char *prefix, const char *label) {
   return s;
 }
 
+/* Unique names: a repeat gets its id appended. */
+static const char *unique(Pool *p, const char **seen, int n, const char *s,
+                          int id) {
+  for (int u = 0; u < n; u++)
+    if (seen[u] && !strcmp(seen[u], s))
+      return pool_printf(p, "%s_%d", s, id);
+  return s;
+}
+
+/* The node whose shape struct node i's kernel takes: its own for forward
+ * ops and grad_add, else its forward op's. */
+static int shape_node(const Graph *g, int i) {
+  const Node *n = &g->nodes[i];
+  return i < g->nforward || op_info(n->op)->own_shape ? i : n->fwd;
+}
+
+/* The node whose weights node i's kernel reads: a backward op reads its
+ * forward op's (a recompute reads its batchnorm's). */
+static const Node *weight_node(const Graph *g, int i) {
+  const Node *n = &g->nodes[i];
+  return i < g->nforward || n->op == OP_UPDATE ? n : &g->nodes[n->fwd];
+}
+
 static void names(Gen *x) {
   const Graph *g = x->g;
-  x->tname = pool_alloc(x->pool, sizeof(char *) * (size_t)(g->ntensors + 1));
-  for (int t = 0; t < g->ntensors; t++) {
-    const char *n = ident(x->pool, "T_", g->tensors[t].label);
-    for (int u = 0; u < t; u++)
-      if (!strcmp(x->tname[u], n)) {
-        n = pool_printf(x->pool, "%s_t%d", n, t);
-        break;
-      }
-    x->tname[t] = n;
-  }
+  Pool *p = x->pool;
+  x->tname = pool_alloc(p, sizeof(char *) * (size_t)(g->ntensors + 1));
+  for (int t = 0; t < g->ntensors; t++)
+    x->tname[t] = unique(p, x->tname, t,
+                         ident(p, "T_", g->tensors[t].label), t);
   int nw = g->nweights + 1;
-  x->wname = pool_alloc(x->pool, sizeof(char *) * (size_t)nw);
-  x->woff = pool_alloc(x->pool, sizeof(int64_t) * (size_t)nw);
-  x->stats = pool_alloc(x->pool, sizeof(int64_t) * (size_t)nw);
+  x->wname = pool_alloc(p, sizeof(char *) * (size_t)nw);
+  x->windex = pool_alloc(p, sizeof(char *) * (size_t)nw);
   for (int w = 0; w < g->nweights; w++) {
-    x->wname[w] = ident(x->pool, "P_", g->weights[w].name);
-    x->woff[w] = x->nparams;
-    /* 16-float (64-byte) alignment for every parameter tensor. */
-    x->nparams += (g->weights[w].count + 15) / 16 * 16;
-    x->stats[w] = -1;
+    x->wname[w] = ident(p, "P_", g->weights[w].name);
+    x->windex[w] = ident(p, "W_", g->weights[w].name);
   }
-  /* Running statistics per batchnorm weight, in parameter table order. */
-  for (int w = 0; w < g->nweights; w++) {
-    const Node *n = &g->nodes[g->weights[w].first_node];
-    if (n->op == OP_BATCHNORM && n->weight[0] == w) {
-      x->stats[w] = x->bn_floats;
-      x->bn_floats += 2 * g->weights[w].count;
-    }
+  x->lname = pool_alloc(p, sizeof(char *) * (size_t)(g->nnodes + 1));
+  for (int i = 0; i < g->nnodes; i++) {
+    const Node *n = &g->nodes[i];
+    if (shape_node(g, i) != i || op_info(n->op)->shape == SK_NONE)
+      continue;
+    const char *base = n->op == OP_GRAD_ADD ? g->tensors[n->out].label
+                                            : n->path;
+    x->lname[i] = unique(p, x->lname, i, ident(p, "L_", base), i);
   }
 }
 
-static const char *nhwc(const Gen *x, int t) {
-  Shape s = x->g->tensors[t].shape;
-  if (!x->g->tensors[t].batched)
-    return shape_str(x->pool, s);
-  return pool_printf(x->pool, "%lldx%lldx%lldx%lld", (long long)x->g->batch,
-                     (long long)s.h, (long long)s.w, (long long)s.c);
-}
-
-static void banner(Gen *x, const char *source, const char *what) {
-  fprintf(x->out, "/* %s.%s: %s of network '%s', batch %lld.\n"
-                  " * Generated by netc %s from %s. Do not edit: change the "
-                  ".net file\n * and run netc build again. */\n",
-          x->g->name, what, what[0] == 'c' ? "training code" : "constants",
-          x->g->name, (long long)x->g->batch, NETC_VERSION, source);
-}
-
-/* ---- the header: constants ---------------------------------------------- */
-
-static void emit_header(Gen *x, const char *source) {
-  const Graph *g = x->g;
-  FILE *o = x->out;
-  banner(x, source, "h");
-  fprintf(o, "#ifndef NETC_MODEL_%s_H\n#define NETC_MODEL_%s_H\n\n"
-             "#include \"netc_model.h\"\n\n",
-          ident(x->pool, "", g->name), ident(x->pool, "", g->name));
-  const Tensor *in = &g->tensors[g->input];
-  fprintf(o, "#define NETC_BATCH %lld\n#define NETC_INPUT_C %lld\n"
-             "#define NETC_INPUT_H %lld\n#define NETC_INPUT_W %lld\n"
-             "#define NETC_CLASSES %lld\n#define NETC_ARENA_BYTES %lldLL\n"
-             "#define NETC_PARAM_FLOATS %lldLL\n\n",
-          (long long)g->batch, (long long)in->shape.c, (long long)in->shape.h,
-          (long long)in->shape.w, (long long)g->classes,
-          (long long)x->p->planned_bytes, (long long)x->nparams);
-  fputs("/* Parameters: float offsets into params (and the optimizer state);\n"
-        " * netc's layout: conv weights (C_out, K, K, C_in). */\n", o);
-  for (int w = 0; w < g->nweights; w++) {
-    const Weight *wt = &g->weights[w];
-    fprintf(o, "#define %s %lldLL /* %lld floats */\n", x->wname[w],
-            (long long)x->woff[w], (long long)wt->count);
-  }
-  fputs("\n#endif\n", o);
-}
-
-/* ---- the C file --------------------------------------------------------- */
-
-static void emit_plan_table(Gen *x) {
-  const Graph *g = x->g;
-  const Plan *p = x->p;
-  FILE *o = x->out;
-  fprintf(o, "/* Memory plan: one arena of %lld bytes (lower bound %lld, "
-             "every tensor\n * its own buffer: %lld). Steps 0-%d are the "
-             "forward pass, %d-%d the backward.\n *\n"
-             " *   offset        bytes  steps      kind        tensor\n",
-          (long long)p->planned_bytes, (long long)p->lower_bound_bytes,
-          (long long)p->naive_bytes, g->nforward - 1, g->nforward,
-          p->nsteps - 1);
-  for (int t = 0; t < g->ntensors; t++)
-    fprintf(o, " * %10lld %12lld  %4d-%-4d  %-10s  %s%s\n",
-            (long long)p->offset[t], (long long)tensor_bytes(g, t),
-            p->first[t], p->last[t], tensor_kind_name(g->tensors[t].kind),
-            g->tensors[t].label,
-            g->tensors[t].view_of >= 0 ? " (view)"
-            : p->inplace[t] >= 0       ? " (in place)" : "");
-  fputs(" */\n\n", o);
-  fputs("/* Arena offsets, in bytes. */\n", o);
-  for (int t = 0; t < g->ntensors; t++)
-    fprintf(o, "#define %s %lldLL\n", x->tname[t], (long long)p->offset[t]);
-  fputs("\n#define F(off) ((float *)(A + (off)))\n"
-        "#define I32(off) ((int32_t *)(A + (off)))\n"
-        "/* With profiling on (bench --profile), the time since the last mark\n"
-        " * goes to op i. */\n"
-        "#define PROFILE(i) do { if (s->profile) netc_profile_mark(s, i); } "
-        "while (0)\n\n", o);
-}
-
-static const char *ptr(Gen *x, int t) {
-  return t < 0 ? "NULL" : pool_printf(x->pool, "F(%s)", x->tname[t]);
-}
-
-static const char *wptr(Gen *x, const char *base, int w) {
-  return w < 0 ? "NULL" : pool_printf(x->pool, "%s + %s", base, x->wname[w]);
-}
-
-static void comment(Gen *x, int i) {
-  const Node *n = &x->g->nodes[i];
-  const char *shape = n->out >= 0        ? nhwc(x, n->out)
-                      : n->op == OP_UPDATE ? x->g->weights[n->weight[0]].name
-                                           : "no input gradient";
-  fprintf(x->out, "  /* %s %s: %s -> %s */\n", loc_str(x->d, n->loc), n->path,
-          op_info(n->op)->name, shape);
-}
-
-/* The sizes most calls take: N, H, W, C of the input, then of the output. */
-typedef struct {
-  long long n, h, w, c, oh, ow, oc;
-} Dims;
-
-static Dims dims_of(const Gen *x, const Node *f) {
-  const Graph *g = x->g;
-  Shape in = g->tensors[f->in[0]].shape, out = g->tensors[f->out].shape;
-  return (Dims){g->batch, in.h, in.w, in.c, out.h, out.w, out.c};
+/* A tensor's shape as every dump prints it: NxCxHxW when batched. */
+static const char *shape_of(const Gen *x, int t) {
+  const Tensor *v = &x->g->tensors[t];
+  const char *s = shape_str(x->pool, v->shape);
+  return v->batched ? pool_printf(x->pool, "%lldx%s", (long long)x->g->batch, s)
+                    : s;
 }
 
 static long long elems(const Gen *x, int t) {
@@ -185,221 +113,378 @@ static long long elems(const Gen *x, int t) {
                      (x->g->tensors[t].batched ? x->g->batch : 1));
 }
 
-static void emit_forward_node(Gen *x, int i) {
-  const Node *n = &x->g->nodes[i];
-  FILE *o = x->out;
-  Dims d = dims_of(x, n);
-  const int64_t *a = n->attr;
-  comment(x, i);
-  switch (n->op) {
-  case OP_CONV:
-    fprintf(o, "  conv_forward(%s, %s, %s, %s, %s,\n               %lld, %lld, "
-               "%lld, %lld, %lld, %lld, %lld, %lld, %lld, %lld);\n",
-            ptr(x, n->out), n->nextra ? ptr(x, n->extra[0]) : "NULL",
-            ptr(x, n->in[0]), wptr(x, "P", n->weight[0]),
-            wptr(x, "P", n->weight[1]), d.n, d.h, d.w, d.c, d.oc,
-            (long long)a[CONV_K], (long long)a[CONV_STRIDE],
-            (long long)a[CONV_PAD], d.oh, d.ow);
-    break;
-  case OP_BATCHNORM: {
-    int64_t st = x->stats[n->weight[0]];
-    fprintf(o, "  batchnorm_forward(%s, %s, %s, S + %lld, S + %lld, %s,\n"
-               "                    %s, %s, %lld, %lld, s->bn_momentum, "
-               "s->bn_eps, training);\n",
-            ptr(x, n->out), ptr(x, n->extra[0]), ptr(x, n->extra[1]),
-            (long long)st, (long long)(st + d.c), ptr(x, n->in[0]),
-            wptr(x, "P", n->weight[0]), wptr(x, "P", n->weight[1]),
-            d.n * d.h * d.w, d.c);
-    break;
+/* Prints `head` then the items separated by ", " and then `tail`, all on
+ * one line when it fits in MAX_COLS, else one continuation line after
+ * another, indented to line up after `head`. */
+static void wrapped(Gen *x, const char *head, const char **items, int n,
+                    const char *tail) {
+  /* Continuation lines line up after the head's last bracket, or one
+   * column in when it has none (a table row: "    {a, b," / "     c},"). */
+  size_t col = strlen(head), indent = col + 1;
+  for (size_t i = 0; i < col; i++)
+    if (head[i] == '(' || head[i] == '{')
+      indent = i + 1;
+  fputs(head, x->out);
+  for (int i = 0; i < n; i++) {
+    size_t len = strlen(items[i]) + (i + 1 < n ? 1 : strlen(tail));
+    if (i > 0 && col + 1 + len > MAX_COLS) {
+      fprintf(x->out, "\n%*s", (int)indent, "");
+      col = indent;
+    } else if (i > 0) {
+      fputc(' ', x->out);
+      col++;
+    }
+    fprintf(x->out, "%s%s", items[i], i + 1 < n ? "," : tail);
+    col += len;
   }
-  case OP_RELU:
-    fprintf(o, "  relu_forward(%s, %s, %lld);\n", ptr(x, n->out),
-            ptr(x, n->in[0]), elems(x, n->out));
-    break;
-  case OP_ADD:
-    fprintf(o, "  add_forward(%s, %s, %s, %lld);\n", ptr(x, n->out),
-            ptr(x, n->in[0]), ptr(x, n->in[1]), elems(x, n->out));
-    break;
-  case OP_MAXPOOL:
-  case OP_AVGPOOL:
-    if (n->op == OP_MAXPOOL)
-      fprintf(o, "  maxpool_forward(%s, I32(%s), %s, ", ptr(x, n->out),
-              x->tname[n->extra[0]], ptr(x, n->in[0]));
-    else
-      fprintf(o, "  avgpool_forward(%s, %s, ", ptr(x, n->out),
-              ptr(x, n->in[0]));
-    fprintf(o, "%lld, %lld, %lld, %lld, %lld, %lld, %lld, %lld, %lld);\n", d.n,
-            d.h, d.w, d.c, (long long)a[POOL_K], (long long)a[POOL_STRIDE],
-            (long long)a[POOL_PAD], d.oh, d.ow);
-    break;
-  case OP_GLOBAL_AVGPOOL:
-    fprintf(o, "  global_avgpool_forward(%s, %s, %lld, %lld, %lld);\n",
-            ptr(x, n->out), ptr(x, n->in[0]), d.n, d.h * d.w, d.c);
-    break;
-  case OP_DENSE:
-    fprintf(o, "  dense_forward(%s, %s, %s, %s, %lld, %lld, %lld);\n",
-            ptr(x, n->out), ptr(x, n->in[0]), wptr(x, "P", n->weight[0]),
-            wptr(x, "P", n->weight[1]), d.n, d.c, d.oc);
-    break;
-  case OP_FLATTEN:
-    fprintf(o, "  /* a view of %s: nothing to compute */\n",
-            x->tname[n->in[0]]);
-    break;
-  case OP_SOFTMAX_XENT:
-    fprintf(o, "  s->loss = softmax_xent_forward(%s, %s, I32(%s), %lld, "
-               "%lld);\n",
-            ptr(x, n->extra[0]), ptr(x, n->in[0]), x->tname[n->in[1]], d.n,
-            d.c);
-    break;
-  default:
-    break;
-  }
+  if (n == 0)
+    fputs(tail, x->out);
+  fputc('\n', x->out);
 }
 
-static void emit_backward_node(Gen *x, int i) {
+static void banner(Gen *x, const char *source, const char *what) {
+  fprintf(x->out, "/* %s.%s: %s of network '%s', batch %lld.\n"
+                  " * Generated by netc %s from %s.\n"
+                  " * Do not edit: change the .net file and run netc build "
+                  "again. */\n",
+          x->g->name, what, what[0] == 'c' ? "training code" : "constants",
+          x->g->name, (long long)x->g->batch, NETC_VERSION, source);
+}
+
+/* ---- the header: the model's sizes and its persistent layout ----------- */
+
+static void emit_header(Gen *x, const char *source) {
+  const Graph *g = x->g;
+  const Plan *p = x->p;
+  FILE *o = x->out;
+  banner(x, source, "h");
+  const char *guard = ident(x->pool, "NETC_MODEL_", g->name);
+  fprintf(o, "#ifndef %s_H\n#define %s_H\n\n#include \"netc_model.h\"\n\n",
+          guard, guard);
+  const Tensor *in = &g->tensors[g->input];
+  fprintf(o, "#define NETC_BATCH %lld\n#define NETC_INPUT_C %lld\n"
+             "#define NETC_INPUT_H %lld\n#define NETC_INPUT_W %lld\n"
+             "#define NETC_CLASSES %lld\n#define NETC_ARENA_BYTES %lldLL\n"
+             "#define NETC_PARAM_BYTES %lldLL\n#define NETC_STATS_BYTES "
+             "%lldLL\n\n",
+          (long long)g->batch, (long long)in->shape.c, (long long)in->shape.h,
+          (long long)in->shape.w, (long long)g->classes,
+          (long long)p->planned_bytes, (long long)p->param_bytes,
+          (long long)p->stats_bytes);
+  fputs("/* Parameters: byte offsets into the parameter region (and into\n"
+        " * each optimizer state region), with the layout the plan chose. */\n",
+        o);
+  for (int w = 0; w < g->nweights; w++) {
+    const char *dims = "";
+    for (int j = 0; j < g->weights[w].ndims; j++)
+      dims = pool_printf(x->pool, "%s%s%lld", dims, j ? "x" : "",
+                         (long long)p->wdims[w][j]);
+    fprintf(o, "#define %s %lldLL /* %s %s */\n", x->wname[w],
+            (long long)p->woffset[w], weight_layout_name(p->wlayout[w]),
+            dims);
+  }
+  fputs("\n/* Batchnorm running statistics: byte offsets into bn_stats. */\n",
+        o);
+  for (int w = 0; w < g->nweights; w++)
+    if (p->stats_offset[w] >= 0) {
+      const char *s = ident(x->pool, "S_", g->nodes[g->weights[w]
+                                                       .first_node].path);
+      fprintf(o, "#define %s_mean %lldLL\n#define %s_var %lldLL\n", s,
+              (long long)p->stats_offset[w], s,
+              (long long)(p->stats_offset[w] +
+                          (g->weights[w].count * 4 + PLAN_ALIGN - 1) /
+                              PLAN_ALIGN * PLAN_ALIGN));
+    }
+  fputs("\n/* Parameter indices into netc_model.params. */\nenum {\n", o);
+  for (int w = 0; w < g->nweights; w++)
+    fprintf(o, "  %s = %d,\n", x->windex[w], w);
+  fputs("};\n\n#endif\n", o);
+}
+
+/* ---- the C file: the plan, offsets and shapes --------------------------- */
+
+static void emit_plan_table(Gen *x) {
+  const Graph *g = x->g;
+  const Plan *p = x->p;
+  FILE *o = x->out;
+  fprintf(o, "/* Memory plan: one arena of %lld bytes (lower bound %lld, "
+             "every tensor its own\n * buffer: %lld). Steps 0-%d are the "
+             "forward pass, %d-%d the backward.\n *\n"
+             " *   offset        bytes  steps      kind         tensor\n",
+          (long long)p->planned_bytes, (long long)p->lower_bound_bytes,
+          (long long)p->naive_bytes, g->nforward - 1, g->nforward,
+          p->nsteps - 1);
+  for (int t = 0; t < g->ntensors; t++) {
+    const char *row = pool_printf(
+        x->pool, " * %10lld %12lld  %4d-%-4d  %-11s", (long long)p->offset[t],
+        (long long)tensor_bytes(g, t), p->first[t], p->last[t],
+        tensor_kind_name(g->tensors[t].kind));
+    const char *name = pool_printf(
+        x->pool, "%s%s", g->tensors[t].label,
+        g->tensors[t].view_of >= 0 ? " (view)"
+        : p->inplace[t] >= 0       ? " (in place)" : "");
+    if (strlen(row) + 1 + strlen(name) <= MAX_COLS)
+      fprintf(o, "%s %s\n", row, name);
+    else /* a long name goes on a line of its own */
+      fprintf(o, "%s\n *     %s\n", row, name);
+  }
+  fputs(" */\n\n/* Arena offsets, in bytes, with each tensor's shape as netc "
+        "dump prints it\n * (NxCxHxW; the memory order is NHWC). */\n", o);
+  for (int t = 0; t < g->ntensors; t++)
+    fprintf(o, "#define %s %lldLL /* %s */\n", x->tname[t],
+            (long long)p->offset[t], shape_of(x, t));
+  fputs("\n/* Typed pointers at byte offsets: into the arena (A), the "
+        "parameters (P)\n * and the batchnorm statistics (S). */\n"
+        "#define F(off) ((float *)(A + (off)))\n"
+        "#define I32(off) ((int32_t *)(A + (off)))\n"
+        "#define PF(off) ((const float *)(P + (off)))\n"
+        "#define SF(off) ((float *)(S + (off)))\n"
+        "/* With profiling on (bench --profile), the time since the last "
+        "mark goes\n * to op i. */\n"
+        "#define PROFILE(i) \\\n"
+        "  do { \\\n    if (s->profile) \\\n"
+        "      netc_profile_mark(s, i); \\\n  } while (0)\n\n", o);
+}
+
+/* The fields of node i's shape struct, from its tensors and attributes. */
+static int shape_fields(const Gen *x, int i, const char **f) {
   const Graph *g = x->g;
   const Node *n = &g->nodes[i];
-  FILE *o = x->out;
+  Shape in = g->tensors[n->in[0]].shape, out = g->tensors[n->out].shape;
+  long long N = g->batch;
+  const int64_t *a = n->attr;
+  Pool *p = x->pool;
+  switch (op_info(n->op)->shape) {
+  case SK_CONV:
+  case SK_POOL: {
+    bool conv = op_info(n->op)->shape == SK_CONV;
+    int k = 0, ak = conv ? CONV_K : POOL_K;
+    f[k++] = pool_printf(p, ".N = %lld", N);
+    f[k++] = pool_printf(p, ".H = %lld", (long long)in.h);
+    f[k++] = pool_printf(p, ".W = %lld", (long long)in.w);
+    f[k++] = pool_printf(p, ".C = %lld", (long long)in.c);
+    if (conv)
+      f[k++] = pool_printf(p, ".OC = %lld", (long long)out.c);
+    f[k++] = pool_printf(p, ".K = %lld", (long long)a[ak]);
+    f[k++] = pool_printf(p, ".stride = %lld", (long long)a[ak + 1]);
+    f[k++] = pool_printf(p, ".pad = %lld", (long long)a[ak + 2]);
+    f[k++] = pool_printf(p, ".OH = %lld", (long long)out.h);
+    f[k++] = pool_printf(p, ".OW = %lld", (long long)out.w);
+    return k;
+  }
+  case SK_BN:
+    f[0] = pool_printf(p, ".M = %lld", N * in.h * in.w);
+    f[1] = pool_printf(p, ".C = %lld", (long long)in.c);
+    return 2;
+  case SK_DENSE:
+    f[0] = pool_printf(p, ".N = %lld", N);
+    f[1] = pool_printf(p, ".IN = %lld", (long long)in.c);
+    f[2] = pool_printf(p, ".OUT = %lld", (long long)out.c);
+    return 3;
+  case SK_GAP:
+    f[0] = pool_printf(p, ".N = %lld", N);
+    f[1] = pool_printf(p, ".HW = %lld", (long long)(in.h * in.w));
+    f[2] = pool_printf(p, ".C = %lld", (long long)in.c);
+    return 3;
+  case SK_XENT:
+    f[0] = pool_printf(p, ".N = %lld", N);
+    f[1] = pool_printf(p, ".C = %lld", (long long)in.c);
+    return 2;
+  case SK_ELT:
+    f[0] = pool_printf(p, ".n = %lld", elems(x, n->out));
+    return 1;
+  case SK_NONE:
+  case SK_COUNT:
+    break;
+  }
+  op_unhandled("codegen's shape_fields", n->op);
+}
+
+static void emit_shapes(Gen *x) {
+  static const char *const type[SK_COUNT] = {
+      [SK_CONV] = "ConvShape", [SK_POOL] = "PoolShape", [SK_BN] = "BnShape",
+      [SK_DENSE] = "DenseShape", [SK_GAP] = "GapShape",
+      [SK_XENT] = "XentShape", [SK_ELT] = "EltShape"};
+  const Graph *g = x->g;
+  fputs("/* Layer shapes: what each kernel call takes as its sizes. */\n",
+        x->out);
+  for (int i = 0; i < g->nnodes; i++) {
+    if (!x->lname[i])
+      continue;
+    const Node *n = &g->nodes[i];
+    const char *f[12];
+    int k = shape_fields(x, i, f);
+    fprintf(x->out, "/* %s: %s -> %s */\n", n->path, shape_of(x, n->in[0]),
+            shape_of(x, n->out));
+    wrapped(x, pool_printf(x->pool, "static const %s %s = {",
+                           type[op_info(n->op)->shape], x->lname[i]),
+            f, k, "};");
+  }
+  fputc('\n', x->out);
+}
+
+/* ---- the calls ------------------------------------------------------------ */
+
+static const char *ptr(const Gen *x, int t) {
+  if (t < 0)
+    return "NULL";
+  return pool_printf(x->pool, "%s(%s)", x->g->tensors[t].is_int ? "I32" : "F",
+                     x->tname[t]);
+}
+
+static const char *wptr(const Gen *x, int w) {
+  return w < 0 ? "NULL" : pool_printf(x->pool, "PF(%s)", x->wname[w]);
+}
+
+static const char *stats(const Gen *x, int w, const char *which) {
+  const Node *n = &x->g->nodes[x->g->weights[w].first_node];
+  return pool_printf(x->pool, "SF(%s_%s)", ident(x->pool, "S_", n->path),
+                     which);
+}
+
+static const char *acc(bool add) { return add ? "NETC_ADD" : "NETC_WRITE"; }
+
+/* The text of argument `a` of node i's kernel call. */
+static const char *arg(const Gen *x, int i, KernelArg a) {
+  const Node *n = &x->g->nodes[i];
+  const Node *w = weight_node(x->g, i);
+  switch (a) {
+  case KA_OUT: return ptr(x, n->out);
+  case KA_IN0: case KA_IN1: case KA_IN2: case KA_IN3:
+    return ptr(x, n->in[a - KA_IN0]);
+  case KA_EXTRA0: case KA_EXTRA1: case KA_EXTRA2:
+    return (int)(a - KA_EXTRA0) < n->nextra ? ptr(x, n->extra[a - KA_EXTRA0])
+                                            : "NULL";
+  case KA_W0: case KA_W1: return wptr(x, w->weight[a - KA_W0]);
+  case KA_WGRAD0: case KA_WGRAD1: return ptr(x, n->wgrad[a - KA_WGRAD0]);
+  case KA_RUN_MEAN: return stats(x, w->weight[0], "mean");
+  case KA_RUN_VAR: return stats(x, w->weight[0], "var");
+  case KA_SHAPE:
+    return pool_printf(x->pool, "&%s", x->lname[shape_node(x->g, i)]);
+  case KA_ACC: return acc(n->accumulate);
+  case KA_ACC_W:
+    if (n->wgrad[1] >= 0 && n->wgrad_accumulate[0] != n->wgrad_accumulate[1])
+      op_unhandled("codegen (weights accumulated unlike)", n->op);
+    return acc(n->wgrad_accumulate[0]);
+  case KA_BN_MODE: return "s->bn_momentum, s->bn_eps, training";
+  case KA_STATE: return "s";
+  case KA_PARAM: return x->windex[n->weight[0]];
+  case KA_END: break;
+  }
+  op_unhandled("codegen's arg", n->op);
+}
+
+static void comment(Gen *x, int i) {
+  const Node *n = &x->g->nodes[i];
+  const char *what = n->out >= 0        ? shape_of(x, n->out)
+                     : n->op == OP_UPDATE ? x->g->weights[n->weight[0]].name
+                                          : "no input gradient";
+  const char *c = pool_printf(x->pool, "  /* %s %s: %s -> %s */",
+                              loc_str(x->d, n->loc), n->path,
+                              op_info(n->op)->name, what);
+  if (strlen(c) <= MAX_COLS) {
+    fprintf(x->out, "%s\n", c);
+    return;
+  }
+  fprintf(x->out, "  /* %s %s:\n   * %s -> %s */\n", loc_str(x->d, n->loc),
+          n->path, op_info(n->op)->name, what);
+}
+
+static void emit_node(Gen *x, int i) {
+  const Node *n = &x->g->nodes[i];
+  const KernelCall *k = &op_info(n->op)->kernel;
   comment(x, i);
-  if (n->op == OP_GRAD_ADD) {
-    fprintf(o, "  grad_add(%s, %s, %s, %lld);\n", ptr(x, n->out),
-            ptr(x, n->in[0]), ptr(x, n->in[1]), elems(x, n->out));
-    return;
+  if (!k->fn) { /* a view */
+    fprintf(x->out, "  /* a view of %s: nothing to compute */\n",
+            x->tname[n->in[0]]);
+  } else {
+    const char *items[MAX_KERNEL_ARGS];
+    int m = 0;
+    for (; m < MAX_KERNEL_ARGS && k->args[m] != KA_END; m++)
+      items[m] = arg(x, i, k->args[m]);
+    wrapped(x, pool_printf(x->pool, "  %s%s%s(", k->result ? k->result : "",
+                           k->result ? " = " : "", k->fn),
+            items, m, ");");
   }
-  if (n->op == OP_UPDATE) { /* parameter table index = weight id */
-    fprintf(o, "  netc_update(s, %d, %s);\n", n->weight[0], ptr(x, n->in[0]));
-    return;
-  }
-  const Node *f = &g->nodes[n->fwd];
-  Dims d = dims_of(x, f);
-  const int64_t *a = f->attr;
-  int acc = n->accumulate, accw = n->wgrad_accumulate[0];
-  const char *dx = ptr(x, n->out);
-  switch (n->op) {
-  case OP_SOFTMAX_XENT_BWD:
-    fprintf(o, "  softmax_xent_backward(%s, %s, I32(%s), %lld, %lld, %d);\n",
-            dx, ptr(x, n->in[0]), x->tname[n->in[1]], d.n, d.c, acc);
-    break;
-  case OP_DENSE_BWD:
-    fprintf(o, "  dense_backward(%s, %s, %s, %s, %s, %s,\n"
-               "                 %lld, %lld, %lld, %d, %d);\n",
-            dx, ptr(x, n->wgrad[0]), ptr(x, n->wgrad[1]),
-            ptr(x, n->in[0]), ptr(x, n->in[1]), wptr(x, "P", n->weight[0]),
-            d.n, d.c, d.oc, acc, accw);
-    break;
-  case OP_GLOBAL_AVGPOOL_BWD:
-    fprintf(o, "  global_avgpool_backward(%s, %s, %lld, %lld, %lld, %d);\n",
-            dx, ptr(x, n->in[0]), d.n, d.h * d.w, d.c, acc);
-    break;
-  case OP_AVGPOOL_BWD:
-    fprintf(o, "  avgpool_backward(%s, %s, %lld, %lld, %lld, %lld, %lld, "
-               "%lld, %lld, %lld, %lld, %d);\n",
-            dx, ptr(x, n->in[0]), d.n, d.h, d.w, d.c, (long long)a[POOL_K],
-            (long long)a[POOL_STRIDE], (long long)a[POOL_PAD], d.oh, d.ow,
-            acc);
-    break;
-  case OP_MAXPOOL_BWD:
-    fprintf(o, "  maxpool_backward(%s, %s, I32(%s), %lld, %lld, %lld, %lld, "
-               "%lld, %lld, %d);\n",
-            dx, ptr(x, n->in[0]), x->tname[n->in[1]], d.n, d.h, d.w, d.c,
-            d.oh, d.ow, acc);
-    break;
-  case OP_RELU_BWD:
-    fprintf(o, "  relu_backward(%s, %s, %s, %lld, %d);\n", dx,
-            ptr(x, n->in[0]), ptr(x, n->in[1]), elems(x, f->out), acc);
-    break;
-  case OP_BATCHNORM_BWD:
-    fprintf(o, "  batchnorm_backward(%s, %s, %s, %s, %s, %s, %s,\n"
-               "                     %s, %lld, %lld, %d, %d);\n",
-            dx, ptr(x, n->wgrad[0]), ptr(x, n->wgrad[1]),
-            ptr(x, n->in[0]), ptr(x, n->in[1]), ptr(x, n->in[2]),
-            ptr(x, n->in[3]), wptr(x, "P", n->weight[0]), d.n * d.h * d.w,
-            d.c, acc, accw);
-    break;
-  case OP_BN_RELU_RECOMPUTE:
-    fprintf(o, "  batchnorm_relu_recompute(%s, %s, %s, %s, %s, %s, %lld, "
-               "%lld);\n",
-            ptr(x, n->out), ptr(x, n->in[0]), ptr(x, n->in[1]),
-            ptr(x, n->in[2]), wptr(x, "P", f->weight[0]),
-            wptr(x, "P", f->weight[1]), d.n * d.h * d.w, d.c);
-    break;
-  case OP_CONV_BWD:
-    fprintf(o, "  conv_backward(%s, %s, %s, %s, %s, %s, %s,\n"
-               "                %lld, %lld, %lld, %lld, %lld, %lld, %lld, "
-               "%lld, %lld, %lld, %d, %d);\n",
-            dx, ptr(x, n->wgrad[0]), ptr(x, n->wgrad[1]),
-            n->nextra ? ptr(x, n->extra[0]) : "NULL", ptr(x, n->in[0]),
-            ptr(x, n->in[1]), wptr(x, "P", n->weight[0]), d.n, d.h, d.w, d.c,
-            d.oc, (long long)a[CONV_K], (long long)a[CONV_STRIDE],
-            (long long)a[CONV_PAD], d.oh, d.ow, acc, accw);
-    break;
-  default:
-    break;
-  }
+  fprintf(x->out, "  PROFILE(%d);\n", i);
 }
 
-static const char *param_kind(const Graph *g, int w) {
-  const Node *n = &g->nodes[g->weights[w].first_node];
-  bool first = n->weight[0] == w;
-  switch (n->op) {
-  case OP_CONV: return first ? "NP_CONV_WEIGHT" : "NP_CONV_BIAS";
-  case OP_BATCHNORM: return first ? "NP_BN_WEIGHT" : "NP_BN_BIAS";
-  default: return first ? "NP_DENSE_WEIGHT" : "NP_DENSE_BIAS";
-  }
+/* ---- the tables the trainer reads ---------------------------------------- */
+
+/* WL_OHWI -> NL_OHWI: the runtime's name of a layout. */
+static const char *layout_enum(Gen *x, WeightLayout l) {
+  char *s = pool_printf(x->pool, "NL_%s", weight_layout_name(l));
+  for (char *c = s; *c; c++)
+    *c = (char)toupper((unsigned char)*c);
+  return s;
 }
 
-/* netc's layout: a conv weight (C_out, C_in, K, K) is stored (C_out, K, K,
- * C_in) so that im2col rows multiply it directly. */
 static void emit_params(Gen *x) {
   const Graph *g = x->g;
+  const Plan *p = x->p;
   FILE *o = x->out;
-  fputs("static const NetcParam params[] = {\n", o);
+  fputs("/* name, init, layout, bytes offset, floats, dims (in the layout),"
+        "\n * fan in and out, running mean and variance offsets. */\n"
+        "static const NetcParam params[] = {\n", o);
   for (int w = 0; w < g->nweights; w++) {
     const Weight *wt = &g->weights[w];
     const Node *n = &g->nodes[wt->first_node];
-    int64_t dm[4] = {wt->dims[0], wt->dims[1], wt->dims[2], wt->dims[3]};
-    int64_t fan_in = wt->ndims > 1 ? wt->dims[1] : 1, fan_out = wt->dims[0];
-    if (n->op == OP_CONV) {
-      int64_t k = n->attr[CONV_K], cin = g->tensors[n->in[0]].shape.c;
-      fan_in = cin * k * k;
-      fan_out = n->attr[CONV_OUT] * k * k;
-      if (wt->ndims == 4)
-        dm[1] = k, dm[2] = k, dm[3] = cin;
-    } else if (n->op == OP_DENSE) {
-      fan_in = g->tensors[n->in[0]].shape.c;
+    const OpInfo *op = op_info(n->op);
+    int j = n->weight[0] == w ? 0 : 1;
+    int64_t fan_in = 1, fan_out = 1, st = p->stats_offset[w];
+    op->fans(&g->tensors[n->in[0]].shape, n->attr, &fan_in, &fan_out);
+    const int64_t *d = p->wdims[w];
+    const char *sname = ident(x->pool, "S_", n->path);
+    const char *it[] = {
+        pool_printf(x->pool, "{\"%s\"", wt->name), op->init[j],
+        layout_enum(x, p->wlayout[w]),
+        x->wname[w], pool_printf(x->pool, "%lld", (long long)wt->count),
+        pool_printf(x->pool, "%d", wt->ndims),
+        pool_printf(x->pool, "{%lld, %lld, %lld, %lld}", (long long)d[0],
+                    (long long)(wt->ndims > 1 ? d[1] : 0),
+                    (long long)(wt->ndims > 2 ? d[2] : 0),
+                    (long long)(wt->ndims > 3 ? d[3] : 0)),
+        pool_printf(x->pool, "%lld", (long long)fan_in),
+        pool_printf(x->pool, "%lld", (long long)fan_out),
+        st < 0 ? "{-1, -1}"
+               : pool_printf(x->pool, "{%s_mean, %s_var}", sname, sname),
+        NULL};
+    int nit = 10;
+    if (strlen(it[9]) > 80) { /* as two items, so that it can wrap */
+      it[9] = pool_printf(x->pool, "{%s_mean", sname);
+      it[nit++] = pool_printf(x->pool, "%s_var}", sname);
     }
-    fprintf(o, "    {\"%s\", %s, %s, %lld, %d, {%lld, %lld, %lld, %lld}, "
-               "%lld, %lld},\n",
-            wt->name, param_kind(g, w), x->wname[w], (long long)wt->count,
-            wt->ndims, (long long)dm[0], (long long)(wt->ndims > 1 ? dm[1] : 0),
-            (long long)(wt->ndims > 2 ? dm[2] : 0),
-            (long long)(wt->ndims > 3 ? dm[3] : 0), (long long)fan_in,
-            (long long)fan_out);
+    wrapped(x, "    ", it, nit, "},");
   }
   fputs("};\n\n", o);
 }
 
-/* Every op, for profiles: its layer, its kind, its pass. */
+/* Every op, for profiles and for finding the first non-finite value. */
 static void emit_ops(Gen *x) {
   const Graph *g = x->g;
-  fputs("/* layer, op, backward, FLOPs, source; what it writes: arena offset\n"
-        " * and floats, then two weight gradients (arena offset, floats). */\n"
-        "static const NetcOp ops[] = {\n", x->out);
+  fputs("/* layer, op, backward, FLOPs, source; what it writes: arena offset"
+        "\n * and floats, then two weight gradients (arena offset, floats). */"
+        "\nstatic const NetcOp ops[] = {\n", x->out);
   for (int i = 0; i < g->nnodes; i++) {
     const Node *n = &g->nodes[i];
     /* Only float outputs are checked for NaN; labels and argmax are int. */
     bool f32 = n->out >= 0 && !g->tensors[n->out].is_int;
-    fprintf(x->out, "    {\"%s\", \"%s\", %d, %.0f, \"%s\", %s, %lld",
-            n->path, op_info(n->op)->name, i >= g->nforward,
-            i < g->nforward ? node_flops(g, i) * (double)g->batch : 0.0,
-            loc_str(x->d, n->loc),
-            f32 ? x->tname[n->out] : "-1",
-            f32 ? (long long)elems(x, n->out) : 0LL);
     const int *w = n->wgrad;
-    fprintf(x->out, ", {%s, %s}, {%lld, %lld}},\n",
-            w[0] >= 0 ? x->tname[w[0]] : "-1", w[1] >= 0 ? x->tname[w[1]] : "-1",
-            w[0] >= 0 ? (long long)elems(x, w[0]) : 0LL,
-            w[1] >= 0 ? (long long)elems(x, w[1]) : 0LL);
+    const char *it[] = {
+        pool_printf(x->pool, "{\"%s\"", n->path),
+        pool_printf(x->pool, "\"%s\"", op_info(n->op)->name),
+        i >= g->nforward ? "1" : "0",
+        pool_printf(x->pool, "%.0f",
+                    i < g->nforward ? node_flops(g, i) * (double)g->batch : 0),
+        pool_printf(x->pool, "\"%s\"", loc_str(x->d, n->loc)),
+        f32 ? x->tname[n->out] : "-1",
+        pool_printf(x->pool, "%lld", f32 ? elems(x, n->out) : 0LL),
+        /* {a, b} as two items, so a long pair can wrap inside */
+        pool_printf(x->pool, "{%s", w[0] >= 0 ? x->tname[w[0]] : "-1"),
+        pool_printf(x->pool, "%s}", w[1] >= 0 ? x->tname[w[1]] : "-1"),
+        pool_printf(x->pool, "{%lld", w[0] >= 0 ? elems(x, w[0]) : 0LL),
+        pool_printf(x->pool, "%lld}", w[1] >= 0 ? elems(x, w[1]) : 0LL)};
+    wrapped(x, "    ", it, 11, "},");
   }
   fputs("};\n\n", x->out);
 }
@@ -407,25 +492,28 @@ static void emit_ops(Gen *x) {
 static void emit_model(Gen *x, const char *source) {
   const Graph *g = x->g;
   const Plan *p = x->p;
-  FILE *o = x->out;
   int sm = g->tensors[g->loss].producer;
-  const Tensor *in = &g->tensors[g->input];
-  fprintf(o, "const NetcModel netc_model = {\n"
-             "    .name = \"%s\",\n    .source = \"%s\",\n"
-             "    .netc_version = \"%s\",\n    .batch = %lld,\n"
-             "    .in_c = %lld, .in_h = %lld, .in_w = %lld,\n"
-             "    .classes = %lld,\n    .nparams = %lldLL,\n"
-             "    .nparam_tensors = %d,\n    .params = params,\n"
-             "    .bn_floats = %lldLL,\n    .arena_bytes = %lldLL,\n"
-             "    .input_offset = %s,\n    .labels_offset = %s,\n"
-             "    .logits_offset = %s,\n    .probs_offset = %s,\n"
-             "    .nops = %d,\n    .ops = ops,\n    .flops_per_step = %.0f,\n"
-             "    .forward = forward,\n    .backward = backward,\n};\n",
-          g->name, source, NETC_VERSION, (long long)g->batch,
-          (long long)in->shape.c, (long long)in->shape.h,
-          (long long)in->shape.w, (long long)g->classes,
-          (long long)x->nparams, g->nweights, (long long)x->bn_floats,
-          (long long)p->planned_bytes, x->tname[g->input],
+  fprintf(x->out,
+          "const NetcModel netc_model = {\n"
+          "    .name = \"%s\",\n    .source = \"%s\",\n"
+          "    .netc_version = \"%s\",\n    .batch = NETC_BATCH,\n"
+          "    .in_c = NETC_INPUT_C, .in_h = NETC_INPUT_H, "
+          ".in_w = NETC_INPUT_W,\n    .classes = NETC_CLASSES,\n"
+          "    .nparam_tensors = %d,\n    .params = params,\n"
+          "    .param_bytes = NETC_PARAM_BYTES,\n"
+          "    .stats_bytes = NETC_STATS_BYTES,\n"
+          "    .optimizer_bytes = {[OPT_SGD] = %lldLL,\n"
+          "                        [OPT_ADAM] = %lldLL,\n"
+          "                        [OPT_ADAMW] = %lldLL},\n"
+          "    .arena_bytes = NETC_ARENA_BYTES,\n"
+          "    .input_offset = %s,\n    .labels_offset = %s,\n"
+          "    .logits_offset = %s,\n    .probs_offset = %s,\n"
+          "    .nops = %d,\n    .ops = ops,\n    .flops_per_step = %.0f,\n"
+          "    .forward = forward,\n    .backward = backward,\n};\n",
+          g->name, source, NETC_VERSION, g->nweights,
+          (long long)p->optimizer_bytes[PLAN_SGD],
+          (long long)p->optimizer_bytes[PLAN_ADAM],
+          (long long)p->optimizer_bytes[PLAN_ADAM], x->tname[g->input],
           x->tname[g->labels], x->tname[g->nodes[sm].in[0]],
           x->tname[g->nodes[sm].extra[0]], g->nnodes, step_flops(g));
 }
@@ -437,21 +525,20 @@ static void emit_c(Gen *x, const char *source, const char *header) {
   fprintf(o, "#include <stddef.h>\n#include <stdint.h>\n\n"
              "#include \"netc_rt.h\"\n#include \"%s\"\n\n", header);
   emit_plan_table(x);
+  emit_shapes(x);
   fputs("static void forward(NetcState *s, int training) {\n"
-        "  unsigned char *A = s->arena;\n  const float *P = s->params;\n"
-        "  float *S = s->bn_stats;\n  (void)S;\n  (void)training;\n"
-        "  if (s->profile)\n    netc_profile_start(s);\n", o);
-  for (int i = 0; i < g->nforward; i++) {
-    emit_forward_node(x, i);
-    fprintf(o, "  PROFILE(%d);\n", i);
-  }
+        "  unsigned char *A = s->arena, *S = s->bn_stats;\n"
+        "  const unsigned char *P = s->params;\n  (void)S;\n"
+        "  (void)training;\n  if (s->profile)\n"
+        "    netc_profile_start(s);\n", o);
+  for (int i = 0; i < g->nforward; i++)
+    emit_node(x, i);
   fputs("}\n\nstatic void backward(NetcState *s) {\n"
-        "  unsigned char *A = s->arena;\n  const float *P = s->params;\n"
-        "  if (s->profile)\n    netc_profile_start(s);\n", o);
-  for (int i = g->nforward; i < g->nnodes; i++) {
-    emit_backward_node(x, i);
-    fprintf(o, "  PROFILE(%d);\n", i);
-  }
+        "  unsigned char *A = s->arena;\n"
+        "  const unsigned char *P = s->params;\n  if (s->profile)\n"
+        "    netc_profile_start(s);\n", o);
+  for (int i = g->nforward; i < g->nnodes; i++)
+    emit_node(x, i);
   fputs("}\n\n", o);
   emit_params(x);
   emit_ops(x);

@@ -118,6 +118,47 @@ void dump_graph_json(FILE *out, const Graph *g) {
 
 /* ---- netc dump plan ----------------------------------------------------- */
 
+/* The persistent block: its regions, then each weight's place and layout
+ * in the parameter region (each optimizer state region mirrors it) and
+ * each batchnorm's running statistics. */
+static void dump_persistent(FILE *out, const Graph *g, const Plan *p) {
+  Pool pool = {0};
+  fprintf(out, "# persistent block: parameters %lld bytes, batchnorm "
+               "statistics %lld, optimizer state %lld with SGD (momentum) "
+               "or %lld with Adam/AdamW (two moments)\n",
+          (long long)p->param_bytes, (long long)p->stats_bytes,
+          (long long)p->optimizer_bytes[PLAN_SGD],
+          (long long)p->optimizer_bytes[PLAN_ADAM]);
+  fprintf(out, "%-6s %-7s %-18s %12s %12s %12s  %s\n", "weight", "layout",
+          "dims", "bytes", "offset", "stats", "name");
+  for (int w = 0; w < g->nweights; w++) {
+    const Weight *x = &g->weights[w];
+    const char *dims = "";
+    for (int j = 0; j < x->ndims; j++)
+      dims = pool_printf(&pool, "%s%s%lld", dims, j ? "x" : "",
+                         (long long)p->wdims[w][j]);
+    char stats[32] = "-";
+    if (p->stats_offset[w] >= 0)
+      snprintf(stats, sizeof stats, "%lld", (long long)p->stats_offset[w]);
+    fprintf(out, "w%-5d %-7s %-18s %12lld %12lld %12s  %s\n", w,
+            weight_layout_name(p->wlayout[w]), dims,
+            (long long)x->count * 4, (long long)p->woffset[w], stats,
+            x->name);
+  }
+  int64_t fixed = p->param_bytes + p->stats_bytes;
+  fprintf(out, "# persistent: %lld bytes of parameters; %lld with SGD "
+               "momentum and batchnorm running statistics; %lld with "
+               "Adam's moments\n",
+          (long long)p->param_bytes, (long long)p->persistent_bytes,
+          (long long)(fixed + p->optimizer_bytes[PLAN_ADAM]));
+  fprintf(out, "# a trainer allocates the arena and the persistent block: "
+               "%lld bytes with SGD, %lld with Adam\n",
+          (long long)(p->planned_bytes + p->persistent_bytes),
+          (long long)(p->planned_bytes + fixed +
+                      p->optimizer_bytes[PLAN_ADAM]));
+  pool_free(&pool);
+}
+
 void dump_plan(FILE *out, const Graph *g, const Plan *p) {
   Pool pool = {0};
   fprintf(out, "# memory plan of %s, batch %lld: %d steps (%d forward), "
@@ -138,9 +179,7 @@ void dump_plan(FILE *out, const Graph *g, const Plan *p) {
             (long long)tensor_bytes(g, t), (long long)p->offset[t],
             p->first[t], p->last[t], shares, x->label);
   }
-  fprintf(out, "# persistent: %lld bytes of parameters; %lld with SGD "
-               "momentum and batchnorm running statistics\n",
-          (long long)p->param_bytes, (long long)p->persistent_bytes);
+  dump_persistent(out, g, p);
   fprintf(out, "# placement order: %s; planned / lower bound = %.4f\n",
           p->strategy,
           (double)p->planned_bytes / (double)p->lower_bound_bytes);
@@ -167,7 +206,19 @@ void dump_plan_json(FILE *out, const Graph *g, const Plan *p) {
             (long long)p->offset[t], p->first[t], p->last[t], p->storage[t],
             p->inplace[t], x->view_of, t + 1 < g->ntensors ? "," : "");
   }
-  fprintf(out, "  ],\n  \"persistent_bytes\": %lld,\n  \"naive_bytes\": "
+  fputs("  ],\n  \"weights\": [\n", out);
+  for (int w = 0; w < g->nweights; w++)
+    fprintf(out, "    {\"id\": %d, \"layout\": \"%s\", \"offset\": %lld, "
+                 "\"bytes\": %lld, \"stats_offset\": %lld}%s\n",
+            w, weight_layout_name(p->wlayout[w]), (long long)p->woffset[w],
+            (long long)g->weights[w].count * 4, (long long)p->stats_offset[w],
+            w + 1 < g->nweights ? "," : "");
+  fprintf(out, "  ],\n  \"param_bytes\": %lld,\n  \"stats_bytes\": %lld,\n"
+               "  \"optimizer_bytes\": {\"sgd\": %lld, \"adam\": %lld},\n",
+          (long long)p->param_bytes, (long long)p->stats_bytes,
+          (long long)p->optimizer_bytes[PLAN_SGD],
+          (long long)p->optimizer_bytes[PLAN_ADAM]);
+  fprintf(out, "  \"persistent_bytes\": %lld,\n  \"naive_bytes\": "
                "%lld,\n  \"lower_bound_bytes\": %lld,\n  \"planned_bytes\": "
                "%lld\n}\n",
           (long long)p->persistent_bytes, (long long)p->naive_bytes,

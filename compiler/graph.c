@@ -73,13 +73,15 @@ double step_flops(const Graph *g) {
     total += node_flops(g, i);
   for (int i = g->nforward; i < g->nnodes; i++) {
     const Node *n = &g->nodes[i];
-    /* Not counted: grad_add and the optimizer's update (a few FLOPs per
-     * parameter, as in the frameworks' own counts). */
-    if (n->op == OP_GRAD_ADD || n->op == OP_UPDATE)
-      continue;
-    double f = node_flops(g, n->fwd);
-    bool gemm = n->op == OP_CONV_BWD || n->op == OP_DENSE_BWD;
-    total += gemm && n->out >= 0 ? 2 * f : f;
+    switch (op_info(n->op)->bwd_flops) {
+    case BF_NONE: /* grad_add, and the optimizer's update: a few FLOPs per
+                     parameter, not counted, as in the frameworks' counts */
+      break;
+    case BF_FORWARD: total += node_flops(g, n->fwd); break;
+    case BF_GEMMS: /* dW, and dX unless nothing needs it */
+      total += node_flops(g, n->fwd) * (n->out >= 0 ? 2 : 1);
+      break;
+    }
   }
   return total * (double)g->batch;
 }

@@ -238,7 +238,7 @@ static const char *suggest(Ctx *c, Scope *s, const char *name, bool calls) {
   const char **cands = pool_alloc(c->pool, sizeof(char *) * (size_t)cap);
   if (calls)
     for (int i = 0; i < OP_USER_COUNT; i++)
-      cands[n++] = op_names()[i];
+      cands[n++] = op_info((OpKind)i)->name;
   for (const Decl *x = c->decls; x; x = x->next)
     if (x->kind == DECL_BLOCK) {
       cands = pool_grow(c->pool, cands, sizeof(char *), n, &cap);
@@ -693,13 +693,14 @@ static Value apply_op(Ctx *c, Scope *s, OpKind k, const Expr *e) {
   node.out = graph_add_tensor(c->g, out, id, e->loc);
   Tensor *t = &c->g->tensors[node.out];
   t->label = node.path;
-  if (k == OP_FLATTEN) /* the same bytes, seen flat */
+  if (op->view) /* the same bytes, seen reshaped */
     t->view_of = node.in[0];
-  if (k == OP_SOFTMAX_XENT) { /* a scalar; the labels are an input too */
+  if (op->loss) { /* a scalar */
     t->kind = TK_LOSS;
     t->batched = false;
-    node.in[node.nin++] = c->g->labels;
   }
+  if (op->takes_labels)
+    node.in[node.nin++] = c->g->labels;
   WeightShape ws[MAX_WEIGHTS_PER_NODE];
   int nw = op_weights(k, in, node.attr, ws);
   for (int j = 0; j < nw; j++) {
@@ -1037,7 +1038,7 @@ static void check_loss(Ctx *c, const Decl *net, Scope *s, Loc classes_loc) {
   if (v.kind == V_NONE)
     return;
   int p = v.kind == V_TENSOR ? g->tensors[v.tensor].producer : -1;
-  if (p < 0 || g->nodes[p].op != OP_SOFTMAX_XENT) {
+  if (p < 0 || !op_info(g->nodes[p].op)->loss) {
     ierror(c, s->ret_loc, "a network must return a "
                                  "softmax_cross_entropy loss");
     return;

@@ -26,7 +26,8 @@ static const char usage[] =
     "                          summary: output shapes, parameters, MFLOPs\n"
     "  build FILE.net          generate C for a training step and compile\n"
     "                          it with the runtime into a trainer: -o DIR\n"
-    "                          (default build/<network>), --no-compile\n"
+    "                          (default build/<network>), --no-compile,\n"
+    "                          --debug (-O0 -g3: tensors by name in gdb)\n"
     "  dump ast FILE.net       the parsed program as canonical source\n"
     "  dump shapes FILE.net    every forward op with its output shape, then\n"
     "                          every weight\n"
@@ -62,6 +63,7 @@ typedef struct {
   int64_t batch;
   bool json;
   bool no_compile;
+  bool debug;
 } Options;
 
 static int bad_usage(const char *fmt, const char *arg) {
@@ -99,7 +101,7 @@ static int emit(FILE *out, Diag *d, const Options *o, Graph *g) {
                          o->out_path ? o->out_path
                                      : pool_printf(g->pool, "build/%s",
                                                    g->name),
-                         !o->no_compile);
+                         !o->no_compile, o->debug);
   case CMD_AST: break;
   }
   return 0;
@@ -182,6 +184,8 @@ static int parse_options(int argc, char **argv, int argi, Options *o) {
       o->json = true;
     } else if (!strcmp(a, "--no-compile")) {
       o->no_compile = true;
+    } else if (!strcmp(a, "--debug")) {
+      o->debug = true;
     } else if (!strcmp(a, "-o")) {
       if (++argi >= argc)
         return bad_usage("%s needs a file name", a);
@@ -200,6 +204,8 @@ static int parse_options(int argc, char **argv, int argi, Options *o) {
     return bad_usage("%s", "--json goes with dump plan or dump graph");
   if (o->no_compile && o->cmd != CMD_BUILD)
     return bad_usage("%s", "--no-compile goes with build");
+  if (o->debug && o->cmd != CMD_BUILD)
+    return bad_usage("%s", "--debug goes with build");
   return 0;
 }
 

@@ -33,6 +33,9 @@ enum {
 /* All tensors of one training step (the plan's naive bytes): 1 TiB. */
 #define MAX_STEP_BYTES ((int64_t)1 << 40)
 
+/* A node's tensor inputs and extra outputs (saved state, scratch). */
+enum { MAX_NODE_IN = 4, MAX_NODE_EXTRA = 3 };
+
 /* ---- pool.c: one arena for everything a compilation allocates ---------- */
 
 typedef struct PoolBlock PoolBlock;
@@ -187,113 +190,191 @@ Decl *parse_file(Diag *d, Pool *pool, int file);
 
 /* ---- ops.c: the table of operations ------------------------------------ */
 
-/* X(ENUM, name, tensor inputs, parameter spec, backward rule, summary)
- * A parameter spec lists named parameters in positional order. `name` is a
- * required int, `name=3` has a default, `name=true` is a bool, `name=other`
- * defaults to another parameter's value. The backward rule is the op that
- * differentiates it, or PASS (the output gradient flows to every input as
- * it is: add, flatten). Adding an op means one line here, a shape rule in
- * ops.c, its gradient rule in autodiff.c and its kernels in runtime/. */
-#define OP_LIST(X)                                                            \
-  X(CONV, "conv", 1, "out k stride=1 pad=0 bias=true", CONV_BWD,              \
-    "2-D convolution")                                                        \
-  X(BATCHNORM, "batchnorm", 1, "", BATCHNORM_BWD,                             \
-    "batch normalization, per channel")                                       \
-  X(RELU, "relu", 1, "", RELU_BWD, "max(x, 0)")                               \
-  X(ADD, "add", 2, "", PASS, "elementwise sum of two equal shapes")           \
-  X(MAXPOOL, "maxpool", 1, "k stride=k pad=0", MAXPOOL_BWD, "max pooling")    \
-  X(AVGPOOL, "avgpool", 1, "k stride=k pad=0", AVGPOOL_BWD,                   \
-    "average pooling (padding counted)")                                      \
-  X(GLOBAL_AVGPOOL, "global_avgpool", 1, "", GLOBAL_AVGPOOL_BWD,              \
-    "mean over height and width")                                             \
-  X(DENSE, "dense", 1, "out bias=true", DENSE_BWD, "fully connected layer")   \
-  X(FLATTEN, "flatten", 1, "", PASS, "C x H x W -> (C*H*W) x 1 x 1")          \
-  X(SOFTMAX_XENT, "softmax_cross_entropy", 1, "", SOFTMAX_XENT_BWD,           \
-    "softmax cross-entropy loss, mean over the batch")
-
-/* Ops the compiler makes (autodiff.c), never written in a .net file. Their
- * inputs are listed in autodiff.c; each writes the gradient of its forward
- * op's first input, and the weight gradients of its forward op. */
-#define INTERNAL_OP_LIST(X)                                                   \
-  X(CONV_BWD, "conv_backward", 2, "", NONE, "dX, dW, db from dY, X, W")       \
-  X(BATCHNORM_BWD, "batchnorm_backward", 4, "", NONE,                         \
-    "dX, dgamma, dbeta from dY, X, mean, invstd")                             \
-  X(RELU_BWD, "relu_backward", 2, "", NONE, "dX = dY where Y > 0")            \
-  X(MAXPOOL_BWD, "maxpool_backward", 2, "", NONE, "dX from dY, argmax")       \
-  X(AVGPOOL_BWD, "avgpool_backward", 1, "", NONE, "dX from dY")               \
-  X(GLOBAL_AVGPOOL_BWD, "global_avgpool_backward", 1, "", NONE,               \
-    "dX = dY / (H*W) everywhere")                                             \
-  X(DENSE_BWD, "dense_backward", 2, "", NONE, "dX, dW, db from dY, X, W")     \
-  X(SOFTMAX_XENT_BWD, "softmax_cross_entropy_backward", 2, "", NONE,          \
-    "dlogits = (probabilities - onehot(labels)) / batch")                     \
-  X(GRAD_ADD, "grad_add", 2, "", NONE,                                        \
-    "the sum of two gradient contributions")                                  \
-  X(BN_RELU_RECOMPUTE, "batchnorm_relu_recompute", 3, "", NONE,               \
-    "relu(batchnorm(X)) again, from X, mean and invstd, for the backward "    \
-    "pass (its forward value is not kept)")                                 \
-  X(UPDATE, "update", 1, "", NONE,                                            \
-    "the optimizer's step on one weight, as soon as its gradient is final")
-
+/* Every op, user ops first (they may be written in a .net file), then the
+ * ops the compiler makes (autodiff.c). Everything netc knows about an op
+ * is its row in ops.c's table (OpInfo below); adding an op means a row
+ * there, its kernel pair in runtime/ and its reference (docs/architecture.md
+ * lists the steps). */
 typedef enum {
-#define X(e, n, ni, spec, bwd, doc) OP_##e,
-  OP_LIST(X)
-  INTERNAL_OP_LIST(X)
-#undef X
+  OP_CONV, OP_BATCHNORM, OP_RELU, OP_ADD, OP_MAXPOOL, OP_AVGPOOL,
+  OP_GLOBAL_AVGPOOL, OP_DENSE, OP_FLATTEN, OP_SOFTMAX_XENT,
+  OP_CONV_BWD, /* the first internal op */
+  OP_BATCHNORM_BWD, OP_RELU_BWD, OP_MAXPOOL_BWD, OP_AVGPOOL_BWD,
+  OP_GLOBAL_AVGPOOL_BWD, OP_DENSE_BWD, OP_SOFTMAX_XENT_BWD, OP_GRAD_ADD,
+  OP_BN_RELU_RECOMPUTE, OP_UPDATE,
   OP_COUNT,
-  OP_PASS,   /* backward rule: the gradient passes through unchanged */
-  OP_NONE,   /* backward rule of a backward op */
+  OP_PASS, /* backward rule: the gradient passes through unchanged */
+  OP_NONE, /* backward rule of a backward op */
 } OpKind;
 
 #define OP_USER_COUNT ((int)OP_CONV_BWD) /* user ops come first */
 
-enum { MAX_OP_PARAMS = 6, MAX_WEIGHTS_PER_NODE = 2 };
+enum {
+  MAX_OP_PARAMS = 6,
+  MAX_WEIGHTS_PER_NODE = 2,
+  MAX_KERNEL_ARGS = 14,
+};
 
 typedef struct {
   const char *name;
   bool is_bool;
   bool required;
   int64_t def;       /* default value when !required and def_from < 0 */
-  int def_from;      /* index of the parameter whose value is the default */
+  int def_from;      /* index of the parameter whose value is the default,
+                        or -1 */
 } OpParam;
 
-typedef struct {
-  const char *name;
-  int ninputs;
-  const char *doc;
-  OpParam params[MAX_OP_PARAMS];
-  int nparams;
-  bool user;        /* may be written in a .net file */
-  OpKind backward;  /* the op that differentiates it: a kind, PASS or NONE */
-} OpInfo;
-
-/* Attribute indices, in spec order. */
+/* Attribute indices, in parameter order. */
 enum { CONV_OUT, CONV_K, CONV_STRIDE, CONV_PAD, CONV_BIAS };
 enum { POOL_K, POOL_STRIDE, POOL_PAD };
 enum { DENSE_OUT, DENSE_BIAS };
 
 typedef struct Shape Shape;
 
+/* How a weight is laid out in the persistent parameter region: a tag the
+ * plan records per weight, so a kernel can ask for its own layout. */
+typedef enum {
+  WL_VECTOR,    /* (C): biases, batchnorm's gamma and beta */
+  WL_OUT_IN,    /* (out, in): a dense weight, as PyTorch */
+  WL_OHWI,      /* (C_out, K, K, C_in): a conv weight, C_in fastest; from
+                   PyTorch's (C_out, C_in, K, K) */
+  WL_COUNT
+} WeightLayout;
+
 typedef struct {
-  const char *suffix; /* "weight", "bias" */
-  int64_t dims[4];    /* PyTorch order */
+  const char *suffix;  /* "weight", "bias" */
+  int64_t dims[4];     /* PyTorch order */
   int ndims;
 } WeightShape;
 
+/* A tensor an op's node makes besides its output: state its backward op
+ * needs (TK_SAVED), or scratch live for that op only (TK_SCRATCH). */
+typedef enum {
+  XS_CHANNEL,  /* C x 1 x 1 of input 0, not batched: batch statistics */
+  XS_OUTPUT,   /* the output's shape */
+  XS_INPUT,    /* input 0's shape */
+  XS_COLUMNS,  /* im2col columns: (C*K*K) x OH x OW */
+  XS_BN_WORK,  /* batchnorm's workspace (BATCHNORM_WORK_BYTES), unbatched */
+} ExtraShape;
+
+typedef struct {
+  const char *suffix;  /* the tensor's label: <layer>.<suffix> */
+  ExtraShape shape;
+  bool scratch;        /* TK_SCRATCH, else TK_SAVED */
+  bool is_int;
+  bool if_columns;     /* only for a conv that needs im2col columns */
+} ExtraSpec;
+
+/* What a backward op reads, in order (autodiff.c builds its inputs). */
+typedef enum {
+  BI_DY,       /* the gradient of the forward op's output */
+  BI_X,        /* the forward op's input 0 */
+  BI_X_KEPT,   /* input 0, or its recomputed copy (relu(batchnorm(.))) */
+  BI_Y_KEPT,   /* the output, or its recomputed copy */
+  BI_SAVED0,   /* the forward op's first extra tensor */
+  BI_SAVED1,
+  BI_LABELS,   /* the labels (softmax_cross_entropy's input 1) */
+} BackwardInput;
+
+/* FLOPs of a backward op, for `bench` and step_flops(). */
+typedef enum {
+  BF_NONE,     /* not counted: grad_add, update */
+  BF_FORWARD,  /* as many as its forward op */
+  BF_GEMMS,    /* one forward-sized GEMM for dW, one more for dX if any */
+} BackwardFlops;
+
+/* The arguments of a kernel call, as codegen.c prints them. A tensor is a
+ * typed pointer into the arena (NULL when absent), a weight a pointer into
+ * the parameters; SHAPE is the layer's const shape struct. */
+typedef enum {
+  KA_END,
+  KA_OUT,            /* the node's output */
+  KA_IN0, KA_IN1, KA_IN2, KA_IN3,
+  KA_EXTRA0, KA_EXTRA1, KA_EXTRA2,
+  KA_W0, KA_W1,      /* the node's (or its forward op's) weights */
+  KA_WGRAD0, KA_WGRAD1,
+  KA_RUN_MEAN, KA_RUN_VAR, /* batchnorm running statistics of weight 0 */
+  KA_SHAPE,          /* &<layer shape struct> */
+  KA_ACC,            /* NETC_WRITE or NETC_ADD for the output */
+  KA_ACC_W,          /* the same for the weight gradients */
+  KA_BN_MODE,        /* s->bn_momentum, s->bn_eps, training */
+  KA_STATE,          /* s */
+  KA_PARAM,          /* the parameter index of weight 0 (a named enum) */
+} KernelArg;
+
+/* The runtime's shape structs (runtime/netc_rt.h). */
+typedef enum {
+  SK_NONE, SK_CONV, SK_POOL, SK_BN, SK_DENSE, SK_GAP, SK_XENT, SK_ELT,
+  SK_COUNT
+} ShapeKind;
+
+typedef struct {
+  const char *fn;       /* the runtime function, NULL: nothing to call */
+  const char *result;   /* an lvalue its result goes to, or NULL */
+  KernelArg args[MAX_KERNEL_ARGS]; /* up to KA_END */
+} KernelCall;
+
+typedef struct {
+  const char *name;
+  const char *doc;
+  int ninputs;        /* tensor inputs as written (user ops) or read */
+  bool takes_labels;  /* the graph adds the labels as one more input */
+  OpParam params[MAX_OP_PARAMS];
+  int nparams;
+  bool user;          /* may be written in a .net file */
+  OpKind backward;    /* the op that differentiates it: a kind, PASS, NONE */
+  /* Output shape of a user op for inputs `in` and attributes `a`; false
+   * with a message in *why when the inputs do not fit. NULL: the shape of
+   * input 0 (batchnorm, relu). */
+  bool (*infer)(const Shape *in, const int64_t *a, Shape *out, Pool *p,
+                const char **why);
+  /* The weights it creates for input `in`: their number, shapes in `w`. */
+  int (*weights)(const Shape *in, const int64_t *a,
+                 WeightShape w[MAX_WEIGHTS_PER_NODE]);
+  WeightLayout layout[MAX_WEIGHTS_PER_NODE];
+  /* How the trainer initializes each weight (a NetcParamKind of
+   * runtime/netc_model.h), and the fans its rule uses. */
+  const char *init[MAX_WEIGHTS_PER_NODE];
+  void (*fans)(const Shape *in, const int64_t *a, int64_t *fan_in,
+               int64_t *fan_out);
+  /* Forward FLOPs per image (NULL: none); backward ops: BackwardFlops. */
+  double (*flops)(const Shape *in, const Shape *out, const int64_t *a);
+  BackwardFlops bwd_flops;
+  /* Tensors it makes besides its output, in order. */
+  ExtraSpec extras[MAX_NODE_EXTRA];
+  int nextras;
+  BackwardInput bwd_in[MAX_NODE_IN];
+  int nbwd_in;
+  unsigned inplace;   /* bit j: the output may overwrite input j */
+  bool view;          /* the output is input 0's bytes, seen reshaped */
+  bool loss;          /* the output is the loss */
+  ShapeKind shape;    /* the shape struct its kernel takes */
+  bool own_shape;     /* backward ops: a shape struct of its own (grad_add),
+                         else its forward op's */
+  KernelCall kernel;
+} OpInfo;
+
 const OpInfo *op_info(OpKind k);
-/* Tensor inputs of a node of kind k in the graph: the op's inputs, plus the
- * labels for softmax_cross_entropy. */
+/* Tensor inputs of a node of kind k in the graph (with the labels). */
 int op_graph_inputs(OpKind k);
 int op_lookup(const char *name); /* a user OpKind, or -1 */
-const char *const *op_names(void); /* OP_USER_COUNT names, for hints */
-/* Output shape of op `k` for inputs `in` and attributes `a`; false with a
- * message in *why when the inputs do not fit. */
+/* Stops netc with "internal error: <what> does not handle op <name>": for
+ * a switch over ops that meets an op it was not written for. */
+_Noreturn void op_unhandled(const char *what, OpKind k);
+/* The rules of the row, with their defaults. */
 bool op_infer(OpKind k, const Shape *in, const int64_t *a, Shape *out,
               Pool *p, const char **why);
-/* The weights op `k` creates for input `in`: their number, shapes in `w`. */
 int op_weights(OpKind k, const Shape *in, const int64_t *a,
                WeightShape w[MAX_WEIGHTS_PER_NODE]);
 double op_flops(OpKind k, const Shape *in, const Shape *out,
                 const int64_t *a);
+/* The shape of an extra tensor of a node whose forward op has input 0 of
+ * shape `in`, output `out` and attributes `a`; *batched says whether the
+ * batch multiplies it. */
+Shape op_extra_shape(ExtraShape e, Shape in, Shape out, const int64_t *a,
+                     bool *batched);
+/* Whether a conv with these attributes needs im2col columns. */
+bool conv_needs_columns(const int64_t *a);
 
 /* ---- graph.c: the graph IR --------------------------------------------- */
 
@@ -337,7 +418,6 @@ typedef struct {
                         loss: no gradient, no update) */
 } Weight;
 
-enum { MAX_NODE_IN = 4, MAX_NODE_EXTRA = 2 };
 
 typedef struct {
   OpKind op;
@@ -404,6 +484,10 @@ void autodiff(Graph *g);
 
 enum { PLAN_ALIGN = 64 };
 
+/* Optimizers by the state they keep: SGD one momentum buffer per
+ * parameter, Adam and AdamW two moments. */
+enum { PLAN_SGD, PLAN_ADAM, PLAN_OPTIMIZERS };
+
 typedef struct {
   int nsteps;         /* the schedule: node ids 0 .. nsteps-1, in order */
   int *first, *last;  /* per tensor: live interval over the schedule */
@@ -414,10 +498,22 @@ typedef struct {
   int64_t naive_bytes;       /* every tensor its own buffer */
   int64_t lower_bound_bytes; /* the most bytes live at one step */
   int64_t planned_bytes;     /* the arena */
-  int64_t param_bytes;       /* persistent: parameters */
-  int64_t persistent_bytes;  /* parameters, momentum, BN stats */
   const char *strategy;      /* which placement order won */
+  /* The persistent block, in bytes. */
+  int64_t *woffset;          /* per weight: into the parameter region (and
+                                into each optimizer state region) */
+  WeightLayout *wlayout;     /* per weight: how its elements are ordered */
+  int64_t (*wdims)[4];       /* per weight: its dims in that layout */
+  int64_t *stats_offset;     /* per weight: a batchnorm gamma's running
+                                mean in the statistics region (its
+                                variance follows, aligned), else -1 */
+  int64_t param_bytes;       /* the parameter region */
+  int64_t stats_bytes;       /* the batchnorm statistics region */
+  int64_t optimizer_bytes[PLAN_OPTIMIZERS]; /* each optimizer's state */
+  int64_t persistent_bytes;  /* parameters, statistics and SGD's state */
 } Plan;
+
+const char *weight_layout_name(WeightLayout l);
 
 void plan_memory(const Graph *g, Plan *p);
 /* Proves that no two tensors whose intervals overlap share a byte; reports
@@ -460,9 +556,10 @@ void codegen(FILE *c_out, FILE *h_out, Diag *d, const Graph *g,
 /* ---- build.c: netc build ------------------------------------------------- */
 
 /* Writes DIR/<network>.c and .h and, if `compile`, builds the trainer
- * DIR/<network>. Returns 0, or 1 with a message. */
+ * DIR/<network> (with `debug`: -O0 -g3, to step through in gdb). Returns
+ * 0, or 1 with a message. */
 int build_trainer(Diag *d, const Graph *g, const Plan *p, const char *source,
-                  const char *dir, bool compile);
+                  const char *dir, bool compile, bool debug);
 
 /* ---- report.c: what `netc check` and `netc dump shapes` print ---------- */
 

@@ -1,82 +1,18 @@
-/* ops.c: the operation table (OP_LIST in netc.h) made into data, and the
- * per-op rules every pass shares: output shape, weight shapes, FLOPs.
- * Passes dispatch on OpKind through these functions, never on op names. */
+/* ops.c: the operation table. One row per op holds everything netc knows
+ * about it: its name, inputs and attributes, its shape rule, the weights it
+ * creates and their layout, its FLOPs, what it saves for its backward op
+ * and which op that is, which inputs it may overwrite, and the kernel call
+ * it becomes. Passes read the row (through op_info and the functions
+ * below); none of them has a list of ops of its own.
+ *
+ * The table is a const initializer: nothing is built at run time. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "netc.h"
+#include "netc_rt.h" /* BATCHNORM_WORK_BYTES: the kernel's workspace */
 
-static OpInfo table[OP_COUNT];
-static const char *names[OP_COUNT];
-static bool ready;
-
-/* Turns a spec such as "k stride=k pad=0 bias=true" into OpParams. */
-static void parse_spec(OpInfo *op, const char *spec) {
-  static char store[OP_COUNT * 64];
-  static size_t used;
-  size_t n = strlen(spec) + 1;
-  char *s = memcpy(store + used, spec, n);
-  used += n;
-  for (char *tok = strtok(s, " "); tok; tok = strtok(NULL, " ")) {
-    OpParam *p = &op->params[op->nparams++];
-    char *eq = strchr(tok, '=');
-    p->name = tok;
-    p->def_from = -1;
-    p->required = !eq;
-    if (!eq)
-      continue;
-    *eq = 0;
-    const char *v = eq + 1;
-    if (!strcmp(v, "true") || !strcmp(v, "false")) {
-      p->is_bool = true;
-      p->def = !strcmp(v, "true");
-    } else if (v[0] >= '0' && v[0] <= '9') {
-      p->def = strtoll(v, NULL, 10);
-    } else {
-      for (int i = 0; i < op->nparams - 1; i++)
-        if (!strcmp(op->params[i].name, v))
-          p->def_from = i;
-    }
-  }
-}
-
-static void init_table(void) {
-  if (ready)
-    return;
-  int k = 0;
-#define X(e, n, ni, spec, bwd, summary)                                       \
-  table[k] = (OpInfo){.name = n, .ninputs = ni, .doc = summary,               \
-                      .user = k < OP_USER_COUNT, .backward = OP_##bwd};        \
-  parse_spec(&table[k], spec);                                                \
-  names[k] = n;                                                               \
-  k++;
-  OP_LIST(X)
-  INTERNAL_OP_LIST(X)
-#undef X
-  ready = true;
-}
-
-const OpInfo *op_info(OpKind k) {
-  init_table();
-  return &table[k];
-}
-
-int op_graph_inputs(OpKind k) {
-  return op_info(k)->ninputs + (k == OP_SOFTMAX_XENT);
-}
-
-int op_lookup(const char *name) {
-  init_table();
-  for (int i = 0; i < OP_USER_COUNT; i++)
-    if (!strcmp(names[i], name))
-      return i;
-  return -1;
-}
-
-const char *const *op_names(void) {
-  init_table();
-  return names;
-}
+/* ---- shape rules --------------------------------------------------------- */
 
 /* Output size of a sliding window, or -1 if the window does not fit. */
 static int64_t window(int64_t in, int64_t k, int64_t stride, int64_t pad) {
@@ -102,11 +38,11 @@ static bool check_window(Pool *p, const int64_t *a, const char *op,
   return true;
 }
 
-static bool spatial(Pool *p, const Shape *in, int64_t k, int64_t stride,
-                    int64_t pad, Shape *out, const char *op,
-                    const char **why) {
-  out->h = window(in->h, k, stride, pad);
-  out->w = window(in->w, k, stride, pad);
+static bool spatial(Pool *p, const Shape *in, const int64_t *win, Shape *out,
+                    const char *op, const char **why) {
+  int64_t k = win[0], pad = win[2];
+  out->h = window(in->h, k, win[1], pad);
+  out->w = window(in->w, k, win[1], pad);
   if (out->h < 1 || out->w < 1) {
     *why = pool_printf(p, "%s window %lldx%lld (pad %lld) does not fit "
                           "the %lldx%lld input",
@@ -117,113 +53,424 @@ static bool spatial(Pool *p, const Shape *in, int64_t k, int64_t stride,
   return true;
 }
 
+static bool infer_conv(const Shape *in, const int64_t *a, Shape *out,
+                       Pool *p, const char **why) {
+  const int64_t win[3] = {a[CONV_K], a[CONV_STRIDE], a[CONV_PAD]};
+  if (a[CONV_OUT] < 1) {
+    *why = pool_printf(p, "conv needs out >= 1 (got %lld)",
+                       (long long)a[CONV_OUT]);
+    return false;
+  }
+  out->c = a[CONV_OUT];
+  return check_window(p, win, "conv", false, why) &&
+         spatial(p, in, win, out, "conv", why);
+}
+
+static bool infer_maxpool(const Shape *in, const int64_t *a, Shape *out,
+                          Pool *p, const char **why) {
+  return check_window(p, a, "maxpool", true, why) &&
+         spatial(p, in, a, out, "maxpool", why);
+}
+
+static bool infer_avgpool(const Shape *in, const int64_t *a, Shape *out,
+                          Pool *p, const char **why) {
+  return check_window(p, a, "avgpool", true, why) &&
+         spatial(p, in, a, out, "avgpool", why);
+}
+
+static bool infer_add(const Shape *in, const int64_t *a, Shape *out, Pool *p,
+                      const char **why) {
+  (void)a, (void)out;
+  if (in[0].c != in[1].c || in[0].h != in[1].h || in[0].w != in[1].w) {
+    *why = pool_printf(p, "add needs equal shapes, got %s and %s",
+                       shape_str(p, in[0]), shape_str(p, in[1]));
+    return false;
+  }
+  return true;
+}
+
+static bool infer_global_avgpool(const Shape *in, const int64_t *a,
+                                 Shape *out, Pool *p, const char **why) {
+  (void)in, (void)a, (void)p, (void)why;
+  out->h = out->w = 1;
+  return true;
+}
+
+static bool infer_flatten(const Shape *in, const int64_t *a, Shape *out,
+                          Pool *p, const char **why) {
+  (void)a, (void)p, (void)why;
+  *out = (Shape){shape_elems(in[0]), 1, 1};
+  return true;
+}
+
+static bool infer_dense(const Shape *in, const int64_t *a, Shape *out,
+                        Pool *p, const char **why) {
+  if (in[0].h != 1 || in[0].w != 1) {
+    *why = pool_printf(p, "dense needs a flat input (C x 1 x 1), got %s; "
+                          "use flatten or global_avgpool first",
+                       shape_str(p, in[0]));
+    return false;
+  }
+  if (a[DENSE_OUT] < 1) {
+    *why = pool_printf(p, "dense needs out >= 1 (got %lld)",
+                       (long long)a[DENSE_OUT]);
+    return false;
+  }
+  *out = (Shape){a[DENSE_OUT], 1, 1};
+  return true;
+}
+
+static bool infer_softmax_xent(const Shape *in, const int64_t *a, Shape *out,
+                               Pool *p, const char **why) {
+  (void)a;
+  if (in[0].h != 1 || in[0].w != 1) {
+    *why = pool_printf(p, "softmax_cross_entropy needs flat logits "
+                          "(classes x 1 x 1), got %s",
+                       shape_str(p, in[0]));
+    return false;
+  }
+  *out = (Shape){1, 1, 1};
+  return true;
+}
+
+/* ---- weights --------------------------------------------------------------- */
+
+static int conv_weights(const Shape *in, const int64_t *a,
+                        WeightShape w[MAX_WEIGHTS_PER_NODE]) {
+  w[0] = (WeightShape){"weight", {a[CONV_OUT], in->c, a[CONV_K], a[CONV_K]},
+                       4};
+  w[1] = (WeightShape){"bias", {a[CONV_OUT]}, 1};
+  return a[CONV_BIAS] ? 2 : 1;
+}
+
+static int batchnorm_weights(const Shape *in, const int64_t *a,
+                             WeightShape w[MAX_WEIGHTS_PER_NODE]) {
+  (void)a;
+  w[0] = (WeightShape){"weight", {in->c}, 1};
+  w[1] = (WeightShape){"bias", {in->c}, 1};
+  return 2;
+}
+
+static int dense_weights(const Shape *in, const int64_t *a,
+                         WeightShape w[MAX_WEIGHTS_PER_NODE]) {
+  w[0] = (WeightShape){"weight", {a[DENSE_OUT], in->c}, 2};
+  w[1] = (WeightShape){"bias", {a[DENSE_OUT]}, 1};
+  return a[DENSE_BIAS] ? 2 : 1;
+}
+
+/* The fans of PyTorch's initializations: conv (C_in*K*K, C_out*K*K), dense
+ * (in, out). */
+static void conv_fans(const Shape *in, const int64_t *a, int64_t *fan_in,
+                      int64_t *fan_out) {
+  *fan_in = in->c * a[CONV_K] * a[CONV_K];
+  *fan_out = a[CONV_OUT] * a[CONV_K] * a[CONV_K];
+}
+
+static void dense_fans(const Shape *in, const int64_t *a, int64_t *fan_in,
+                       int64_t *fan_out) {
+  *fan_in = in->c;
+  *fan_out = a[DENSE_OUT];
+}
+
+static void channel_fans(const Shape *in, const int64_t *a, int64_t *fan_in,
+                         int64_t *fan_out) {
+  (void)a;
+  *fan_in = 1;
+  *fan_out = in->c;
+}
+
+/* ---- FLOPs: a multiply-add counts 2, a comparison or an addition 1 ------- */
+
+static double out_elems(const Shape *out) {
+  return (double)shape_elems(*out);
+}
+
+static double conv_flops(const Shape *in, const Shape *out, const int64_t *a) {
+  return out_elems(out) * (2.0 * (double)(in->c * a[CONV_K] * a[CONV_K]) +
+                           (a[CONV_BIAS] ? 1 : 0));
+}
+
+static double dense_flops(const Shape *in, const Shape *out,
+                          const int64_t *a) {
+  return out_elems(out) * (2.0 * (double)in->c + (a[DENSE_BIAS] ? 1 : 0));
+}
+
+static double scale_shift_flops(const Shape *in, const Shape *out,
+                                const int64_t *a) {
+  (void)in, (void)a;
+  return 2 * out_elems(out);
+}
+
+static double elementwise_flops(const Shape *in, const Shape *out,
+                                const int64_t *a) {
+  (void)in, (void)a;
+  return out_elems(out);
+}
+
+static double window_flops(const Shape *in, const Shape *out,
+                           const int64_t *a) {
+  (void)in;
+  return out_elems(out) * (double)(a[POOL_K] * a[POOL_K]);
+}
+
+static double mean_flops(const Shape *in, const Shape *out, const int64_t *a) {
+  (void)out, (void)a;
+  return (double)shape_elems(in[0]);
+}
+
+static double softmax_flops(const Shape *in, const Shape *out,
+                            const int64_t *a) {
+  (void)out, (void)a;
+  return 4 * (double)shape_elems(in[0]); /* max, exp, sum, log-sum */
+}
+
+/* ---- the table ------------------------------------------------------------ */
+
+#define REQUIRED(n) {.name = n, .required = true, .def_from = -1}
+#define INT(n, d) {.name = n, .def = d, .def_from = -1}
+#define BOOL(n, d) {.name = n, .is_bool = true, .def = d, .def_from = -1}
+#define SAME_AS(n, i) {.name = n, .def_from = i}
+#define ARGS(...) {__VA_ARGS__, KA_END}
+/* Extra tensors: saved for the backward op, or scratch for this op. */
+#define SAVED(sfx, sh) {.suffix = sfx, .shape = sh}
+#define SAVED_INT(sfx, sh) {.suffix = sfx, .shape = sh, .is_int = true}
+#define SCRATCH(sfx, sh) {.suffix = sfx, .shape = sh, .scratch = true}
+#define COLUMNS(sfx)                                                         \
+  {.suffix = sfx, .shape = XS_COLUMNS, .scratch = true, .if_columns = true}
+
+static const OpInfo table[OP_COUNT] = {
+    [OP_CONV] = {
+        .name = "conv", .doc = "2-D convolution", .ninputs = 1, .user = true,
+        .params = {REQUIRED("out"), REQUIRED("k"), INT("stride", 1),
+                   INT("pad", 0), BOOL("bias", 1)},
+        .nparams = 5, .backward = OP_CONV_BWD, .infer = infer_conv,
+        .weights = conv_weights, .layout = {WL_OHWI, WL_VECTOR},
+        .init = {"NP_CONV_WEIGHT", "NP_CONV_BIAS"}, .fans = conv_fans,
+        .flops = conv_flops,
+        .extras = {COLUMNS("cols")},
+        .nextras = 1, .shape = SK_CONV,
+        .kernel = {"conv_forward", NULL,
+                   ARGS(KA_OUT, KA_EXTRA0, KA_IN0, KA_W0, KA_W1, KA_SHAPE)}},
+    [OP_BATCHNORM] = {
+        .name = "batchnorm", .doc = "batch normalization, per channel",
+        .ninputs = 1, .user = true, .backward = OP_BATCHNORM_BWD,
+        .weights = batchnorm_weights, .layout = {WL_VECTOR, WL_VECTOR},
+        .init = {"NP_BN_WEIGHT", "NP_BN_BIAS"}, .fans = channel_fans,
+        .flops = scale_shift_flops,
+        .extras = {SAVED("mean", XS_CHANNEL), SAVED("invstd", XS_CHANNEL),
+                   SCRATCH("work", XS_BN_WORK)},
+        .nextras = 3, .shape = SK_BN,
+        .kernel = {"batchnorm_forward", NULL,
+                   ARGS(KA_OUT, KA_EXTRA0, KA_EXTRA1, KA_EXTRA2, KA_RUN_MEAN,
+                        KA_RUN_VAR, KA_IN0, KA_W0, KA_W1, KA_SHAPE,
+                        KA_BN_MODE)}},
+    [OP_RELU] = {
+        .name = "relu", .doc = "max(x, 0)", .ninputs = 1, .user = true,
+        .backward = OP_RELU_BWD, .flops = elementwise_flops, .inplace = 1,
+        .shape = SK_ELT,
+        .kernel = {"relu_forward", NULL, ARGS(KA_OUT, KA_IN0, KA_SHAPE)}},
+    [OP_ADD] = {
+        .name = "add", .doc = "elementwise sum of two equal shapes",
+        .ninputs = 2, .user = true, .backward = OP_PASS, .infer = infer_add,
+        .flops = elementwise_flops, .inplace = 3, .shape = SK_ELT,
+        .kernel = {"add_forward", NULL,
+                   ARGS(KA_OUT, KA_IN0, KA_IN1, KA_SHAPE)}},
+    [OP_MAXPOOL] = {
+        .name = "maxpool", .doc = "max pooling", .ninputs = 1, .user = true,
+        .params = {REQUIRED("k"), SAME_AS("stride", POOL_K), INT("pad", 0)},
+        .nparams = 3, .backward = OP_MAXPOOL_BWD, .infer = infer_maxpool,
+        .flops = window_flops,
+        .extras = {SAVED_INT("argmax", XS_OUTPUT)}, .nextras = 1,
+        .shape = SK_POOL,
+        .kernel = {"maxpool_forward", NULL,
+                   ARGS(KA_OUT, KA_EXTRA0, KA_IN0, KA_SHAPE)}},
+    [OP_AVGPOOL] = {
+        .name = "avgpool", .doc = "average pooling (padding counted)",
+        .ninputs = 1, .user = true,
+        .params = {REQUIRED("k"), SAME_AS("stride", POOL_K), INT("pad", 0)},
+        .nparams = 3, .backward = OP_AVGPOOL_BWD, .infer = infer_avgpool,
+        .flops = window_flops, .shape = SK_POOL,
+        .kernel = {"avgpool_forward", NULL, ARGS(KA_OUT, KA_IN0, KA_SHAPE)}},
+    [OP_GLOBAL_AVGPOOL] = {
+        .name = "global_avgpool", .doc = "mean over height and width",
+        .ninputs = 1, .user = true, .backward = OP_GLOBAL_AVGPOOL_BWD,
+        .infer = infer_global_avgpool, .flops = mean_flops, .shape = SK_GAP,
+        .kernel = {"global_avgpool_forward", NULL,
+                   ARGS(KA_OUT, KA_IN0, KA_SHAPE)}},
+    [OP_DENSE] = {
+        .name = "dense", .doc = "fully connected layer", .ninputs = 1,
+        .user = true, .params = {REQUIRED("out"), BOOL("bias", 1)},
+        .nparams = 2, .backward = OP_DENSE_BWD, .infer = infer_dense,
+        .weights = dense_weights, .layout = {WL_OUT_IN, WL_VECTOR},
+        .init = {"NP_DENSE_WEIGHT", "NP_DENSE_BIAS"}, .fans = dense_fans,
+        .flops = dense_flops, .shape = SK_DENSE,
+        .kernel = {"dense_forward", NULL,
+                   ARGS(KA_OUT, KA_IN0, KA_W0, KA_W1, KA_SHAPE)}},
+    [OP_FLATTEN] = {
+        .name = "flatten", .doc = "C x H x W -> (C*H*W) x 1 x 1",
+        .ninputs = 1, .user = true, .backward = OP_PASS,
+        .infer = infer_flatten, .view = true},
+    [OP_SOFTMAX_XENT] = {
+        .name = "softmax_cross_entropy",
+        .doc = "softmax cross-entropy loss, mean over the batch",
+        .ninputs = 1, .takes_labels = true, .user = true,
+        .backward = OP_SOFTMAX_XENT_BWD, .infer = infer_softmax_xent,
+        .flops = softmax_flops, .extras = {SAVED("probs", XS_INPUT)},
+        .nextras = 1, .loss = true, .shape = SK_XENT,
+        .kernel = {"softmax_xent_forward", "s->loss",
+                   ARGS(KA_EXTRA0, KA_IN0, KA_IN1, KA_SHAPE)}},
+
+    /* The ops autodiff.c makes. Each writes the gradient of its forward
+     * op's input 0 (or nothing: out = -1) and the gradients of its
+     * forward op's weights; `bwd_in` is what it reads. */
+    [OP_CONV_BWD] = {
+        .name = "conv_backward", .doc = "dX, dW, db from dY, X, W",
+        .ninputs = 2, .backward = OP_NONE, .bwd_flops = BF_GEMMS,
+        .bwd_in = {BI_DY, BI_X_KEPT}, .nbwd_in = 2,
+        .extras = {COLUMNS("dcols")},
+        .nextras = 1, .shape = SK_CONV,
+        .kernel = {"conv_backward", NULL,
+                   ARGS(KA_OUT, KA_WGRAD0, KA_WGRAD1, KA_EXTRA0, KA_IN0,
+                        KA_IN1, KA_W0, KA_SHAPE, KA_ACC, KA_ACC_W)}},
+    [OP_BATCHNORM_BWD] = {
+        .name = "batchnorm_backward",
+        .doc = "dX, dgamma, dbeta from dY, X, mean, invstd", .ninputs = 4,
+        .backward = OP_NONE, .bwd_flops = BF_FORWARD,
+        .bwd_in = {BI_DY, BI_X, BI_SAVED0, BI_SAVED1}, .nbwd_in = 4,
+        .extras = {SCRATCH("dwork", XS_BN_WORK)}, .nextras = 1,
+        .inplace = 1, .shape = SK_BN,
+        .kernel = {"batchnorm_backward", NULL,
+                   ARGS(KA_OUT, KA_WGRAD0, KA_WGRAD1, KA_EXTRA0, KA_IN0,
+                        KA_IN1, KA_IN2, KA_IN3, KA_W0, KA_SHAPE, KA_ACC,
+                        KA_ACC_W)}},
+    [OP_RELU_BWD] = {
+        .name = "relu_backward", .doc = "dX = dY where Y > 0", .ninputs = 2,
+        .backward = OP_NONE, .bwd_flops = BF_FORWARD,
+        .bwd_in = {BI_DY, BI_Y_KEPT}, .nbwd_in = 2, .inplace = 1,
+        .shape = SK_ELT,
+        .kernel = {"relu_backward", NULL,
+                   ARGS(KA_OUT, KA_IN0, KA_IN1, KA_SHAPE, KA_ACC)}},
+    [OP_MAXPOOL_BWD] = {
+        .name = "maxpool_backward", .doc = "dX from dY, argmax",
+        .ninputs = 2, .backward = OP_NONE, .bwd_flops = BF_FORWARD,
+        .bwd_in = {BI_DY, BI_SAVED0}, .nbwd_in = 2, .shape = SK_POOL,
+        .kernel = {"maxpool_backward", NULL,
+                   ARGS(KA_OUT, KA_IN0, KA_IN1, KA_SHAPE, KA_ACC)}},
+    [OP_AVGPOOL_BWD] = {
+        .name = "avgpool_backward", .doc = "dX from dY", .ninputs = 1,
+        .backward = OP_NONE, .bwd_flops = BF_FORWARD, .bwd_in = {BI_DY},
+        .nbwd_in = 1, .shape = SK_POOL,
+        .kernel = {"avgpool_backward", NULL,
+                   ARGS(KA_OUT, KA_IN0, KA_SHAPE, KA_ACC)}},
+    [OP_GLOBAL_AVGPOOL_BWD] = {
+        .name = "global_avgpool_backward", .doc = "dX = dY / (H*W) everywhere",
+        .ninputs = 1, .backward = OP_NONE, .bwd_flops = BF_FORWARD,
+        .bwd_in = {BI_DY}, .nbwd_in = 1, .shape = SK_GAP,
+        .kernel = {"global_avgpool_backward", NULL,
+                   ARGS(KA_OUT, KA_IN0, KA_SHAPE, KA_ACC)}},
+    [OP_DENSE_BWD] = {
+        .name = "dense_backward", .doc = "dX, dW, db from dY, X, W",
+        .ninputs = 2, .backward = OP_NONE, .bwd_flops = BF_GEMMS,
+        .bwd_in = {BI_DY, BI_X_KEPT}, .nbwd_in = 2, .shape = SK_DENSE,
+        .kernel = {"dense_backward", NULL,
+                   ARGS(KA_OUT, KA_WGRAD0, KA_WGRAD1, KA_IN0, KA_IN1, KA_W0,
+                        KA_SHAPE, KA_ACC, KA_ACC_W)}},
+    [OP_SOFTMAX_XENT_BWD] = {
+        .name = "softmax_cross_entropy_backward",
+        .doc = "dlogits = (probabilities - onehot(labels)) / batch",
+        .ninputs = 2, .backward = OP_NONE, .bwd_flops = BF_FORWARD,
+        .bwd_in = {BI_SAVED0, BI_LABELS}, .nbwd_in = 2, .shape = SK_XENT,
+        .kernel = {"softmax_xent_backward", NULL,
+                   ARGS(KA_OUT, KA_IN0, KA_IN1, KA_SHAPE, KA_ACC)}},
+    [OP_GRAD_ADD] = {
+        .name = "grad_add", .doc = "the sum of two gradient contributions",
+        .ninputs = 2, .backward = OP_NONE, .bwd_flops = BF_NONE,
+        .inplace = 3, .shape = SK_ELT, .own_shape = true,
+        .kernel = {"grad_add", NULL, ARGS(KA_OUT, KA_IN0, KA_IN1, KA_SHAPE)}},
+    [OP_BN_RELU_RECOMPUTE] = {
+        .name = "batchnorm_relu_recompute",
+        .doc = "relu(batchnorm(X)) again, from X, mean and invstd, for the "
+               "backward pass (its forward value is not kept)",
+        .ninputs = 3, .backward = OP_NONE, .bwd_flops = BF_FORWARD,
+        .bwd_in = {BI_X, BI_SAVED0, BI_SAVED1}, .nbwd_in = 3,
+        .extras = {SCRATCH("rwork", XS_BN_WORK)}, .nextras = 1,
+        .shape = SK_BN,
+        .kernel = {"batchnorm_relu_recompute", NULL,
+                   ARGS(KA_OUT, KA_EXTRA0, KA_IN0, KA_IN1, KA_IN2, KA_W0,
+                        KA_W1, KA_SHAPE)}},
+    [OP_UPDATE] = {
+        .name = "update",
+        .doc = "the optimizer's step on one weight, as soon as its gradient "
+               "is final",
+        .ninputs = 1, .backward = OP_NONE, .bwd_flops = BF_NONE,
+        .kernel = {"netc_update", NULL, ARGS(KA_STATE, KA_PARAM, KA_IN0)}},
+};
+
+/* ---- lookups ---------------------------------------------------------------- */
+
+const OpInfo *op_info(OpKind k) {
+  if ((int)k < 0 || k >= OP_COUNT || !table[k].name)
+    op_unhandled("op_info", k);
+  return &table[k];
+}
+
+int op_graph_inputs(OpKind k) {
+  return op_info(k)->ninputs + op_info(k)->takes_labels;
+}
+
+int op_lookup(const char *name) {
+  for (int i = 0; i < OP_USER_COUNT; i++)
+    if (!strcmp(table[i].name, name))
+      return i;
+  return -1;
+}
+
+_Noreturn void op_unhandled(const char *what, OpKind k) {
+  const char *name = (int)k >= 0 && k < OP_COUNT && table[k].name
+                         ? table[k].name
+                         : "(out of range)";
+  fprintf(stderr, "netc: internal error: %s does not handle op %d (%s)\n",
+          what, (int)k, name);
+  exit(1);
+}
+
 bool op_infer(OpKind k, const Shape *in, const int64_t *a, Shape *out,
               Pool *p, const char **why) {
   *out = in[0];
-  switch (k) {
-  case OP_CONV: {
-    int64_t win[3] = {a[CONV_K], a[CONV_STRIDE], a[CONV_PAD]};
-    if (a[CONV_OUT] < 1) {
-      *why = pool_printf(p, "conv needs out >= 1 (got %lld)",
-                         (long long)a[CONV_OUT]);
-      return false;
-    }
-    out->c = a[CONV_OUT];
-    return check_window(p, win, "conv", false, why) &&
-           spatial(p, in, win[0], win[1], win[2], out, "conv", why);
-  }
-  case OP_MAXPOOL:
-  case OP_AVGPOOL: {
-    const char *name = k == OP_MAXPOOL ? "maxpool" : "avgpool";
-    return check_window(p, a, name, true, why) &&
-           spatial(p, in, a[0], a[1], a[2], out, name, why);
-  }
-  case OP_ADD:
-    if (in[0].c != in[1].c || in[0].h != in[1].h || in[0].w != in[1].w) {
-      *why = pool_printf(p, "add needs equal shapes, got %s and %s",
-                         shape_str(p, in[0]), shape_str(p, in[1]));
-      return false;
-    }
-    return true;
-  case OP_GLOBAL_AVGPOOL:
-    out->h = out->w = 1;
-    return true;
-  case OP_FLATTEN:
-    *out = (Shape){shape_elems(in[0]), 1, 1};
-    return true;
-  case OP_DENSE:
-    if (in[0].h != 1 || in[0].w != 1) {
-      *why = pool_printf(p, "dense needs a flat input (C x 1 x 1), got %s; "
-                            "use flatten or global_avgpool first",
-                         shape_str(p, in[0]));
-      return false;
-    }
-    if (a[DENSE_OUT] < 1) {
-      *why = pool_printf(p, "dense needs out >= 1 (got %lld)",
-                         (long long)a[DENSE_OUT]);
-      return false;
-    }
-    *out = (Shape){a[DENSE_OUT], 1, 1};
-    return true;
-  case OP_SOFTMAX_XENT:
-    if (in[0].h != 1 || in[0].w != 1) {
-      *why = pool_printf(p, "softmax_cross_entropy needs flat logits "
-                            "(classes x 1 x 1), got %s",
-                         shape_str(p, in[0]));
-      return false;
-    }
-    *out = (Shape){1, 1, 1};
-    return true;
-  default: /* batchnorm, relu; backward ops are shaped by autodiff.c */
-    return true;
-  }
+  const OpInfo *op = op_info(k);
+  return op->infer ? op->infer(in, a, out, p, why) : true;
 }
 
 int op_weights(OpKind k, const Shape *in, const int64_t *a,
                WeightShape w[MAX_WEIGHTS_PER_NODE]) {
-  switch (k) {
-  case OP_CONV:
-    w[0] = (WeightShape){"weight", {a[CONV_OUT], in->c, a[CONV_K], a[CONV_K]},
-                         4};
-    w[1] = (WeightShape){"bias", {a[CONV_OUT]}, 1};
-    return a[CONV_BIAS] ? 2 : 1;
-  case OP_BATCHNORM:
-    w[0] = (WeightShape){"weight", {in->c}, 1};
-    w[1] = (WeightShape){"bias", {in->c}, 1};
-    return 2;
-  case OP_DENSE:
-    w[0] = (WeightShape){"weight", {a[DENSE_OUT], in->c}, 2};
-    w[1] = (WeightShape){"bias", {a[DENSE_OUT]}, 1};
-    return a[DENSE_BIAS] ? 2 : 1;
-  default:
-    return 0;
-  }
+  const OpInfo *op = op_info(k);
+  return op->weights ? op->weights(in, a, w) : 0;
 }
 
-/* Forward FLOPs for one image: a multiply-add counts 2, a comparison or an
- * addition 1 (docs/language.md lists the rule for each op). */
 double op_flops(OpKind k, const Shape *in, const Shape *out,
                 const int64_t *a) {
-  double o = (double)shape_elems(*out), i = (double)shape_elems(in[0]);
-  switch (k) {
-  case OP_CONV:
-    return o * (2.0 * (double)(in->c * a[CONV_K] * a[CONV_K]) +
-                (a[CONV_BIAS] ? 1 : 0));
-  case OP_DENSE:
-    return o * (2.0 * (double)in->c + (a[DENSE_BIAS] ? 1 : 0));
-  case OP_BATCHNORM:
-    return 2 * o; /* scale and shift */
-  case OP_RELU:
-  case OP_ADD:
-    return o;
-  case OP_MAXPOOL:
-  case OP_AVGPOOL:
-    return o * (double)(a[0] * a[0]);
-  case OP_GLOBAL_AVGPOOL:
-    return i;
-  case OP_SOFTMAX_XENT:
-    return 4 * i; /* max, exp, sum, log-sum */
-  default:
-    return 0;
+  const OpInfo *op = op_info(k);
+  return op->flops ? op->flops(in, out, a) : 0;
+}
+
+Shape op_extra_shape(ExtraShape e, Shape in, Shape out, const int64_t *a,
+                     bool *batched) {
+  *batched = true;
+  switch (e) {
+  case XS_CHANNEL:
+    *batched = false;
+    return (Shape){in.c, 1, 1};
+  case XS_OUTPUT: return out;
+  case XS_INPUT: return in;
+  case XS_COLUMNS: return (Shape){in.c * a[CONV_K] * a[CONV_K], out.h, out.w};
+  case XS_BN_WORK:
+    *batched = false;
+    return (Shape){BATCHNORM_WORK_BYTES(in.c) / 4, 1, 1};
   }
+  fprintf(stderr, "netc: internal error: extra shape %d unknown\n", (int)e);
+  exit(1);
+}
+
+bool conv_needs_columns(const int64_t *a) {
+  return a[CONV_K] != 1 || a[CONV_STRIDE] != 1 || a[CONV_PAD] != 0;
 }

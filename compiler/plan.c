@@ -3,10 +3,13 @@
  * Requires: a verified graph with its backward pass (autodiff.c).
  * Guarantees: every tensor has a byte offset in one arena, 64-byte aligned,
  * such that no two tensors live at the same step share a byte
- * (plan_check proves it); parameters, the momentum and batchnorm's
- * running statistics live in a separate persistent region. A weight's
- * gradient is an arena tensor like any other: it lives from its first
- * backward writer to the update node that consumes it.
+ * (plan_check proves it); every other byte a trainer uses has its place in
+ * the persistent block: each weight its offset and layout in the parameter
+ * region, each batchnorm its running statistics, each optimizer its state
+ * (persistent()). Codegen prints these decisions; it makes none. A
+ * weight's gradient is an arena tensor like any other: it lives from its
+ * first backward writer to the update node that consumes it, and kernel
+ * scratch and workspaces are arena tensors of their op.
  *
  * 1. Schedule: the nodes in graph order (forward, then backward). A
  *    tensor lives from the step that produces it to the last step that
@@ -146,21 +149,14 @@ static void intervals(const Graph *g, Plan *p) {
   p->last[g->loss] = p->last[g->input] = p->last[g->labels] = p->nsteps - 1;
 }
 
-/* Which inputs an op may overwrite with its output. */
+/* Which inputs an op may overwrite with its output: its row's bits. */
 static int inplace_candidates(const Node *n, int *cand) {
-  switch (n->op) {
-  case OP_ADD:
-  case OP_GRAD_ADD:
-    cand[0] = n->in[0], cand[1] = n->in[1];
-    return 2;
-  case OP_RELU:
-  case OP_RELU_BWD:
-  case OP_BATCHNORM_BWD:
-    cand[0] = n->in[0];
-    return 1;
-  default:
-    return 0;
-  }
+  unsigned bits = op_info(n->op)->inplace;
+  int k = 0;
+  for (int j = 0; j < n->nin; j++)
+    if (bits & (1u << j))
+      cand[k++] = n->in[j];
+  return k;
 }
 
 static void merge(int *parent, int *gfirst, int *glast, int a,
@@ -194,7 +190,7 @@ static void storage(const Graph *g, Plan *p, int *parent, int *gfirst,
     const Node *n = &g->nodes[i];
     if (n->out < 0 || n->accumulate || find(parent, n->out) != n->out)
       continue;
-    int cand[2], nc = inplace_candidates(n, cand);
+    int cand[MAX_NODE_IN], nc = inplace_candidates(n, cand);
     for (int j = 0; j < nc; j++) {
       int s = find(parent, cand[j]);
       TensorKind k = g->tensors[s].kind;
@@ -208,20 +204,50 @@ static void storage(const Graph *g, Plan *p, int *parent, int *gfirst,
   }
 }
 
+const char *weight_layout_name(WeightLayout l) {
+  static const char *const names[WL_COUNT] = {
+      [WL_VECTOR] = "vector", [WL_OUT_IN] = "out_in", [WL_OHWI] = "ohwi"};
+  return (unsigned)l < WL_COUNT ? names[l] : "?";
+}
+
+/* The dims of a weight in layout l, from its PyTorch dims. */
+static void layout_dims(const Weight *w, WeightLayout l, int64_t *d) {
+  memcpy(d, w->dims, sizeof w->dims);
+  if (l == WL_OHWI) /* (C_out, C_in, K, K) -> (C_out, K, K, C_in) */
+    d[1] = w->dims[2], d[2] = w->dims[3], d[3] = w->dims[1];
+}
+
+/* The persistent block: every weight at a 64-byte-aligned offset of the
+ * parameter region, in the layout its op's row asks for; the running mean
+ * and variance of each batchnorm (a shared block shares them, as a
+ * PyTorch module reused does) in the statistics region; and per optimizer
+ * its state, regions that mirror the parameter region (one for SGD's
+ * momentum, two for Adam's moments). */
 static void persistent(const Graph *g, Plan *p) {
-  int64_t params = 0, bn = 0;
-  for (int w = 0; w < g->nweights; w++)
-    params += align_up(g->weights[w].count * 4);
-  /* Running mean and variance: one pair per batchnorm weight (a shared
-   * block shares them, as a PyTorch module reused does). */
-  for (int i = 0; i < g->nforward; i++) {
-    const Node *n = &g->nodes[i];
-    if (n->op == OP_BATCHNORM && g->weights[n->weight[0]].first_node == i)
-      bn += 2 * align_up(g->weights[n->weight[0]].count * 4);
+  Pool *pool = g->pool;
+  size_t nw = (size_t)g->nweights + 1;
+  p->woffset = pool_alloc(pool, sizeof(int64_t) * nw);
+  p->wlayout = pool_alloc(pool, sizeof(WeightLayout) * nw);
+  p->wdims = pool_alloc(pool, sizeof(int64_t[4]) * nw);
+  p->stats_offset = pool_alloc(pool, sizeof(int64_t) * nw);
+  for (int w = 0; w < g->nweights; w++) {
+    const Weight *wt = &g->weights[w];
+    const Node *n = &g->nodes[wt->first_node];
+    int j = n->weight[0] == w ? 0 : 1;
+    p->wlayout[w] = op_info(n->op)->layout[j];
+    layout_dims(wt, p->wlayout[w], p->wdims[w]);
+    p->woffset[w] = p->param_bytes;
+    p->param_bytes += align_up(wt->count * 4);
+    p->stats_offset[w] = -1;
+    if (n->op == OP_BATCHNORM && j == 0) { /* mean, then variance */
+      p->stats_offset[w] = p->stats_bytes;
+      p->stats_bytes += 2 * align_up(wt->count * 4);
+    }
   }
-  p->param_bytes = params;
-  /* Weights and momentum; gradients live in the arena until their update. */
-  p->persistent_bytes = 2 * params + bn;
+  p->optimizer_bytes[PLAN_SGD] = p->param_bytes;
+  p->optimizer_bytes[PLAN_ADAM] = 2 * p->param_bytes;
+  p->persistent_bytes = p->param_bytes + p->stats_bytes +
+                        p->optimizer_bytes[PLAN_SGD];
 }
 
 void plan_memory(const Graph *g, Plan *p) {

@@ -22,7 +22,7 @@ typedef struct {
   uint32_t version, header_bytes;
   char model[64];
   int32_t batch, classes;
-  int64_t nparams, bn_floats;
+  int64_t param_bytes, stats_bytes;
   uint64_t table_hash;
   int32_t optimizer, has_m2;
   uint64_t payload_bytes;
@@ -70,22 +70,24 @@ static int parts_of(const NetcState *s, const NetcOptimizer *o,
   int k = 0;
   parts[k++] = (Part){c->class_ids, names};
   parts[k++] = (Part){c->class_names, names};
-  parts[k++] = (Part){s->params, (size_t)m->nparams * 4};
-  parts[k++] = (Part){s->bn_stats, (size_t)m->bn_floats * 4};
-  parts[k++] = (Part){o->m1, (size_t)m->nparams * 4};
+  size_t pb = (size_t)m->param_bytes;
+  parts[k++] = (Part){s->params, pb};
+  parts[k++] = (Part){s->bn_stats, (size_t)m->stats_bytes};
+  parts[k++] = (Part){o->m1, pb};
   if (o->m2)
-    parts[k++] = (Part){o->m2, (size_t)m->nparams * 4};
+    parts[k++] = (Part){o->m2, pb};
   return k;
 }
 
 uint64_t checkpoint_state_hash(const NetcState *s, const NetcOptimizer *o) {
   const NetcModel *m = s->model;
-  uint64_t h = hash_bytes(0, s->params, (size_t)m->nparams * 4);
-  h = hash_bytes(h, s->bn_stats, (size_t)m->bn_floats * 4);
+  size_t pb = (size_t)m->param_bytes;
+  uint64_t h = hash_bytes(0, s->params, pb);
+  h = hash_bytes(h, s->bn_stats, (size_t)m->stats_bytes);
   if (o->m1)
-    h = hash_bytes(h, o->m1, (size_t)m->nparams * 4);
+    h = hash_bytes(h, o->m1, pb);
   if (o->m2)
-    h = hash_bytes(h, o->m2, (size_t)m->nparams * 4);
+    h = hash_bytes(h, o->m2, pb);
   return h;
 }
 
@@ -101,8 +103,8 @@ static Header make_header(const NetcState *s, const NetcOptimizer *o,
   snprintf(h.model, sizeof h.model, "%s", m->name);
   h.batch = m->batch;
   h.classes = m->classes;
-  h.nparams = m->nparams;
-  h.bn_floats = m->bn_floats;
+  h.param_bytes = m->param_bytes;
+  h.stats_bytes = m->stats_bytes;
   h.table_hash = table_hash(m);
   h.optimizer = o->kind;
   h.has_m2 = o->m2 != NULL;
@@ -169,8 +171,8 @@ static int check_header(const char *path, const Header *h, const NetcModel *m) {
     return -1;
   }
   if (strncmp(h->model, m->name, sizeof h->model) || h->batch != m->batch ||
-      h->nparams != m->nparams || h->table_hash != table_hash(m) ||
-      h->bn_floats != m->bn_floats) {
+      h->param_bytes != m->param_bytes || h->table_hash != table_hash(m) ||
+      h->stats_bytes != m->stats_bytes) {
     fprintf(stderr, "netc: %s holds model '%.64s' at batch %d; this trainer "
                     "is '%s' at batch %d: a checkpoint only loads into the "
                     "model and batch size that wrote it\n",
@@ -208,10 +210,11 @@ int checkpoint_load(const char *path, NetcState *s, NetcOptimizer *o,
   c->nclasses = h.nclasses;
   c->class_ids = calloc((size_t)h.nclasses + 1, MAX_CLASS_NAME);
   c->class_names = calloc((size_t)h.nclasses + 1, MAX_CLASS_NAME);
-  float *params = malloc((size_t)m->nparams * 4 + 4);
-  float *bn = malloc((size_t)m->bn_floats * 4 + 4);
-  tmp.m1 = malloc((size_t)m->nparams * 4 + 4);
-  tmp.m2 = h.has_m2 ? malloc((size_t)m->nparams * 4 + 4) : NULL;
+  size_t pb = (size_t)m->param_bytes;
+  unsigned char *params = malloc(pb + 4);
+  unsigned char *bn = malloc((size_t)m->stats_bytes + 4);
+  tmp.m1 = malloc(pb + 4);
+  tmp.m2 = h.has_m2 ? malloc(pb + 4) : NULL;
   NetcState copy = *s;
   copy.params = params;
   copy.bn_stats = bn;
@@ -229,16 +232,27 @@ int checkpoint_load(const char *path, NetcState *s, NetcOptimizer *o,
     free(params), free(bn), free(tmp.m1), free(tmp.m2);
     return -1;
   }
-  memcpy(s->params, params, (size_t)m->nparams * 4);
-  memcpy(s->bn_stats, bn, (size_t)m->bn_floats * 4);
-  if (o) {
+  int rc = 0;
+  memcpy(s->params, params, pb);
+  if (m->stats_bytes)
+    memcpy(s->bn_stats, bn, (size_t)m->stats_bytes);
+  if (o) { /* into the optimizer's plan-owned state region */
+    if (o->state && (int32_t)o->kind != h.optimizer)
+      optim_free(o);
     o->kind = h.optimizer;
-    free(o->m1), free(o->m2);
-    o->m1 = tmp.m1, o->m2 = tmp.m2;
-    o->step = h.run.global_step;
-  } else {
-    free(tmp.m1), free(tmp.m2);
+    if (!o->state && optim_init(o, m)) {
+      fprintf(stderr, "netc: out of memory loading %s\n", path);
+      rc = -1;
+    } else {
+      memcpy(o->m1, tmp.m1, pb);
+      if (o->m2 && tmp.m2)
+        memcpy(o->m2, tmp.m2, pb);
+      o->step = h.run.global_step;
+    }
   }
+  free(tmp.m1), free(tmp.m2);
+  if (rc)
+    return rc;
   if (r)
     *r = h.run;
   free(params), free(bn);

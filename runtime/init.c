@@ -8,14 +8,18 @@
 
 #include "netc_model.h"
 
-static void *alloc64(int64_t bytes) {
+static int64_t allocated; /* plan-owned bytes allocated by this process */
+
+int64_t netc_allocated_bytes(void) { return allocated; }
+
+/* The plan's sizes are multiples of 64 already; a region of 0 bytes (no
+ * batchnorm) gets no memory at all. */
+void *netc_alloc(int64_t bytes) {
   void *p = NULL;
-  size_t n = (size_t)((bytes + 63) / 64 * 64);
-  if (n == 0)
-    n = 64;
-  if (posix_memalign(&p, 64, n))
+  if (bytes <= 0 || posix_memalign(&p, 64, (size_t)bytes))
     return NULL;
-  memset(p, 0, n);
+  memset(p, 0, (size_t)bytes);
+  allocated += bytes;
   return p;
 }
 
@@ -24,12 +28,13 @@ NetcState *netc_state_new(const NetcModel *m) {
   if (!s)
     return NULL;
   s->model = m;
-  s->params = alloc64(m->nparams * 4);
-  s->bn_stats = alloc64(m->bn_floats * 4);
-  s->arena = alloc64(m->arena_bytes);
+  s->params = netc_alloc(m->param_bytes);
+  s->bn_stats = netc_alloc(m->stats_bytes);
+  s->arena = netc_alloc(m->arena_bytes);
   s->bn_momentum = 0.1f;
   s->bn_eps = 1e-5f;
-  if (!s->params || !s->bn_stats || !s->arena) {
+  if ((m->param_bytes && !s->params) || (m->stats_bytes && !s->bn_stats) ||
+      !s->arena) {
     netc_state_free(s);
     return NULL;
   }
@@ -37,8 +42,13 @@ NetcState *netc_state_new(const NetcModel *m) {
 }
 
 int netc_state_keep_grads(NetcState *s) {
-  if (!s->grads)
-    s->grads = alloc64(s->model->nparams * 4);
+  /* Test tooling, not the plan's: posix_memalign, not netc_alloc. */
+  void *p = NULL;
+  size_t n = (size_t)(s->model->param_bytes > 0 ? s->model->param_bytes : 64);
+  if (!s->grads && posix_memalign(&p, 64, n) == 0) {
+    memset(p, 0, n);
+    s->grads = p;
+  }
   return s->grads ? 0 : -1;
 }
 
@@ -138,7 +148,7 @@ void netc_init_params(NetcState *s, uint64_t seed) {
   rng_seed(&r, seed);
   for (int i = 0; i < m->nparam_tensors; i++) {
     const NetcParam *p = &m->params[i];
-    float *w = s->params + p->offset;
+    float *w = netc_param(s, i);
     double bound = 1.0 / sqrt((double)(p->fan_in > 0 ? p->fan_in : 1));
     double std = sqrt(2.0 / (double)(p->fan_out > 0 ? p->fan_out : 1));
     for (int64_t j = 0; j < p->count; j++) {
@@ -149,18 +159,12 @@ void netc_init_params(NetcState *s, uint64_t seed) {
       default: w[j] = (float)(bound * (2.0 * rng_uniform(&r) - 1.0)); break;
       }
     }
-  }
-  /* Running statistics, in the order of the batchnorm weights in the
-   * parameter table: mean[C] = 0, then var[C] = 1 (netc_model.h). */
-  int64_t at = 0;
-  for (int i = 0; i < m->nparam_tensors; i++) {
-    const NetcParam *p = &m->params[i];
-    if (p->kind != NP_BN_WEIGHT)
+    if (p->kind != NP_BN_WEIGHT) /* running mean 0, variance 1 */
       continue;
+    float *mean = netc_bn_stat(s, i, 0), *var = netc_bn_stat(s, i, 1);
     for (int64_t j = 0; j < p->count; j++) {
-      s->bn_stats[at + j] = 0.0f;
-      s->bn_stats[at + p->count + j] = 1.0f;
+      mean[j] = 0.0f;
+      var[j] = 1.0f;
     }
-    at += 2 * p->count;
   }
 }

@@ -1,13 +1,14 @@
 /* kernels.c: the runtime's fast kernels (the contract is netc_rt.h).
  * GEMM-shaped work (conv via im2col, dense) is one cblas_sgemm each;
  * everything else is a plain loop parallelized with OpenMP. NHWC
- * everywhere, so a channel is the fastest-moving index. */
+ * everywhere, so a channel is the fastest-moving index. No kernel
+ * allocates: per-channel temporaries live on the stack (bounded blocks)
+ * or in the caller's workspace (batchnorm's `work`). */
 #include <assert.h>
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
-#include <stdio.h>
-#include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "netc_rt.h"
@@ -21,17 +22,6 @@ void rt_set_threads(int n) {
 
 int rt_threads(void) { return omp_get_max_threads(); }
 
-/* Zeroed scratch of n elements (per-channel sums and scales); a kernel
- * has no way to report failure, so running out of memory aborts. */
-static void *xcalloc(int64_t n, size_t size) {
-  void *p = calloc((size_t)(n > 0 ? n : 1), size);
-  if (!p) {
-    fprintf(stderr, "netc runtime: out of memory\n");
-    abort();
-  }
-  return p;
-}
-
 /* The block of channels [*c0, *c1) this thread owns inside a parallel
  * region. Reductions split channels, not rows: every channel is summed
  * over its rows in order by one thread, so there are no races, no false
@@ -43,20 +33,30 @@ static void own_channels(int C, int *c0, int *c1) {
   *c1 = (int)((int64_t)C * (t + 1) / nt);
 }
 
-/* db[c] (= or +=) the sum over M rows of a[m*C + c]: a bias gradient. */
+/* Channels per stack block of column_sums' double accumulators: 512
+ * bytes of stack, whatever C is. */
+enum { SUM_BLOCK = 64 };
+
+/* db[c] (= or +=) the sum over M rows of a[m*C + c]: a bias gradient.
+ * Each thread walks its channels in blocks of SUM_BLOCK, summing every
+ * channel over all rows in order into a double on the stack. */
 static void column_sums(float *db, const float *a, int64_t M, int C,
                         int acc) {
 #pragma omp parallel
   {
     int c0, c1;
     own_channels(C, &c0, &c1);
-    double *s = xcalloc(c1 - c0, sizeof *s);
-    for (int64_t m = 0; m < M; m++)
-      for (int c = c0; c < c1; c++)
-        s[c - c0] += a[m * C + c];
-    for (int c = c0; c < c1; c++)
-      db[c] = acc ? (float)(db[c] + s[c - c0]) : (float)s[c - c0];
-    free(s);
+    for (int b0 = c0; b0 < c1; b0 += SUM_BLOCK) {
+      int nb = c1 - b0 < SUM_BLOCK ? c1 - b0 : SUM_BLOCK;
+      double s[SUM_BLOCK] = {0};
+      for (int64_t m = 0; m < M; m++) {
+        const float *row = a + m * C + b0;
+        for (int j = 0; j < nb; j++)
+          s[j] += row[j];
+      }
+      for (int j = 0; j < nb; j++)
+        db[b0 + j] = acc ? (float)(db[b0 + j] + s[j]) : (float)s[j];
+    }
   }
 }
 
@@ -82,20 +82,20 @@ static void clip_window(int start, int K, int len, int *k0, int *k1) {
 
 /* A 1x1, stride-1, pad-0 convolution is a plain GEMM on x: im2col would
  * only copy x, so it is skipped whether or not cols is given. */
-static int conv_is_direct(int K, int stride, int pad) {
-  return K == 1 && stride == 1 && pad == 0;
+static int conv_is_direct(const ConvShape *s) {
+  return s->K == 1 && s->stride == 1 && s->pad == 0;
 }
 
 /* cols row r = (n*OH + oh)*OW + ow holds the K*K*C inputs under output
  * (n, oh, ow), ordered (kh, kw, c), zero where the window is padding.
  * In NHWC the in-bounds taps of one kernel row are one contiguous run. */
-static void im2col(float *cols, const float *x, int N, int H, int W, int C,
-                   int K, int stride, int pad, int OH, int OW) {
-  int64_t M = (int64_t)N * OH * OW, KC = (int64_t)K * C;
+static void im2col(float *cols, const float *x, const ConvShape *s) {
+  int H = s->H, W = s->W, C = s->C, K = s->K, OH = s->OH, OW = s->OW;
+  int64_t M = (int64_t)s->N * OH * OW, KC = (int64_t)K * C;
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < M; r++) {
     int ow = (int)(r % OW), oh = (int)(r / OW % OH), n = (int)(r / OW / OH);
-    int h0 = oh * stride - pad, w0 = ow * stride - pad, kw0, kw1;
+    int h0 = oh * s->stride - s->pad, w0 = ow * s->stride - s->pad, kw0, kw1;
     clip_window(w0, K, W, &kw0, &kw1);
     float *row = cols + r * KC * K;
     for (int kh = 0; kh < K; kh++, row += KC) {
@@ -116,17 +116,19 @@ static void im2col(float *cols, const float *x, int N, int H, int W, int C,
 /* The adjoint of im2col: scatter-adds every cols row back into dx (after
  * zeroing it unless acc). Windows of one image overlap, different images
  * never do, so the parallel loop is over images. */
-static void col2im(float *dx, const float *cols, int N, int H, int W, int C,
-                   int K, int stride, int pad, int OH, int OW, int acc) {
+static void col2im(float *dx, const float *cols, const ConvShape *s,
+                   int acc) {
+  int H = s->H, W = s->W, C = s->C, K = s->K, OH = s->OH, OW = s->OW;
   int64_t KC = (int64_t)K * C, img = (int64_t)H * W * C;
 #pragma omp parallel for schedule(static)
-  for (int n = 0; n < N; n++) {
+  for (int n = 0; n < s->N; n++) {
     float *dxn = dx + n * img;
     if (!acc)
       memset(dxn, 0, (size_t)img * sizeof *dxn);
     for (int oh = 0; oh < OH; oh++)
       for (int ow = 0; ow < OW; ow++) {
-        int h0 = oh * stride - pad, w0 = ow * stride - pad, kw0, kw1;
+        int h0 = oh * s->stride - s->pad, w0 = ow * s->stride - s->pad;
+        int kw0, kw1;
         clip_window(w0, K, W, &kw0, &kw1);
         const float *row = cols + (((int64_t)n * OH + oh) * OW + ow) * KC * K;
         for (int kh = 0; kh < K; kh++) {
@@ -143,30 +145,29 @@ static void col2im(float *dx, const float *cols, int N, int H, int W, int C,
 }
 
 void conv_forward(float *y, float *cols, const float *x, const float *w,
-                  const float *b, int N, int H, int W, int C, int OC, int K,
-                  int stride, int pad, int OH, int OW) {
-  int M = N * OH * OW, KKC = K * K * C;
+                  const float *b, const ConvShape *s) {
+  int M = s->N * s->OH * s->OW, KKC = s->K * s->K * s->C;
   const float *a = x;
-  if (!conv_is_direct(K, stride, pad)) {
+  if (!conv_is_direct(s)) {
     assert(cols && "cols may be NULL only for a 1x1/s1/p0 convolution");
-    im2col(cols, x, N, H, W, C, K, stride, pad, OH, OW);
+    im2col(cols, x, s);
     a = cols;
   }
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, OC, KKC, 1.0f, a,
-              KKC, w, KKC, 0.0f, y, OC);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, s->OC, KKC, 1.0f,
+              a, KKC, w, KKC, 0.0f, y, s->OC);
   if (b)
-    add_bias(y, b, M, OC);
+    add_bias(y, b, M, s->OC);
 }
 
 void conv_backward(float *dx, float *dw, float *db, float *cols,
-                   const float *dy, const float *x, const float *w, int N,
-                   int H, int W, int C, int OC, int K, int stride, int pad,
-                   int OH, int OW, int acc_dx, int acc_dw) {
-  int M = N * OH * OW, KKC = K * K * C, direct = conv_is_direct(K, stride, pad);
+                   const float *dy, const float *x, const float *w,
+                   const ConvShape *s, int acc_dx, int acc_dw) {
+  int M = s->N * s->OH * s->OW, KKC = s->K * s->K * s->C, OC = s->OC;
+  int direct = conv_is_direct(s);
   const float *a = x;
   if (!direct) {
     assert(cols && "cols may be NULL only for a 1x1/s1/p0 convolution");
-    im2col(cols, x, N, H, W, C, K, stride, pad, OH, OW);
+    im2col(cols, x, s);
     a = cols;
   }
   /* dw (OC, KKC) = dy^T (OC, M) * cols (M, KKC) */
@@ -177,59 +178,98 @@ void conv_backward(float *dx, float *dw, float *db, float *cols,
   if (!dx)
     return;
   if (direct) { /* dx (M, C) = dy (M, OC) * w (OC, C) */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, C, OC, 1.0f,
-                dy, OC, w, C, acc_dx ? 1.0f : 0.0f, dx, C);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, s->C, OC, 1.0f,
+                dy, OC, w, s->C, acc_dx ? 1.0f : 0.0f, dx, s->C);
     return;
   }
   /* dcols (M, KKC) = dy (M, OC) * w (OC, KKC), in cols now dw is done. */
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, KKC, OC, 1.0f, dy,
               OC, w, KKC, 0.0f, cols, KKC);
-  col2im(dx, cols, N, H, W, C, K, stride, pad, OH, OW, acc_dx);
+  col2im(dx, cols, s, acc_dx);
 }
 
 /* ---- batch normalization ------------------------------------------------ */
 
-/* Per-channel sums over M rows of C channels, split by rows: each thread
- * reads whole rows (contiguous channels, vectorized) into its own double
- * partials, which are then added in thread order, so a given thread count
- * always gives the same bits. `what` picks the sums:
- *   0: s1 = sum(a - k), s2 = sum((a - k)^2), with k = a's first row (a
- *      shift that keeps the one-pass variance free of cancellation);
- *   1: s1 = sum(b), s2 = sum(b * (a - mean) * invstd)   (a = x, b = dy). */
-static void bn_sums(double *s1, double *s2, const float *a, const float *b,
-                    const float *mean, const float *invstd, int64_t M, int C,
-                    int what) {
-  int nt = omp_get_max_threads();
-  double *part = xcalloc((int64_t)nt * 2 * C, sizeof *part);
-#pragma omp parallel
-  {
-    int t = omp_get_thread_num(), n = omp_get_num_threads();
-    double *p1 = part + (int64_t)t * 2 * C, *p2 = p1 + C;
-    for (int64_t m = M * t / n; m < M * (t + 1) / n; m++) {
-      const float *ar = a + m * C, *br = b ? b + m * C : NULL;
-      if (what == 0) {
+/* The workspace (BATCHNORM_WORK_BYTES(C), netc_rt.h): BN_CHUNKS slices of
+ * 2*C doubles (per-chunk partial sums), then 4*C floats (per-channel
+ * factors). A slice is 16*C bytes, so with 64-byte aligned work the
+ * float part is 64-byte aligned, and so is every slice when C % 4 == 0:
+ * chunks summed by different threads then never share a cache line. */
+static double *bn_partials(void *work) {
+  assert(work && (uintptr_t)work % 64 == 0 && "batchnorm work: 64-aligned");
+  return work;
+}
+
+static float *bn_factors(void *work, int C) {
+  return (float *)(bn_partials(work) + (int64_t)BN_CHUNKS * 2 * C);
+}
+
+/* The number of row chunks: BN_CHUNKS, or one per row when there are
+ * fewer rows (never zero, so chunk 0 always holds the total). */
+static int bn_chunks(int64_t M) {
+  return M >= BN_CHUNKS ? BN_CHUNKS : M > 1 ? (int)M : 1;
+}
+
+/* One chunk's sums over rows [m0, m1), in order, into p1 and p2 = p1 + C
+ * (see bn_sums for `what`). Whole rows: contiguous channels, so the
+ * channel loop vectorizes; each lane is its own channel, so vectorizing
+ * reorders no sum. */
+static void bn_chunk_sums(double *p1, const float *a, const float *b,
+                          const float *mean, const float *invstd,
+                          int64_t m0, int64_t m1, int C, int what) {
+  double *p2 = p1 + C;
+  memset(p1, 0, 2 * (size_t)C * sizeof *p1);
+  for (int64_t m = m0; m < m1; m++) {
+    const float *ar = a + m * C, *br = b ? b + m * C : NULL;
+    if (what == 0) {
 #pragma omp simd
-        for (int c = 0; c < C; c++) {
-          double d = (double)ar[c] - a[c];
-          p1[c] += d;
-          p2[c] += d * d;
-        }
-      } else {
+      for (int c = 0; c < C; c++) {
+        double d = (double)ar[c] - a[c];
+        p1[c] += d;
+        p2[c] += d * d;
+      }
+    } else {
 #pragma omp simd
-        for (int c = 0; c < C; c++) {
-          double g = br[c];
-          p1[c] += g;
-          p2[c] += g * ((ar[c] - mean[c]) * invstd[c]);
-        }
+      for (int c = 0; c < C; c++) {
+        double g = br[c];
+        p1[c] += g;
+        p2[c] += g * ((ar[c] - mean[c]) * invstd[c]);
       }
     }
   }
-  for (int t = 0; t < nt; t++)
-    for (int c = 0; c < C; c++) {
-      s1[c] += part[(int64_t)t * 2 * C + c];
-      s2[c] += part[(int64_t)t * 2 * C + C + c];
-    }
-  free(part);
+}
+
+/* Per-channel sums over M rows of C channels; returns s1 (C doubles)
+ * followed by s2 (C doubles), in work's first slice. The rows are split
+ * into bn_chunks(M) fixed chunks, each summed in order into its own slice
+ * of work; threads share out whole chunks; then the slices are added in
+ * chunk order. Nothing depends on which thread summed what, so the sums,
+ * and every batchnorm result, are the same bits for every thread count.
+ * `what` picks the sums:
+ *   0: s1 = sum(a - k), s2 = sum((a - k)^2), with k = a's first row (a
+ *      shift that keeps the one-pass variance free of cancellation);
+ *   1: s1 = sum(b), s2 = sum(b * (a - mean) * invstd)   (a = x, b = dy). */
+static const double *bn_sums(void *work, const float *a, const float *b,
+                             const float *mean, const float *invstd,
+                             int64_t M, int C, int what) {
+  double *part = bn_partials(work);
+  int64_t C2 = 2 * (int64_t)C;
+  int nch = bn_chunks(M);
+#pragma omp parallel
+  {
+#pragma omp for schedule(static)
+    for (int k = 0; k < nch; k++)
+      bn_chunk_sums(part + k * C2, a, b, mean, invstd, M * k / nch,
+                    M * (k + 1) / nch, C, what);
+    /* (the implicit barrier: every chunk is summed) */
+#pragma omp for schedule(static)
+    for (int c = 0; c < C; c++)
+      for (int k = 1; k < nch; k++) {
+        part[c] += part[k * C2 + c];
+        part[C + c] += part[k * C2 + C + c];
+      }
+  }
+  return part;
 }
 
 /* y = x * scale + shift, rows in parallel. */
@@ -258,11 +298,12 @@ static void bn_scale_shift(float *scale, float *shift, const float *mean,
 }
 
 /* Evaluation: the running statistics; mean/invstd are saved if given. */
-static void bn_eval(float *y, float *mean, float *invstd,
+static void bn_eval(float *y, float *mean, float *invstd, void *work,
                     const float *run_mean, const float *run_var,
                     const float *x, const float *gamma, const float *beta,
-                    int M, int C, float eps) {
-  float *scale = xcalloc(2 * (int64_t)C, sizeof *scale), *shift = scale + C;
+                    const BnShape *s, float eps) {
+  int C = s->C;
+  float *scale = bn_factors(work, C), *shift = scale + C;
   for (int c = 0; c < C; c++) {
     float is = (float)(1.0 / sqrt((double)run_var[c] + eps));
     scale[c] = is * gamma[c];
@@ -272,26 +313,27 @@ static void bn_eval(float *y, float *mean, float *invstd,
     if (invstd)
       invstd[c] = is;
   }
-  bn_apply(y, x, scale, shift, M, C);
-  free(scale);
+  bn_apply(y, x, scale, shift, s->M, C);
 }
 
-void batchnorm_forward(float *y, float *mean, float *invstd, float *run_mean,
-                       float *run_var, const float *x, const float *gamma,
-                       const float *beta, int M, int C, float momentum,
-                       float eps, int training) {
+void batchnorm_forward(float *y, float *mean, float *invstd, void *work,
+                       float *run_mean, float *run_var, const float *x,
+                       const float *gamma, const float *beta,
+                       const BnShape *s, float momentum, float eps,
+                       int training) {
   if (!training) {
-    bn_eval(y, mean, invstd, run_mean, run_var, x, gamma, beta, M, C, eps);
+    bn_eval(y, mean, invstd, work, run_mean, run_var, x, gamma, beta, s, eps);
     return;
   }
-  double *s = xcalloc(2 * (int64_t)C, sizeof *s);
-  float *scale = xcalloc(4 * (int64_t)C, sizeof *scale), *shift = scale + C;
+  int64_t M = s->M;
+  int C = s->C;
+  const double *sum = bn_sums(work, x, NULL, NULL, NULL, M, C, 0);
+  float *scale = bn_factors(work, C), *shift = scale + C;
   float *mu_f = shift + C, *is_f = mu_f + C;
-  bn_sums(s, s + C, x, NULL, NULL, NULL, M, C, 0);
   /* Unbiased variance for the running estimate, as PyTorch. */
-  double unbias = M > 1 ? (double)M / (M - 1) : 1.0;
+  double unbias = M > 1 ? (double)M / (double)(M - 1) : 1.0;
   for (int c = 0; c < C; c++) {
-    double d = s[c] / M, mu = x[c] + d, var = s[C + c] / M - d * d;
+    double d = sum[c] / M, mu = x[c] + d, var = sum[C + c] / M - d * d;
     var = var > 0 ? var : 0;
     double is = 1.0 / sqrt(var + eps);
     mu_f[c] = (float)mu;
@@ -308,57 +350,60 @@ void batchnorm_forward(float *y, float *mean, float *invstd, float *run_mean,
   }
   bn_scale_shift(scale, shift, mu_f, is_f, gamma, beta, C);
   bn_apply(y, x, scale, shift, M, C);
-  free(s);
-  free(scale);
 }
 
-void batchnorm_relu_recompute(float *y, const float *x, const float *mean,
-                              const float *invstd, const float *gamma,
-                              const float *beta, int M, int C) {
-  float *scale = xcalloc(2 * (int64_t)C, sizeof *scale), *shift = scale + C;
-  bn_scale_shift(scale, shift, mean, invstd, gamma, beta, C);
-  bn_apply(y, x, scale, shift, M, C); /* the very code of the forward pass */
-  relu_forward(y, y, (int64_t)M * C);
-  free(scale);
+void batchnorm_relu_recompute(float *y, void *work, const float *x,
+                              const float *mean, const float *invstd,
+                              const float *gamma, const float *beta,
+                              const BnShape *s) {
+  float *scale = bn_factors(work, s->C), *shift = scale + s->C;
+  bn_scale_shift(scale, shift, mean, invstd, gamma, beta, s->C);
+  bn_apply(y, x, scale, shift, s->M, s->C); /* the very code of forward */
+  relu_forward(y, y, &(EltShape){s->M * s->C});
 }
 
-void batchnorm_backward(float *dx, float *dgamma, float *dbeta,
+/* dx = a*dy + b*x + k per channel; each element reads only its own dy,
+ * so dx == dy is safe. */
+static void bn_backward_apply(float *dx, const float *dy, const float *x,
+                              const float *a, const float *b, const float *k,
+                              int64_t M, int C, int acc) {
+#pragma omp parallel for schedule(static)
+  for (int64_t m = 0; m < M; m++) {
+    float *dr = dx + m * C;
+    const float *gr = dy + m * C, *xr = x + m * C;
+    if (acc) {
+#pragma omp simd
+      for (int c = 0; c < C; c++)
+        dr[c] += a[c] * gr[c] + b[c] * xr[c] + k[c];
+    } else {
+#pragma omp simd
+      for (int c = 0; c < C; c++)
+        dr[c] = a[c] * gr[c] + b[c] * xr[c] + k[c];
+    }
+  }
+}
+
+void batchnorm_backward(float *dx, float *dgamma, float *dbeta, void *work,
                         const float *dy, const float *x, const float *mean,
-                        const float *invstd, const float *gamma, int M, int C,
-                        int acc_dx, int acc_dw) {
-  double *s = xcalloc(2 * (int64_t)C, sizeof *s);
-  float *a = xcalloc(3 * (int64_t)C, sizeof *a), *b = a + C, *k = b + C;
-  bn_sums(s, s + C, x, dy, mean, invstd, M, C, 1);
+                        const float *invstd, const float *gamma,
+                        const BnShape *s, int acc_dx, int acc_dw) {
+  int64_t M = s->M;
+  int C = s->C;
+  const double *sum = bn_sums(work, x, dy, mean, invstd, M, C, 1);
+  float *a = bn_factors(work, C), *b = a + C, *k = b + C;
   for (int c = 0; c < C; c++) {
-    dgamma[c] = (float)(acc_dw ? dgamma[c] + s[C + c] : s[C + c]);
-    dbeta[c] = (float)(acc_dw ? dbeta[c] + s[c] : s[c]);
+    dgamma[c] = (float)(acc_dw ? dgamma[c] + sum[C + c] : sum[C + c]);
+    dbeta[c] = (float)(acc_dw ? dbeta[c] + sum[c] : sum[c]);
     /* dx = gamma*invstd * (dy - mean(dy) - xhat*mean(dy*xhat))
      *    = a*dy + b*x + k, per channel. */
     double gi = (double)gamma[c] * invstd[c];
-    double mdy = s[c] / M, mdx = s[C + c] / M;
+    double mdy = sum[c] / M, mdx = sum[C + c] / M;
     a[c] = (float)gi;
     b[c] = (float)(-gi * mdx * invstd[c]);
     k[c] = (float)(gi * (-mdy + mdx * invstd[c] * mean[c]));
   }
-  /* Each element reads only its own dy after the sums: dx == dy is safe. */
-  if (dx) {
-#pragma omp parallel for schedule(static)
-    for (int64_t m = 0; m < M; m++) {
-      float *dr = dx + (int64_t)m * C;
-      const float *gr = dy + (int64_t)m * C, *xr = x + (int64_t)m * C;
-      if (acc_dx) {
-#pragma omp simd
-        for (int c = 0; c < C; c++)
-          dr[c] += a[c] * gr[c] + b[c] * xr[c] + k[c];
-      } else {
-#pragma omp simd
-        for (int c = 0; c < C; c++)
-          dr[c] = a[c] * gr[c] + b[c] * xr[c] + k[c];
-      }
-    }
-  }
-  free(s);
-  free(a);
+  if (dx)
+    bn_backward_apply(dx, dy, x, a, b, k, M, C, acc_dx);
 }
 
 /* ---- elementwise -------------------------------------------------------- */
@@ -366,14 +411,16 @@ void batchnorm_backward(float *dx, float *dgamma, float *dbeta,
 /* `simd`: GCC's cost model declines these loops, and the scalar version
  * branches on the sign of every element: half mispredicted, 8x slower
  * (measured in the ResNet-18 profile). */
-void relu_forward(float *y, const float *x, int64_t n) {
+void relu_forward(float *y, const float *x, const EltShape *s) {
+  int64_t n = s->n;
 #pragma omp parallel for simd schedule(static)
   for (int64_t i = 0; i < n; i++)
     y[i] = x[i] < 0.0f ? 0.0f : x[i]; /* lets a NaN through, as PyTorch */
 }
 
-void relu_backward(float *dx, const float *dy, const float *y, int64_t n,
-                   int acc) {
+void relu_backward(float *dx, const float *dy, const float *y,
+                   const EltShape *s, int acc) {
+  int64_t n = s->n;
   if (acc) {
 #pragma omp parallel for simd schedule(static)
     for (int64_t i = 0; i < n; i++)
@@ -385,26 +432,28 @@ void relu_backward(float *dx, const float *dy, const float *y, int64_t n,
   }
 }
 
-void add_forward(float *y, const float *a, const float *b, int64_t n) {
+void add_forward(float *y, const float *a, const float *b, const EltShape *s) {
+  int64_t n = s->n;
 #pragma omp parallel for simd schedule(static)
   for (int64_t i = 0; i < n; i++)
     y[i] = a[i] + b[i];
 }
 
-void grad_add(float *y, const float *a, const float *b, int64_t n) {
-  add_forward(y, a, b, n);
+void grad_add(float *y, const float *a, const float *b, const EltShape *s) {
+  add_forward(y, a, b, s);
 }
 
 /* ---- pooling ------------------------------------------------------------ */
 
-void maxpool_forward(float *y, int32_t *argmax, const float *x, int N, int H,
-                     int W, int C, int K, int stride, int pad, int OH,
-                     int OW) {
-  int64_t rows = (int64_t)N * OH * OW;
+void maxpool_forward(float *y, int32_t *argmax, const float *x,
+                     const PoolShape *s) {
+  int H = s->H, W = s->W, C = s->C, K = s->K, OH = s->OH, OW = s->OW;
+  int64_t rows = (int64_t)s->N * OH * OW;
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < rows; r++) {
     int ow = (int)(r % OW), oh = (int)(r / OW % OH), n = (int)(r / OW / OH);
-    int h0 = oh * stride - pad, w0 = ow * stride - pad, kh0, kh1, kw0, kw1;
+    int h0 = oh * s->stride - s->pad, w0 = ow * s->stride - s->pad;
+    int kh0, kh1, kw0, kw1;
     clip_window(h0, K, H, &kh0, &kh1);
     clip_window(w0, K, W, &kw0, &kw1);
     float *yo = y + r * C;
@@ -427,10 +476,11 @@ void maxpool_forward(float *y, int32_t *argmax, const float *x, int N, int H,
 }
 
 void maxpool_backward(float *dx, const float *dy, const int32_t *argmax,
-                      int N, int H, int W, int C, int OH, int OW, int acc) {
-  int64_t img = (int64_t)H * W * C, out = (int64_t)OH * OW * C;
+                      const PoolShape *s, int acc) {
+  int C = s->C;
+  int64_t img = (int64_t)s->H * s->W * C, out = (int64_t)s->OH * s->OW * C;
 #pragma omp parallel for schedule(static)
-  for (int n = 0; n < N; n++) { /* images never share dx: race-free */
+  for (int n = 0; n < s->N; n++) { /* images never share dx: race-free */
     float *dxn = dx + n * img;
     if (!acc)
       memset(dxn, 0, (size_t)img * sizeof *dxn);
@@ -440,14 +490,15 @@ void maxpool_backward(float *dx, const float *dy, const int32_t *argmax,
   }
 }
 
-void avgpool_forward(float *y, const float *x, int N, int H, int W, int C,
-                     int K, int stride, int pad, int OH, int OW) {
-  int64_t rows = (int64_t)N * OH * OW;
+void avgpool_forward(float *y, const float *x, const PoolShape *s) {
+  int H = s->H, W = s->W, C = s->C, K = s->K, OH = s->OH, OW = s->OW;
+  int64_t rows = (int64_t)s->N * OH * OW;
   float inv = 1.0f / (float)(K * K); /* padding counts in the divisor */
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < rows; r++) {
     int ow = (int)(r % OW), oh = (int)(r / OW % OH), n = (int)(r / OW / OH);
-    int h0 = oh * stride - pad, w0 = ow * stride - pad, kh0, kh1, kw0, kw1;
+    int h0 = oh * s->stride - s->pad, w0 = ow * s->stride - s->pad;
+    int kh0, kh1, kw0, kw1;
     clip_window(h0, K, H, &kh0, &kh1);
     clip_window(w0, K, W, &kw0, &kw1);
     float *yo = y + r * C;
@@ -463,18 +514,20 @@ void avgpool_forward(float *y, const float *x, int N, int H, int W, int C,
   }
 }
 
-void avgpool_backward(float *dx, const float *dy, int N, int H, int W, int C,
-                      int K, int stride, int pad, int OH, int OW, int acc) {
+void avgpool_backward(float *dx, const float *dy, const PoolShape *s,
+                      int acc) {
+  int H = s->H, W = s->W, C = s->C, K = s->K, OH = s->OH, OW = s->OW;
   int64_t img = (int64_t)H * W * C;
   float inv = 1.0f / (float)(K * K);
 #pragma omp parallel for schedule(static)
-  for (int n = 0; n < N; n++) { /* windows overlap within an image only */
+  for (int n = 0; n < s->N; n++) { /* windows overlap within an image only */
     float *dxn = dx + n * img;
     if (!acc)
       memset(dxn, 0, (size_t)img * sizeof *dxn);
     for (int oh = 0; oh < OH; oh++)
       for (int ow = 0; ow < OW; ow++) {
-        int h0 = oh * stride - pad, w0 = ow * stride - pad, kh0, kh1, kw0, kw1;
+        int h0 = oh * s->stride - s->pad, w0 = ow * s->stride - s->pad;
+        int kh0, kh1, kw0, kw1;
         clip_window(h0, K, H, &kh0, &kh1);
         clip_window(w0, K, W, &kw0, &kw1);
         const float *g = dy + (((int64_t)n * OH + oh) * OW + ow) * C;
@@ -488,20 +541,23 @@ void avgpool_backward(float *dx, const float *dy, int N, int H, int W, int C,
   }
 }
 
-void global_avgpool_forward(float *y, const float *x, int N, int HW, int C) {
+void global_avgpool_forward(float *y, const float *x, const GapShape *s) {
+  int64_t HW = s->HW;
+  int C = s->C;
 #pragma omp parallel for collapse(2) schedule(static)
-  for (int n = 0; n < N; n++)
+  for (int n = 0; n < s->N; n++)
     for (int c = 0; c < C; c++) {
-      double s = 0;
+      double sum = 0;
       for (int64_t i = 0; i < HW; i++)
-        s += x[((int64_t)n * HW + i) * C + c];
-      y[(int64_t)n * C + c] = (float)(s / HW);
+        sum += x[((int64_t)n * HW + i) * C + c];
+      y[(int64_t)n * C + c] = (float)(sum / HW);
     }
 }
 
-void global_avgpool_backward(float *dx, const float *dy, int N, int HW,
-                             int C, int acc) {
-  int64_t rows = (int64_t)N * HW;
+void global_avgpool_backward(float *dx, const float *dy, const GapShape *s,
+                             int acc) {
+  int64_t HW = s->HW, rows = (int64_t)s->N * HW;
+  int C = s->C;
   float inv = 1.0f / (float)HW;
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < rows; r++) {
@@ -514,16 +570,17 @@ void global_avgpool_backward(float *dx, const float *dy, int N, int HW,
 /* ---- dense -------------------------------------------------------------- */
 
 void dense_forward(float *y, const float *x, const float *w, const float *b,
-                   int N, int IN, int OUT) {
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OUT, IN, 1.0f, x,
-              IN, w, IN, 0.0f, y, OUT);
+                   const DenseShape *s) {
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s->N, s->OUT, s->IN,
+              1.0f, x, s->IN, w, s->IN, 0.0f, y, s->OUT);
   if (b)
-    add_bias(y, b, N, OUT);
+    add_bias(y, b, s->N, s->OUT);
 }
 
 void dense_backward(float *dx, float *dw, float *db, const float *dy,
-                    const float *x, const float *w, int N, int IN, int OUT,
+                    const float *x, const float *w, const DenseShape *s,
                     int acc_dx, int acc_dw) {
+  int N = s->N, IN = s->IN, OUT = s->OUT;
   if (dx) /* dx (N, IN) = dy (N, OUT) * w (OUT, IN) */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, IN, OUT, 1.0f,
                 dy, OUT, w, IN, acc_dx ? 1.0f : 0.0f, dx, IN);
@@ -555,18 +612,32 @@ static double softmax_row(float *p, const float *l, int label, int C) {
   return log(sum) - ((double)l[label] - mx);
 }
 
+/* Row chunks of the loss sum: fixed, like batchnorm's, so the loss is the
+ * same bits for every thread count (an OpenMP reduction would add the
+ * threads' partial sums, which depend on the split). */
+enum { XENT_CHUNKS = 16 };
+
 float softmax_xent_forward(float *probs, const float *logits,
-                           const int32_t *labels, int N, int C) {
-  double total = 0;
-#pragma omp parallel for reduction(+ : total) schedule(static)
-  for (int n = 0; n < N; n++)
-    total += softmax_row(probs + (int64_t)n * C, logits + (int64_t)n * C,
-                         labels[n], C);
+                           const int32_t *labels, const XentShape *s) {
+  int N = s->N, C = s->C, nch = N < XENT_CHUNKS ? N : XENT_CHUNKS;
+  double part[XENT_CHUNKS], total = 0;
+#pragma omp parallel for schedule(static)
+  for (int k = 0; k < nch; k++) {
+    double t = 0;
+    for (int n = N * k / nch; n < N * (k + 1) / nch; n++)
+      t += softmax_row(probs + (int64_t)n * C, logits + (int64_t)n * C,
+                       labels[n], C);
+    part[k] = t;
+  }
+  for (int k = 0; k < nch; k++)
+    total += part[k];
   return N > 0 ? (float)(total / N) : 0.0f;
 }
 
 void softmax_xent_backward(float *dlogits, const float *probs,
-                           const int32_t *labels, int N, int C, int acc) {
+                           const int32_t *labels, const XentShape *s,
+                           int acc) {
+  int N = s->N, C = s->C;
   float inv = 1.0f / (float)N;
 #pragma omp parallel for schedule(static)
   for (int n = 0; n < N; n++)

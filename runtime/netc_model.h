@@ -20,15 +20,30 @@ typedef enum {
   NP_DENSE_BIAS,   /* U(-1/sqrt(in), 1/sqrt(in)) */
 } NetcParamKind;
 
+/* How a parameter's elements are ordered (the plan's WeightLayout). */
+typedef enum {
+  NL_VECTOR,  /* (C) */
+  NL_OUT_IN,  /* (out, in), as PyTorch's dense weight */
+  NL_OHWI,    /* (C_out, K, K, C_in): PyTorch's (C_out, C_in, K, K) with
+                 C_in moved last */
+} NetcLayout;
+
+/* Every offset the model gives is in bytes, as the plan computed it. */
 typedef struct {
   const char *name;  /* stage1.basic1.conv1.weight, as netc check names it */
   NetcParamKind kind;
-  int64_t offset;    /* in floats, into params, grads and optimizer state */
-  int64_t count;
+  NetcLayout layout;
+  int64_t offset;    /* bytes into params, and into each optimizer state
+                        region and grads, which mirror it */
+  int64_t count;     /* floats */
   int ndims;
-  int64_t dims[4];   /* netc's layout (conv: C_out, K, K, C_in) */
+  int64_t dims[4];   /* in `layout` order */
   int64_t fan_in, fan_out;
+  int64_t stats[2];  /* NP_BN_WEIGHT: bytes into bn_stats of its running
+                        mean and variance; else -1 */
 } NetcParam;
+
+typedef enum { OPT_SGD, OPT_ADAM, OPT_ADAMW, OPT_COUNT } NetcOptKind;
 
 typedef struct NetcModel NetcModel;
 
@@ -47,23 +62,24 @@ typedef struct {
   int64_t grad_offset[2], grad_floats[2];
 } NetcOp;
 
-/* One model's memory: the persistent region and the arena. */
+/* One model's memory, exactly as the plan laid it out: the parameter
+ * region, the batchnorm statistics region and the arena (the optimizer
+ * adds its state region). Regions are bytes; netc_param() and friends give
+ * typed pointers. */
 typedef struct NetcState NetcState;
 struct NetcState {
   const NetcModel *model;
-  float *params;
+  unsigned char *params;
   /* NULL, or (netc_state_keep_grads) where every parameter's final
    * gradient is copied: for compare and tests. Training does not need it:
    * a gradient lives in the arena until its parameter's update. */
-  float *grads;
+  unsigned char *grads;
   /* Called by backward with each parameter's gradient as soon as it is
    * final (optim_attach sets it to the optimizer's step); NULL: none. */
   void (*on_grad)(NetcState *s, int param, float *grad);
   void *user;             /* for on_grad */
-  /* Batchnorm running statistics: for each NP_BN_WEIGHT parameter, in
-   * table order, its running mean[C] then its running variance[C]. */
-  float *bn_stats;
-  unsigned char *arena;   /* every activation, gradient and scratch */
+  unsigned char *bn_stats; /* batchnorm running statistics (NetcParam.stats) */
+  unsigned char *arena;   /* every activation, gradient, scratch, workspace */
   float loss;             /* of the last forward */
   float bn_momentum, bn_eps;
   int profile;            /* NETC_PROFILE_TIME | NETC_PROFILE_FINITE */
@@ -93,10 +109,11 @@ struct NetcModel {
   int batch;              /* images per step, fixed at compile time */
   int in_c, in_h, in_w;   /* one image */
   int classes;
-  int64_t nparams;        /* floats in params (and in grads) */
   int nparam_tensors;
   const NetcParam *params;
-  int64_t bn_floats;      /* floats in bn_stats */
+  int64_t param_bytes;    /* the parameter region (and grads) */
+  int64_t stats_bytes;    /* the batchnorm statistics region */
+  int64_t optimizer_bytes[OPT_COUNT]; /* each optimizer's state region */
   int64_t arena_bytes;
   int64_t input_offset;   /* bytes into the arena: the NHWC image batch */
   int64_t labels_offset;  /* int32 per image */
@@ -116,9 +133,28 @@ struct NetcModel {
 
 extern const NetcModel netc_model;
 
+/* Typed views of a parameter's bytes. */
+static inline float *netc_param(const NetcState *s, int i) {
+  return (float *)(s->params + s->model->params[i].offset);
+}
+static inline float *netc_grad(const NetcState *s, int i) {
+  return (float *)(s->grads + s->model->params[i].offset);
+}
+/* Running mean (which = 0) or variance (1) of batchnorm weight i. */
+static inline float *netc_bn_stat(const NetcState *s, int i, int which) {
+  return (float *)(s->bn_stats + s->model->params[i].stats[which]);
+}
+
 /* ---- init.c ---- */
-/* Allocates the state (64-byte aligned); NULL when out of memory. */
+/* Allocates the state (64-byte aligned): the parameter and statistics
+ * regions and the arena, of the plan's sizes; NULL when out of memory. */
 NetcState *netc_state_new(const NetcModel *m);
+/* The plan-owned memory allocated so far by this process (netc_state_new,
+ * optim_init; not the keep_grads copy): what `info` reports. */
+int64_t netc_allocated_bytes(void);
+/* 64-byte-aligned zeroed memory, counted in netc_allocated_bytes; NULL
+ * for 0 bytes or when out of memory. */
+void *netc_alloc(int64_t bytes);
 /* Allocates s->grads (zeros), so that backward keeps a copy of every
  * gradient; -1 when out of memory. */
 int netc_state_keep_grads(NetcState *s);
@@ -136,7 +172,6 @@ double rng_uniform(NetcRng *r);  /* [0, 1) */
 double rng_normal(NetcRng *r);   /* mean 0, std 1 */
 
 /* ---- optim.c ---- */
-typedef enum { OPT_SGD, OPT_ADAM, OPT_ADAMW } NetcOptKind;
 
 typedef struct {
   NetcOptKind kind;
@@ -145,7 +180,10 @@ typedef struct {
   float beta1, beta2, eps;   /* Adam, AdamW */
   int decay_bn_and_bias;     /* 0: no weight decay on batchnorm and biases */
   int64_t step;              /* updates done */
-  float *m1, *m2;            /* momentum / first moment; second moment */
+  /* The state region (model->optimizer_bytes[kind]): SGD's momentum, or
+   * Adam's first then second moment; each mirrors the parameter region. */
+  unsigned char *state;
+  unsigned char *m1, *m2;    /* momentum / first moment; second moment */
   int nonfinite;             /* since optim_begin: the first parameter whose
                                 gradient was not finite, or -1 */
 } NetcOptimizer;

@@ -15,19 +15,20 @@
 
 #include "netc_model.h"
 
+/* The state region is the plan's: SGD's momentum mirrors the parameter
+ * region, Adam's moments are two such mirrors, first then second. */
 int optim_init(NetcOptimizer *o, const NetcModel *m) {
-  size_t n = (size_t)m->nparams;
   o->step = 0;
   o->nonfinite = -1;
-  o->m1 = calloc(n ? n : 1, sizeof(float));
-  o->m2 = o->kind == OPT_SGD ? NULL : calloc(n ? n : 1, sizeof(float));
-  return o->m1 && (o->kind == OPT_SGD || o->m2) ? 0 : -1;
+  o->state = netc_alloc(m->optimizer_bytes[o->kind]);
+  o->m1 = o->state;
+  o->m2 = o->kind == OPT_SGD || !o->state ? NULL : o->state + m->param_bytes;
+  return o->state || m->optimizer_bytes[o->kind] == 0 ? 0 : -1;
 }
 
 void optim_free(NetcOptimizer *o) {
-  free(o->m1);
-  free(o->m2);
-  o->m1 = o->m2 = NULL;
+  free(o->state);
+  o->state = o->m1 = o->m2 = NULL;
 }
 
 /* The update loops skip an element whose gradient is not finite (g - g is
@@ -85,9 +86,10 @@ static int64_t update(const NetcOptimizer *o, const NetcParam *p, float *w,
   int decays = o->decay_bn_and_bias ||
                (p->kind == NP_CONV_WEIGHT || p->kind == NP_DENSE_WEIGHT);
   float wd = decays ? o->weight_decay : 0.0f;
+  float *m1 = (float *)(o->m1 + p->offset);
   if (o->kind == OPT_SGD)
-    return sgd(o, w, g, o->m1 + p->offset, p->count, wd);
-  return adam(o, w, g, o->m1 + p->offset, o->m2 + p->offset, p->count, wd);
+    return sgd(o, w, g, m1, p->count, wd);
+  return adam(o, w, g, m1, (float *)(o->m2 + p->offset), p->count, wd);
 }
 
 void optim_begin(NetcOptimizer *o) {
@@ -100,7 +102,7 @@ void optim_begin(NetcOptimizer *o) {
 static void on_grad(NetcState *s, int i, float *g) {
   NetcOptimizer *o = s->user;
   const NetcParam *p = &s->model->params[i];
-  if (o->nonfinite < 0 && update(o, p, s->params + p->offset, g))
+  if (o->nonfinite < 0 && update(o, p, netc_param(s, i), g))
     o->nonfinite = i;
 }
 
@@ -114,7 +116,7 @@ void optim_step(NetcOptimizer *o, NetcState *s) {
   optim_begin(o);
   for (int i = 0; i < m->nparam_tensors; i++) {
     const NetcParam *p = &m->params[i];
-    update(o, p, s->params + p->offset, s->grads + p->offset);
+    update(o, p, netc_param(s, i), netc_grad(s, i));
   }
 }
 

@@ -21,32 +21,34 @@ static int inside(int h, int w, int H, int W) {
 }
 
 void rt_ref_conv_forward(float *y, const float *x, const float *w,
-                         const float *b, int N, int H, int W, int C, int OC,
-                         int K, int stride, int pad, int OH, int OW) {
+                         const float *b, const ConvShape *s) {
+  int N = s->N, H = s->H, W = s->W, C = s->C, OC = s->OC, K = s->K;
+  int stride = s->stride, pad = s->pad, OH = s->OH, OW = s->OW;
   for (int n = 0; n < N; n++)
     for (int oh = 0; oh < OH; oh++)
       for (int ow = 0; ow < OW; ow++)
         for (int oc = 0; oc < OC; oc++) {
-          double s = b ? b[oc] : 0.0;
+          double sum = b ? b[oc] : 0.0;
           for (int kh = 0; kh < K; kh++)
             for (int kw = 0; kw < K; kw++) {
               int ih = oh * stride - pad + kh, iw = ow * stride - pad + kw;
               if (!inside(ih, iw, H, W))
                 continue;
               for (int c = 0; c < C; c++)
-                s += (double)x[at(n, ih, iw, c, H, W, C)] *
-                     w[wat(oc, kh, kw, c, K, C)];
+                sum += (double)x[at(n, ih, iw, c, H, W, C)] *
+                       w[wat(oc, kh, kw, c, K, C)];
             }
-          y[at(n, oh, ow, oc, OH, OW, OC)] = (float)s;
+          y[at(n, oh, ow, oc, OH, OW, OC)] = (float)sum;
         }
 }
 
 /* Every (output, tap) pair contributes dy * w to dx and dy * x to dw:
  * scatter both into double buffers, then round once. */
 void rt_ref_conv_backward(float *dx, float *dw, float *db, const float *dy,
-                          const float *x, const float *w, int N, int H, int W,
-                          int C, int OC, int K, int stride, int pad, int OH,
-                          int OW) {
+                          const float *x, const float *w,
+                          const ConvShape *s) {
+  int N = s->N, H = s->H, W = s->W, C = s->C, OC = s->OC, K = s->K;
+  int stride = s->stride, pad = s->pad, OH = s->OH, OW = s->OW;
   int64_t nx = (int64_t)N * H * W * C, nw = (int64_t)OC * K * K * C;
   double *gx = calloc((size_t)nx + 1, sizeof *gx);
   double *gw = calloc((size_t)nw + 1, sizeof *gw);
@@ -85,19 +87,21 @@ void rt_ref_conv_backward(float *dx, float *dw, float *db, const float *dy,
  * may be NULL. */
 void rt_ref_batchnorm_forward(float *y, float *mean, float *invstd,
                               const float *x, const float *gamma,
-                              const float *beta, int M, int C, float eps) {
+                              const float *beta, const BnShape *s, float eps) {
+  int64_t M = s->M;
+  int C = s->C;
   for (int c = 0; c < C; c++) {
-    double s = 0, v = 0;
-    for (int m = 0; m < M; m++)
-      s += x[(int64_t)m * C + c];
-    double mu = s / M;
-    for (int m = 0; m < M; m++) {
-      double d = x[(int64_t)m * C + c] - mu;
+    double sum = 0, v = 0;
+    for (int64_t m = 0; m < M; m++)
+      sum += x[m * C + c];
+    double mu = sum / M;
+    for (int64_t m = 0; m < M; m++) {
+      double d = x[m * C + c] - mu;
       v += d * d;
     }
     double is = 1.0 / sqrt(v / M + eps);
-    for (int m = 0; m < M; m++) {
-      int64_t i = (int64_t)m * C + c;
+    for (int64_t m = 0; m < M; m++) {
+      int64_t i = m * C + c;
       y[i] = (float)((x[i] - mu) * is * gamma[c] + beta[c]);
     }
     if (mean)
@@ -108,9 +112,9 @@ void rt_ref_batchnorm_forward(float *y, float *mean, float *invstd,
 }
 
 /* Padding is -infinity: only in-bounds taps compete. */
-void rt_ref_maxpool_forward(float *y, const float *x, int N, int H, int W,
-                            int C, int K, int stride, int pad, int OH,
-                            int OW) {
+void rt_ref_maxpool_forward(float *y, const float *x, const PoolShape *s) {
+  int N = s->N, H = s->H, W = s->W, C = s->C, K = s->K;
+  int stride = s->stride, pad = s->pad, OH = s->OH, OW = s->OW;
   for (int n = 0; n < N; n++)
     for (int oh = 0; oh < OH; oh++)
       for (int ow = 0; ow < OW; ow++)
@@ -127,31 +131,32 @@ void rt_ref_maxpool_forward(float *y, const float *x, int N, int H, int W,
 }
 
 /* Padding is zero and counts in the divisor: always K*K. */
-void rt_ref_avgpool_forward(float *y, const float *x, int N, int H, int W,
-                            int C, int K, int stride, int pad, int OH,
-                            int OW) {
+void rt_ref_avgpool_forward(float *y, const float *x, const PoolShape *s) {
+  int N = s->N, H = s->H, W = s->W, C = s->C, K = s->K;
+  int stride = s->stride, pad = s->pad, OH = s->OH, OW = s->OW;
   for (int n = 0; n < N; n++)
     for (int oh = 0; oh < OH; oh++)
       for (int ow = 0; ow < OW; ow++)
         for (int c = 0; c < C; c++) {
-          double s = 0;
+          double sum = 0;
           for (int kh = 0; kh < K; kh++)
             for (int kw = 0; kw < K; kw++) {
               int ih = oh * stride - pad + kh, iw = ow * stride - pad + kw;
               if (inside(ih, iw, H, W))
-                s += x[at(n, ih, iw, c, H, W, C)];
+                sum += x[at(n, ih, iw, c, H, W, C)];
             }
-          y[at(n, oh, ow, c, OH, OW, C)] = (float)(s / (K * K));
+          y[at(n, oh, ow, c, OH, OW, C)] = (float)(sum / (K * K));
         }
 }
 
 void rt_ref_dense_forward(float *y, const float *x, const float *w,
-                          const float *b, int N, int IN, int OUT) {
+                          const float *b, const DenseShape *s) {
+  int N = s->N, IN = s->IN, OUT = s->OUT;
   for (int n = 0; n < N; n++)
     for (int o = 0; o < OUT; o++) {
-      double s = b ? b[o] : 0.0;
+      double sum = b ? b[o] : 0.0;
       for (int i = 0; i < IN; i++)
-        s += (double)x[(int64_t)n * IN + i] * w[(int64_t)o * IN + i];
-      y[(int64_t)n * OUT + o] = (float)s;
+        sum += (double)x[(int64_t)n * IN + i] * w[(int64_t)o * IN + i];
+      y[(int64_t)n * OUT + o] = (float)sum;
     }
 }

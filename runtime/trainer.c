@@ -61,9 +61,9 @@ static int64_t input_floats(void) {
 static int cmd_info(void) {
   const NetcModel *m = &netc_model;
   printf("model=%s source=%s netc=%s batch=%d input=%dx%dx%d classes=%d "
-         "params=%lld param_tensors=%d arena_bytes=%lld\n",
+         "param_bytes=%lld param_tensors=%d arena_bytes=%lld\n",
          m->name, m->source, m->netc_version, m->batch, m->in_c, m->in_h,
-         m->in_w, m->classes, (long long)m->nparams, m->nparam_tensors,
+         m->in_w, m->classes, (long long)m->param_bytes, m->nparam_tensors,
          (long long)m->arena_bytes);
   return 0;
 }
@@ -530,7 +530,6 @@ static int compare_step(NetcState *s, RefFile *ref, Diffs *d, int verbose) {
     double v = max_abs(g->data, g->n);
     scale = v > scale ? v : scale;
   }
-  int64_t bn = 0;
   for (int i = 0; i < m->nparam_tensors; i++) {
     const NetcParam *p = &m->params[i];
     char key[512];
@@ -542,7 +541,7 @@ static int compare_step(NetcState *s, RefFile *ref, Diffs *d, int verbose) {
              scale);
     note(d, 1, p->name,
          excess(ref, key,
-                rel_diff_floor(s->grads + p->offset, g->data, p->count,
+                rel_diff_floor(netc_grad(s, i), g->data, p->count,
                                1e-4 * scale),
                 1e-3, 1),
          verbose);
@@ -554,11 +553,10 @@ static int compare_step(NetcState *s, RefFile *ref, Diffs *d, int verbose) {
     Record *var = find(ref, key);
     if (!mean || !var)
       return -1;
-    note(d, 2, p->name, rel_diff(s->bn_stats + bn, mean->data, p->count),
+    note(d, 2, p->name, rel_diff(netc_bn_stat(s, i, 0), mean->data, p->count),
          verbose);
-    note(d, 2, p->name,
-         rel_diff(s->bn_stats + bn + p->count, var->data, p->count), verbose);
-    bn += 2 * p->count;
+    note(d, 2, p->name, rel_diff(netc_bn_stat(s, i, 1), var->data, p->count),
+         verbose);
   }
   return 0;
 }

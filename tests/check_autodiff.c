@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "check_netc.h"
+#include "netc_rt.h"
 
 static const char *head =
     "  return global_avgpool(x) -> flatten -> dense(classes) -> "
@@ -101,10 +102,15 @@ START_TEST(test_saves_only_what_backward_needs) {
   ck_assert(g->tensors[argmax].kind == TK_SAVED && g->tensors[argmax].is_int);
   ck_assert_int_eq(g->nodes[mb].in[1], argmax);
   ck_assert_int_eq(g->nodes[mb].nin, 2);
-  /* batchnorm saves its batch mean and inverse std, per channel. */
-  ck_assert_int_eq(g->nodes[bn].nextra, 2);
+  /* batchnorm saves its batch mean and inverse std, per channel, and has
+   * a workspace (scratch, live for the op only) for its kernel. */
+  ck_assert_int_eq(g->nodes[bn].nextra, 3);
   ck_assert(!g->tensors[g->nodes[bn].extra[0]].batched);
   ck_assert_int_eq(g->tensors[g->nodes[bn].extra[0]].shape.c, 4);
+  ck_assert(g->tensors[g->nodes[bn].extra[1]].kind == TK_SAVED);
+  int work = g->nodes[bn].extra[2];
+  ck_assert(g->tensors[work].kind == TK_SCRATCH && !g->tensors[work].batched);
+  ck_assert_int_eq(tensor_bytes(g, work), BATCHNORM_WORK_BYTES(4));
   compiled_free(&c);
 }
 END_TEST

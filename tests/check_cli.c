@@ -36,7 +36,7 @@ static const struct {
     {"dump plan -o /nonexistent/dir/p.txt models/resnet18.net", 1,
      "cannot write '/nonexistent/dir/p.txt'"},
     {"dump plan -b 8 tests/golden/small.net", 0,
-     "naive_bytes=3127424 lower_bound_bytes=404352 planned_bytes=404352"},
+     "naive_bytes=3210112 lower_bound_bytes=404352 planned_bytes=404352"},
     {"check /nonexistent.net", 1, "cannot open '/nonexistent.net'"},
     {"check models", 1, "cannot read 'models'"},
     {"check tests/errors/add_shape_mismatch.net", 1, "1 error"},

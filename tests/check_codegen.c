@@ -78,11 +78,74 @@ START_TEST(test_generated_code_is_clean_and_deterministic) {
                                   " from models/resnet50.net"));
   ck_assert_ptr_nonnull(strstr(c, "/* Memory plan: one arena of "));
   ck_assert_ptr_nonnull(strstr(c, "#define T_stage2_bottleneck1_conv2 "));
+  /* Shapes as the dumps print them (NxCxHxW), sizes in a named struct. */
   ck_assert_ptr_nonnull(strstr(
       c, "/* models/blocks.net:23:9 stage2.bottleneck1.conv2: conv -> "
-         "64x8x8x128 */\n  conv_forward(F(T_stage2_bottleneck1_conv2), "));
+         "64x128x8x8 */\n  conv_forward(F(T_stage2_bottleneck1_conv2), "));
+  ck_assert_ptr_nonnull(strstr(
+      c, "static const ConvShape L_stage2_bottleneck1_conv2 = {.N = 64, "
+         ".H = 16, .W = 16, .C = 128, .OC = 128,\n"
+         "                                                     .K = 3, "
+         ".stride = 2, .pad = 1, .OH = 8,"));
+  /* Residual semantics are named flags, never bare integers. */
+  ck_assert_ptr_nonnull(strstr(c, "NETC_ADD"));
+  ck_assert_ptr_null(strstr(c, ", 0);\n"));
+  ck_assert_ptr_null(strstr(c, ", 1);\n"));
+  /* No line longer than 100 columns, in either file. */
+  for (int f = 0; f < 2; f++) {
+    char *h = NULL;
+    ck_assert_int_ge(asprintf(&h, "%s/g1/resnet50.%s", dir, f ? "h" : "c"),
+                     0);
+    char *text = read_file(h, NULL), *line = text;
+    int no = 1;
+    for (char *nl; (nl = strchr(line, '\n')); line = nl + 1, no++)
+      ck_assert_msg(nl - line <= 100, "%s:%d is %d columns", h, no,
+                    (int)(nl - line));
+    free(text);
+    free(h);
+  }
   free(c);
   free(path);
+}
+END_TEST
+
+/* The generated C of tests/golden/small.net is pinned: a change to it is a
+ * change to tests/golden/small.{c,h}.golden (make golden), reviewed. */
+START_TEST(test_generated_code_golden) {
+  const char *dir = temp_dir();
+  free(must("%s build --no-compile -b 8 -o %s/gold tests/golden/small.net",
+            netc_path(), dir));
+  static const char *const ext[] = {"c", "h"};
+  for (int i = 0; i < 2; i++) {
+    char *got_path = NULL, *want_path = NULL;
+    ck_assert_int_ge(asprintf(&got_path, "%s/gold/small.%s", dir, ext[i]), 0);
+    ck_assert_int_ge(
+        asprintf(&want_path, "tests/golden/small.%s.golden", ext[i]), 0);
+    char *got = read_file(got_path, NULL), *want = read_file(want_path, NULL);
+    ck_assert_msg(want != NULL, "missing %s (make golden)", want_path);
+    ck_assert_msg(got && !strcmp(got, want), "%s differs from %s", got_path,
+                  want_path);
+    free(got), free(want), free(got_path), free(want_path);
+  }
+}
+END_TEST
+
+/* netc build --debug: -O0 -g3, and gdb shows a layer's shape struct and
+ * its tensors' offsets by name, and reads a tensor through them. */
+START_TEST(test_debug_build_in_gdb) {
+  const char *dir = temp_dir();
+  free(must("%s build --debug -b 2 -o %s/dbg tests/golden/small.net",
+            netc_path(), dir));
+  char *out = must(
+      "gdb -nx -batch -ex 'break forward' -ex 'run step --steps 1' "
+      "-ex 'next 3' -ex 'print L_conv1' -ex 'print T_conv1' "
+      "-ex 'print F(T_input)[0] == ((float *)s->arena)[T_input / 4]' "
+      "--args %s/dbg/small 2>&1", dir);
+  ck_assert_msg(strstr(out, "N = 2, H = 16, W = 16, C = 3, OC = 8, K = 3"),
+                "gdb did not show L_conv1:\n%s", out);
+  ck_assert_msg(strstr(out, "= 1\n"), "gdb could not read F(T_input):\n%s",
+                out);
+  free(out);
 }
 END_TEST
 
@@ -105,6 +168,8 @@ Suite *suite_codegen(void) {
   TCase *tc = tcase_create("codegen");
   tcase_set_timeout(tc, 300);
   tcase_add_test(tc, test_generated_code_is_clean_and_deterministic);
+  tcase_add_test(tc, test_generated_code_golden);
+  tcase_add_test(tc, test_debug_build_in_gdb);
   tcase_add_loop_test(tc, test_matches_pytorch, 0,
                       sizeof compared / sizeof compared[0]);
   tcase_add_test(tc, test_resnet50_step_on_random_data);

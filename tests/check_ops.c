@@ -144,10 +144,51 @@ START_TEST(test_flops) {
 }
 END_TEST
 
+/* Every row is complete and consistent with the rows it names: what the
+ * passes rely on instead of lists of their own. */
+START_TEST(test_every_row_is_complete) {
+  for (int k = 0; k < OP_COUNT; k++) {
+    const OpInfo *op = op_info((OpKind)k);
+    ck_assert_msg(op->name && op->doc, "op %d has no row", k);
+    ck_assert_int_eq(op->user, k < OP_USER_COUNT);
+    for (int j = 0; j < MAX_OP_PARAMS; j++)
+      ck_assert_msg((op->params[j].name != NULL) == (j < op->nparams),
+                    "%s: nparams is %d", op->name, op->nparams);
+    ck_assert_msg(op->view || op->kernel.fn, "%s calls no kernel", op->name);
+    int nargs = 0, shape_arg = 0;
+    while (nargs < MAX_KERNEL_ARGS && op->kernel.args[nargs] != KA_END)
+      shape_arg |= op->kernel.args[nargs++] == KA_SHAPE;
+    ck_assert_msg(nargs < MAX_KERNEL_ARGS, "%s: args not ended", op->name);
+    ck_assert_msg(shape_arg == (op->shape != SK_NONE),
+                  "%s: a shape struct without a SHAPE argument", op->name);
+    if (op->weights)
+      for (int j = 0; j < MAX_WEIGHTS_PER_NODE; j++)
+        ck_assert_msg(op->init[j] != NULL, "%s: weight %d has no init",
+                      op->name, j);
+    if (k < OP_USER_COUNT && op->backward != OP_PASS) {
+      /* A backward op takes its forward op's shape struct. */
+      const OpInfo *b = op_info(op->backward);
+      ck_assert(!b->user && b->backward == OP_NONE);
+      ck_assert_msg(b->shape == op->shape, "%s and %s take other shapes",
+                    op->name, b->name);
+      ck_assert_int_eq(b->nbwd_in, b->ninputs);
+    }
+  }
+}
+END_TEST
+
+/* An op a switch was not written for stops netc with a message. */
+START_TEST(test_unknown_op_is_an_internal_error) {
+  op_info(OP_COUNT);
+}
+END_TEST
+
 Suite *suite_ops(void) {
   Suite *s = suite_create("ops");
   TCase *tc = tcase_create("ops");
   tcase_add_test(tc, test_table_lookup);
+  tcase_add_test(tc, test_every_row_is_complete);
+  tcase_add_exit_test(tc, test_unknown_op_is_an_internal_error, 1);
   tcase_add_loop_test(tc, test_conv_output_size, 0,
                       sizeof conv_cases / sizeof conv_cases[0]);
   tcase_add_test(tc, test_window_errors);

@@ -1,14 +1,18 @@
 /* check_runtime.c: the runtime kernels (runtime/kernels.c) against their
  * naive references (runtime/reference.c) and against central finite
  * differences, plus the contracts of netc_rt.h: acc flags, in-place
- * calls, batchnorm running statistics, and thread-count independence. */
+ * calls, batchnorm running statistics, thread-count independence, and
+ * that no kernel allocates (an allocation counter linked in with the
+ * linker's --wrap). */
 #include <math.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "check_netc.h"
 #include "netc_rt.h"
+#include "util.h"
 
 /* ---- helpers ------------------------------------------------------------ */
 
@@ -50,6 +54,18 @@ static float *filled(int64_t n, float v) {
 static float *copyv(const float *a, int64_t n) {
   float *p = alloc_f(n);
   memcpy(p, a, (size_t)n * sizeof *p);
+  return p;
+}
+
+/* A batchnorm workspace: BATCHNORM_WORK_BYTES(C), 64-byte aligned as
+ * netc_rt.h asks (aligned_alloc wants a multiple of the alignment). All
+ * bytes 0xff, a NaN as float and as double: the kernels must write
+ * whatever they read. */
+static void *bn_work(int C) {
+  size_t n = (size_t)(BATCHNORM_WORK_BYTES(C) + 63) / 64 * 64;
+  void *p = aligned_alloc(64, n);
+  ck_assert_ptr_nonnull(p);
+  memset(p, 0xff, n);
   return p;
 }
 
@@ -104,39 +120,43 @@ static void expect_fd(const char *what, float *p, const float *g, int64_t n,
 
 /* ---- convolution fixtures ----------------------------------------------- */
 
+/* A test convolution: N, H, W, C, OC, K, stride, pad (conv_make fills in
+ * OH and OW), and whether cols is NULL (allowed for 1x1/s1/p0 only). */
 typedef struct {
-  int N, H, W, C, OC, K, stride, pad, null_cols;
-} ConvShape;
+  ConvShape s;
+  int null_cols;
+} ConvCase;
 
 /* Odd sizes: strides that drop edges, pad >= K/2, 1x1 both ways. */
-static const ConvShape conv_shapes[] = {
-    {2, 7, 5, 3, 4, 3, 2, 1, 0}, {1, 9, 9, 5, 6, 1, 1, 0, 1},
-    {3, 6, 7, 2, 5, 5, 3, 2, 0}, {2, 4, 4, 3, 2, 1, 2, 0, 0},
-    {1, 5, 5, 4, 3, 7, 1, 3, 0}, {2, 3, 5, 4, 3, 1, 1, 0, 0},
+static const ConvCase conv_cases[] = {
+    {{2, 7, 5, 3, 4, 3, 2, 1, 0, 0}, 0}, {{1, 9, 9, 5, 6, 1, 1, 0, 0, 0}, 1},
+    {{3, 6, 7, 2, 5, 5, 3, 2, 0, 0}, 0}, {{2, 4, 4, 3, 2, 1, 2, 0, 0, 0}, 0},
+    {{1, 5, 5, 4, 3, 7, 1, 3, 0, 0}, 0}, {{2, 3, 5, 4, 3, 1, 1, 0, 0, 0}, 0},
 };
-#define NCONV ((int)(sizeof conv_shapes / sizeof conv_shapes[0]))
+#define NCONV ((int)(sizeof conv_cases / sizeof conv_cases[0]))
 
 typedef struct {
   ConvShape s;
-  int OH, OW;
   int64_t nx, nw, ny;
   float *x, *w, *b, *cols, *y, *r; /* r: the weights of L = sum(y .* r) */
 } Conv;
 
-static Conv conv_make(const ConvShape *s) {
-  Conv c = {.s = *s};
-  c.OH = (s->H + 2 * s->pad - s->K) / s->stride + 1;
-  c.OW = (s->W + 2 * s->pad - s->K) / s->stride + 1;
+static Conv conv_make(const ConvCase *cc) {
+  Conv c = {.s = cc->s};
+  ConvShape *s = &c.s;
+  s->OH = (s->H + 2 * s->pad - s->K) / s->stride + 1;
+  s->OW = (s->W + 2 * s->pad - s->K) / s->stride + 1;
   c.nx = (int64_t)s->N * s->H * s->W * s->C;
   c.nw = (int64_t)s->OC * s->K * s->K * s->C;
-  c.ny = (int64_t)s->N * c.OH * c.OW * s->OC;
+  c.ny = (int64_t)s->N * s->OH * s->OW * s->OC;
   c.x = randv(c.nx);
   c.w = randv(c.nw);
   c.b = randv(s->OC);
   /* NaN scratch: im2col must write every element, padding included. */
-  c.cols = s->null_cols
-               ? NULL
-               : filled((int64_t)s->N * c.OH * c.OW * s->K * s->K * s->C, NAN);
+  c.cols = cc->null_cols ? NULL
+                         : filled((int64_t)s->N * s->OH * s->OW * s->K *
+                                      s->K * s->C,
+                                  NAN);
   c.y = alloc_f(c.ny);
   c.r = randv(c.ny);
   return c;
@@ -152,16 +172,13 @@ static void conv_free(Conv *c) {
 }
 
 static void conv_fwd(Conv *c, float *y, const float *b) {
-  const ConvShape *s = &c->s;
-  conv_forward(y, c->cols, c->x, c->w, b, s->N, s->H, s->W, s->C, s->OC, s->K,
-               s->stride, s->pad, c->OH, c->OW);
+  conv_forward(y, c->cols, c->x, c->w, b, &c->s);
 }
 
 static void conv_bwd(Conv *c, float *dx, float *dw, float *db, int acc_dx,
                      int acc_dw) {
-  const ConvShape *s = &c->s;
-  conv_backward(dx, dw, db, c->cols, c->r, c->x, c->w, s->N, s->H, s->W, s->C,
-                s->OC, s->K, s->stride, s->pad, c->OH, c->OW, acc_dx, acc_dw);
+  conv_backward(dx, dw, db, c->cols, c->r, c->x, c->w, &c->s, acc_dx,
+                acc_dw);
 }
 
 static double conv_loss(void *ctx) {
@@ -172,16 +189,18 @@ static double conv_loss(void *ctx) {
 
 /* ---- pooling fixtures --------------------------------------------------- */
 
+/* The pooling tests' windows (on 2 x 7 x 5 x 3 inputs). */
 typedef struct {
   int K, stride, pad;
-} PoolShape;
+} Window;
 
-static const PoolShape pool_shapes[] = {{3, 2, 1}, {2, 2, 0}, {3, 1, 1},
-                                        {3, 3, 0}};
-#define NPOOL ((int)(sizeof pool_shapes / sizeof pool_shapes[0]))
+static const Window pool_windows[] = {{3, 2, 1}, {2, 2, 0}, {3, 1, 1},
+                                      {3, 3, 0}};
+#define NPOOL ((int)(sizeof pool_windows / sizeof pool_windows[0]))
 
 typedef struct {
-  int N, H, W, C, K, stride, pad, OH, OW, avg;
+  PoolShape s;
+  int avg;
   int64_t nx, ny;
   float *x, *y, *r;
   int32_t *argmax;
@@ -189,13 +208,15 @@ typedef struct {
 
 /* x holds distinct values at least 0.05 apart, so no window has a tie and
  * no finite-difference step (1e-2) changes a max. */
-static Pooling pooling_make(const PoolShape *ps, int avg) {
-  Pooling p = {.N = 2, .H = 7, .W = 5, .C = 3, .K = ps->K,
-               .stride = ps->stride, .pad = ps->pad, .avg = avg};
-  p.OH = (p.H + 2 * p.pad - p.K) / p.stride + 1;
-  p.OW = (p.W + 2 * p.pad - p.K) / p.stride + 1;
-  p.nx = (int64_t)p.N * p.H * p.W * p.C;
-  p.ny = (int64_t)p.N * p.OH * p.OW * p.C;
+static Pooling pooling_make(const Window *win, int avg) {
+  Pooling p = {.s = {.N = 2, .H = 7, .W = 5, .C = 3, .K = win->K,
+                     .stride = win->stride, .pad = win->pad},
+               .avg = avg};
+  PoolShape *s = &p.s;
+  s->OH = (s->H + 2 * s->pad - s->K) / s->stride + 1;
+  s->OW = (s->W + 2 * s->pad - s->K) / s->stride + 1;
+  p.nx = (int64_t)s->N * s->H * s->W * s->C;
+  p.ny = (int64_t)s->N * s->OH * s->OW * s->C;
   p.x = alloc_f(p.nx);
   for (int64_t i = 0; i < p.nx; i++)
     p.x[i] = 0.05f * (float)(i - p.nx / 2);
@@ -220,21 +241,17 @@ static void pooling_free(Pooling *p) {
 
 static void pooling_fwd(Pooling *p, float *y) {
   if (p->avg)
-    avgpool_forward(y, p->x, p->N, p->H, p->W, p->C, p->K, p->stride, p->pad,
-                    p->OH, p->OW);
+    avgpool_forward(y, p->x, &p->s);
   else
-    maxpool_forward(y, p->argmax, p->x, p->N, p->H, p->W, p->C, p->K,
-                    p->stride, p->pad, p->OH, p->OW);
+    maxpool_forward(y, p->argmax, p->x, &p->s);
 }
 
 /* Needs a pooling_fwd first for maxpool's argmax. */
 static void pooling_bwd(Pooling *p, float *dx, int acc) {
   if (p->avg)
-    avgpool_backward(dx, p->r, p->N, p->H, p->W, p->C, p->K, p->stride,
-                     p->pad, p->OH, p->OW, acc);
+    avgpool_backward(dx, p->r, &p->s, acc);
   else
-    maxpool_backward(dx, p->r, p->argmax, p->N, p->H, p->W, p->C, p->OH,
-                     p->OW, acc);
+    maxpool_backward(dx, p->r, p->argmax, &p->s, acc);
 }
 
 static double pooling_loss(void *ctx) {
@@ -247,14 +264,12 @@ static double pooling_loss(void *ctx) {
 
 START_TEST(test_conv_forward) {
   seed(100 + (uint64_t)_i);
-  Conv c = conv_make(&conv_shapes[_i]);
-  const ConvShape *s = &c.s;
+  Conv c = conv_make(&conv_cases[_i]);
   float *want = alloc_f(c.ny);
   for (int bias = 0; bias < 2; bias++) {
     const float *b = bias ? c.b : NULL;
     conv_fwd(&c, c.y, b);
-    rt_ref_conv_forward(want, c.x, c.w, b, s->N, s->H, s->W, s->C, s->OC,
-                        s->K, s->stride, s->pad, c.OH, c.OW);
+    rt_ref_conv_forward(want, c.x, c.w, b, &c.s);
     expect_close("conv y", c.y, want, c.ny, 1e-5, 1e-5);
   }
   free(want);
@@ -265,24 +280,24 @@ END_TEST
 START_TEST(test_pool_forward) {
   seed(200 + (uint64_t)_i);
   for (int avg = 0; avg < 2; avg++) {
-    Pooling p = pooling_make(&pool_shapes[_i], avg);
+    Pooling p = pooling_make(&pool_windows[_i], avg);
+    const PoolShape *s = &p.s;
     for (int64_t i = 0; i < p.nx; i++)
       p.x[i] = frand(); /* plain random values: ties don't matter here */
     float *want = alloc_f(p.ny);
     pooling_fwd(&p, p.y);
     if (avg)
-      rt_ref_avgpool_forward(want, p.x, p.N, p.H, p.W, p.C, p.K, p.stride,
-                             p.pad, p.OH, p.OW);
+      rt_ref_avgpool_forward(want, p.x, s);
     else
-      rt_ref_maxpool_forward(want, p.x, p.N, p.H, p.W, p.C, p.K, p.stride,
-                             p.pad, p.OH, p.OW);
+      rt_ref_maxpool_forward(want, p.x, s);
     expect_close(avg ? "avgpool y" : "maxpool y", p.y, want, p.ny, 1e-6,
                  1e-5);
     for (int64_t i = 0; !avg && i < p.ny; i++) { /* argmax points at y */
-      int64_t n = i / ((int64_t)p.OH * p.OW * p.C), c = i % p.C;
+      int64_t n = i / ((int64_t)s->OH * s->OW * s->C), c = i % s->C;
       ck_assert_int_ge(p.argmax[i], 0);
-      ck_assert_int_lt(p.argmax[i], p.H * p.W);
-      ck_assert_float_eq(p.x[(n * p.H * p.W + p.argmax[i]) * p.C + c], p.y[i]);
+      ck_assert_int_lt(p.argmax[i], s->H * s->W);
+      ck_assert_float_eq(p.x[(n * s->H * s->W + p.argmax[i]) * s->C + c],
+                         p.y[i]);
     }
     free(want);
     pooling_free(&p);
@@ -296,20 +311,22 @@ END_TEST
 START_TEST(test_pool_padding) {
   float x[3 * 3], y[3 * 3];
   int32_t am[3 * 3];
+  const PoolShape s = {.N = 1, .H = 3, .W = 3, .C = 1, .K = 3, .stride = 1,
+                       .pad = 1, .OH = 3, .OW = 3};
   for (int i = 0; i < 9; i++)
     x[i] = -1.0f - (float)i;
-  maxpool_forward(y, am, x, 1, 3, 3, 1, 3, 1, 1, 3, 3);
+  maxpool_forward(y, am, x, &s);
   ck_assert_float_eq(y[0], -1.0f);
   ck_assert_int_eq(am[0], 0);
   ck_assert_float_eq(y[8], -5.0f);
   ck_assert_int_eq(am[8], 4);
   for (int i = 0; i < 9; i++)
     x[i] = 1.0f;
-  avgpool_forward(y, x, 1, 3, 3, 1, 3, 1, 1, 3, 3);
+  avgpool_forward(y, x, &s);
   ck_assert_float_eq_tol(y[0], 4.0f / 9.0f, 1e-7f);
   ck_assert_float_eq_tol(y[1], 6.0f / 9.0f, 1e-7f);
   ck_assert_float_eq_tol(y[4], 1.0f, 1e-7f);
-  maxpool_forward(y, am, x, 1, 3, 3, 1, 3, 1, 1, 3, 3); /* ties: first */
+  maxpool_forward(y, am, x, &s); /* ties: first */
   ck_assert_int_eq(am[0], 0);
   ck_assert_int_eq(am[4], 0);
   ck_assert_int_eq(am[8], 4);
@@ -321,9 +338,10 @@ START_TEST(test_dense_forward) {
   enum { N = 3, IN = 7, OUT = 5 };
   float *x = randv(N * IN), *w = randv(OUT * IN), *b = randv(OUT);
   float y[N * OUT], want[N * OUT];
+  const DenseShape s = {N, IN, OUT};
   for (int bias = 0; bias < 2; bias++) {
-    dense_forward(y, x, w, bias ? b : NULL, N, IN, OUT);
-    rt_ref_dense_forward(want, x, w, bias ? b : NULL, N, IN, OUT);
+    dense_forward(y, x, w, bias ? b : NULL, &s);
+    rt_ref_dense_forward(want, x, w, bias ? b : NULL, &s);
     expect_close("dense y", y, want, N * OUT, 1e-6, 1e-5);
   }
   free(x);
@@ -339,12 +357,15 @@ START_TEST(test_batchnorm_forward) {
   for (int i = 0; i < M * C; i++)
     x[i] = 3.0f * x[i] + (float)(i % C); /* a different mean per channel */
   float y[M * C], mean[C], invstd[C], ym[M * C], mm[C], im[C];
-  batchnorm_forward(y, mean, invstd, NULL, NULL, x, gamma, beta, M, C, 0.1f,
-                    1e-5f, 1);
-  rt_ref_batchnorm_forward(ym, mm, im, x, gamma, beta, M, C, 1e-5f);
+  const BnShape s = {M, C};
+  void *work = bn_work(C);
+  batchnorm_forward(y, mean, invstd, work, NULL, NULL, x, gamma, beta, &s,
+                    0.1f, 1e-5f, 1);
+  rt_ref_batchnorm_forward(ym, mm, im, x, gamma, beta, &s, 1e-5f);
   expect_close("bn y", y, ym, M * C, 1e-5, 1e-5);
   expect_close("bn mean", mean, mm, C, 1e-6, 1e-5);
   expect_close("bn invstd", invstd, im, C, 1e-6, 1e-5);
+  free(work);
   free(x);
   free(gamma);
   free(beta);
@@ -362,7 +383,7 @@ START_TEST(test_global_avgpool_forward) {
         s += x[(n * HW + i) * C + c];
       want[n * C + c] = (float)(s / HW);
     }
-  global_avgpool_forward(y, x, N, HW, C);
+  global_avgpool_forward(y, x, &(GapShape){N, HW, C});
   expect_close("gap y", y, want, N * C, 1e-6, 1e-5);
   free(x);
 }
@@ -387,7 +408,7 @@ START_TEST(test_softmax_forward) {
       want[n * C + c] = (float)(exp(l[n * C + c] - mx) / s);
     loss += log(s) - (l[n * C + labels[n]] - mx);
   }
-  float got = softmax_xent_forward(p, l, labels, N, C);
+  float got = softmax_xent_forward(p, l, labels, &(XentShape){N, C});
   ck_assert(isfinite(got));
   ck_assert_double_eq_tol(got, loss / N, 1e-5 * (1 + loss / N));
   expect_close("probs", p, want, N * C, 1e-7, 1e-5);
@@ -398,13 +419,14 @@ END_TEST
 START_TEST(test_elementwise_forward) {
   float x[] = {-2.0f, -0.0f, 0.0f, 0.5f, 3.0f, -1e-30f};
   float b[] = {1.0f, 2.0f, 3.0f, 4.0f, 5.0f, 6.0f}, y[6];
-  relu_forward(y, x, 6);
+  const EltShape s = {6};
+  relu_forward(y, x, &s);
   float want[] = {0.0f, 0.0f, 0.0f, 0.5f, 3.0f, 0.0f};
   expect_close("relu y", y, want, 6, 0, 0);
-  add_forward(y, x, b, 6);
+  add_forward(y, x, b, &s);
   for (int i = 0; i < 6; i++)
     ck_assert_float_eq(y[i], x[i] + b[i]);
-  grad_add(y, b, b, 6);
+  grad_add(y, b, b, &s);
   for (int i = 0; i < 6; i++)
     ck_assert_float_eq(y[i], 2 * b[i]);
 }
@@ -415,14 +437,13 @@ END_TEST
 /* Also against rt_ref_conv_backward, which shares no code with it. */
 START_TEST(test_conv_grad) {
   seed(700 + (uint64_t)_i);
-  Conv c = conv_make(&conv_shapes[_i]);
+  Conv c = conv_make(&conv_cases[_i]);
   const ConvShape *s = &c.s;
   float *dx = filled(c.nx, NAN), *dw = filled(c.nw, NAN);
   float *db = filled(s->OC, NAN);
   conv_bwd(&c, dx, dw, db, 0, 0);
   float *rx = alloc_f(c.nx), *rw = alloc_f(c.nw), *rb = alloc_f(s->OC);
-  rt_ref_conv_backward(rx, rw, rb, c.r, c.x, c.w, s->N, s->H, s->W, s->C,
-                       s->OC, s->K, s->stride, s->pad, c.OH, c.OW);
+  rt_ref_conv_backward(rx, rw, rb, c.r, c.x, c.w, s);
   expect_close("conv dx vs ref", dx, rx, c.nx, 1e-5, 1e-5);
   expect_close("conv dw vs ref", dw, rw, c.nw, 1e-5, 1e-5);
   expect_close("conv db vs ref", db, rb, s->OC, 1e-5, 1e-5);
@@ -441,12 +462,13 @@ START_TEST(test_conv_grad) {
 END_TEST
 
 typedef struct {
-  int M, C;
+  BnShape s;
   float *x, *gamma, *beta, *y, *mean, *invstd, *r;
+  void *work;
 } BN;
 
 static BN bn_make(int M, int C) {
-  BN b = {.M = M, .C = C};
+  BN b = {.s = {M, C}};
   b.x = randv((int64_t)M * C);
   for (int64_t i = 0; i < (int64_t)M * C; i++)
     b.x[i] = 2.0f * b.x[i] + 0.5f * (float)(i % C);
@@ -458,37 +480,49 @@ static BN bn_make(int M, int C) {
   b.mean = alloc_f(C);
   b.invstd = alloc_f(C);
   b.r = randv((int64_t)M * C);
+  b.work = bn_work(C);
   return b;
 }
 
 static void bn_free(BN *b) {
   free(b->x), free(b->gamma), free(b->beta), free(b->y);
-  free(b->mean), free(b->invstd), free(b->r);
+  free(b->mean), free(b->invstd), free(b->r), free(b->work);
 }
 
 /* Training mode, no running statistics. */
 static void bn_fwd(BN *b) {
-  batchnorm_forward(b->y, b->mean, b->invstd, NULL, NULL, b->x, b->gamma,
-                    b->beta, b->M, b->C, 0.1f, 1e-5f, 1);
+  batchnorm_forward(b->y, b->mean, b->invstd, b->work, NULL, NULL, b->x,
+                    b->gamma, b->beta, &b->s, 0.1f, 1e-5f, 1);
+}
+
+/* dy = r into dx (NULL: dgamma and dbeta only). */
+static void bn_bwd(BN *b, float *dx, float *dg, float *dbeta, int acc_dx,
+                   int acc_dw) {
+  batchnorm_backward(dx, dg, dbeta, b->work, b->r, b->x, b->mean, b->invstd,
+                     b->gamma, &b->s, acc_dx, acc_dw);
 }
 
 static double bn_loss(void *ctx) {
   BN *b = ctx;
   bn_fwd(b);
-  return dot(b->y, b->r, (int64_t)b->M * b->C);
+  return dot(b->y, b->r, b->s.M * b->s.C);
 }
 
 START_TEST(test_batchnorm_grad) {
   seed(800);
   BN b = bn_make(2 * 3 * 5, 4);
-  int64_t n = (int64_t)b.M * b.C;
+  int64_t n = b.s.M * b.s.C;
   float *dx = filled(n, NAN), dg[4], dbt[4];
   bn_fwd(&b);
-  batchnorm_backward(dx, dg, dbt, b.r, b.x, b.mean, b.invstd, b.gamma, b.M,
-                     b.C, 0, 0);
+  bn_bwd(&b, dx, dg, dbt, 0, 0);
   expect_fd("x", b.x, dx, n, bn_loss, &b);
-  expect_fd("gamma", b.gamma, dg, b.C, bn_loss, &b);
-  expect_fd("beta", b.beta, dbt, b.C, bn_loss, &b);
+  expect_fd("gamma", b.gamma, dg, b.s.C, bn_loss, &b);
+  expect_fd("beta", b.beta, dbt, b.s.C, bn_loss, &b);
+  /* No input gradient: the same dgamma and dbeta. */
+  float dg2[4], dbt2[4];
+  bn_bwd(&b, NULL, dg2, dbt2, 0, 0);
+  expect_close("bn dgamma (dx NULL)", dg2, dg, b.s.C, 0, 0);
+  expect_close("bn dbeta (dx NULL)", dbt2, dbt, b.s.C, 0, 0);
   free(dx);
   bn_free(&b);
 }
@@ -497,7 +531,7 @@ END_TEST
 START_TEST(test_pool_grad) {
   seed(900 + (uint64_t)_i);
   for (int avg = 0; avg < 2; avg++) {
-    Pooling p = pooling_make(&pool_shapes[_i], avg);
+    Pooling p = pooling_make(&pool_windows[_i], avg);
     float *dx = filled(p.nx, NAN);
     pooling_fwd(&p, p.y);
     pooling_bwd(&p, dx, 0);
@@ -510,36 +544,36 @@ START_TEST(test_pool_grad) {
 END_TEST
 
 typedef struct {
-  int N, HW, C;
+  GapShape s;
   float *x, *y, *r;
 } GAP;
 
 static double gap_loss(void *ctx) {
   GAP *g = ctx;
-  global_avgpool_forward(g->y, g->x, g->N, g->HW, g->C);
-  return dot(g->y, g->r, (int64_t)g->N * g->C);
+  global_avgpool_forward(g->y, g->x, &g->s);
+  return dot(g->y, g->r, (int64_t)g->s.N * g->s.C);
 }
 
 START_TEST(test_global_avgpool_grad) {
   seed(1000);
-  GAP g = {.N = 2, .HW = 7, .C = 3};
+  GAP g = {.s = {2, 7, 3}};
   g.x = randv(2 * 7 * 3);
   g.y = alloc_f(2 * 3);
   g.r = randv(2 * 3);
   float *dx = filled(2 * 7 * 3, NAN);
-  global_avgpool_backward(dx, g.r, g.N, g.HW, g.C, 0);
+  global_avgpool_backward(dx, g.r, &g.s, 0);
   expect_fd("x", g.x, dx, 2 * 7 * 3, gap_loss, &g);
   free(dx), free(g.x), free(g.y), free(g.r);
 }
 END_TEST
 
 typedef struct {
-  int N, IN, OUT;
+  DenseShape s;
   float *x, *w, *b, *y, *r;
 } Dense;
 
 static Dense dense_make(void) {
-  Dense d = {.N = 3, .IN = 7, .OUT = 5};
+  Dense d = {.s = {3, 7, 5}};
   d.x = randv(3 * 7);
   d.w = randv(5 * 7);
   d.b = randv(5);
@@ -554,8 +588,8 @@ static void dense_free(Dense *d) {
 
 static double dense_loss(void *ctx) {
   Dense *d = ctx;
-  dense_forward(d->y, d->x, d->w, d->b, d->N, d->IN, d->OUT);
-  return dot(d->y, d->r, (int64_t)d->N * d->OUT);
+  dense_forward(d->y, d->x, d->w, d->b, &d->s);
+  return dot(d->y, d->r, (int64_t)d->s.N * d->s.OUT);
 }
 
 START_TEST(test_dense_grad) {
@@ -563,7 +597,7 @@ START_TEST(test_dense_grad) {
   Dense d = dense_make();
   float *dx = filled(3 * 7, NAN), *dw = filled(5 * 7, NAN);
   float *db = filled(5, NAN);
-  dense_backward(dx, dw, db, d.r, d.x, d.w, d.N, d.IN, d.OUT, 0, 0);
+  dense_backward(dx, dw, db, d.r, d.x, d.w, &d.s, 0, 0);
   expect_fd("x", d.x, dx, 3 * 7, dense_loss, &d);
   expect_fd("w", d.w, dw, 5 * 7, dense_loss, &d);
   expect_fd("b", d.b, db, 5, dense_loss, &d);
@@ -573,57 +607,58 @@ START_TEST(test_dense_grad) {
 END_TEST
 
 typedef struct {
-  int N, C;
+  XentShape s;
   float *logits, *probs;
   const int32_t *labels;
 } Xent;
 
 static double xent_loss(void *ctx) {
-  Xent *s = ctx;
-  return softmax_xent_forward(s->probs, s->logits, s->labels, s->N, s->C);
+  Xent *x = ctx;
+  return softmax_xent_forward(x->probs, x->logits, x->labels, &x->s);
 }
 
 START_TEST(test_softmax_xent_grad) {
   seed(1200);
   static const int32_t labels[4] = {2, 0, 4, 4};
-  Xent s = {.N = 4, .C = 5, .labels = labels};
+  Xent s = {.s = {4, 5}, .labels = labels};
   s.logits = randv(4 * 5);
   for (int i = 0; i < 4 * 5; i++)
     s.logits[i] *= 3.0f;
   s.probs = alloc_f(4 * 5);
   float *dl = filled(4 * 5, NAN);
   xent_loss(&s);
-  softmax_xent_backward(dl, s.probs, labels, s.N, s.C, 0);
+  softmax_xent_backward(dl, s.probs, labels, &s.s, 0);
   expect_fd("logits", s.logits, dl, 4 * 5, xent_loss, &s);
   free(dl), free(s.logits), free(s.probs);
 }
 END_TEST
 
 typedef struct {
-  int64_t n;
+  EltShape s;
   float *x, *y, *r;
 } Relu;
 
 static double relu_loss(void *ctx) {
-  Relu *s = ctx;
-  relu_forward(s->y, s->x, s->n);
-  return dot(s->y, s->r, s->n);
+  Relu *r = ctx;
+  relu_forward(r->y, r->x, &r->s);
+  return dot(r->y, r->r, r->s.n);
 }
 
 /* Inputs stay at least 0.05 from the kink at 0. */
 START_TEST(test_relu_grad) {
   seed(1300);
-  Relu s = {.n = 37};
-  s.x = randv(s.n);
-  for (int64_t i = 0; i < s.n; i++)
+  Relu s = {.s = {37}};
+  int64_t n = s.s.n;
+  s.x = randv(n);
+  for (int64_t i = 0; i < n; i++)
     if (fabsf(s.x[i]) < 0.05f)
       s.x[i] = s.x[i] < 0 ? -0.5f : 0.5f;
-  s.y = alloc_f(s.n);
-  s.r = randv(s.n);
-  float *dx = filled(s.n, NAN);
-  relu_forward(s.y, s.x, s.n);
-  relu_backward(dx, s.r, s.y, s.n, 0);
-  expect_fd("x", s.x, dx, s.n, relu_loss, &s);
+  s.y = alloc_f(n);
+  s.r = randv(n);
+  float *dx = filled(n, NAN);
+  relu_forward(s.y, s.x, &s.s);
+  relu_backward(dx, s.r, s.y, &s.s, 0);
+  expect_fd("x", s.x, dx, n, relu_loss, &s);
   free(dx), free(s.x), free(s.y), free(s.r);
 }
 END_TEST
@@ -633,7 +668,7 @@ END_TEST
 /* Both flags independently, on the im2col path and on the direct 1x1. */
 START_TEST(test_acc_conv) {
   seed(1400 + (uint64_t)_i);
-  Conv c = conv_make(&conv_shapes[_i]);
+  Conv c = conv_make(&conv_cases[_i]);
   int64_t noc = c.s.OC;
   float *dx0 = filled(c.nx, NAN), *dw0 = filled(c.nw, NAN);
   float *db0 = filled(noc, NAN);
@@ -668,14 +703,14 @@ START_TEST(test_acc_dense) {
   float *dx0 = filled(3 * 7, NAN), *dw0 = filled(5 * 7, NAN);
   float *db0 = filled(5, NAN);
   float *dx = filled(3 * 7, 1), *dw = filled(5 * 7, 1), *db = filled(5, 1);
-  dense_backward(dx0, dw0, db0, d.r, d.x, d.w, d.N, d.IN, d.OUT, 0, 0);
-  dense_backward(dx, dw, db, d.r, d.x, d.w, d.N, d.IN, d.OUT, 1, 1);
+  dense_backward(dx0, dw0, db0, d.r, d.x, d.w, &d.s, 0, 0);
+  dense_backward(dx, dw, db, d.r, d.x, d.w, &d.s, 1, 1);
   expect_plus_one("dense dx", dx, dx0, 3 * 7);
   expect_plus_one("dense dw", dw, dw0, 5 * 7);
   expect_plus_one("dense db", db, db0, 5);
   /* acc_dw alone leaves dx overwritten. */
   float *dx2 = filled(3 * 7, NAN);
-  dense_backward(dx2, dw, db, d.r, d.x, d.w, d.N, d.IN, d.OUT, 0, 1);
+  dense_backward(dx2, dw, db, d.r, d.x, d.w, &d.s, 0, 1);
   expect_close("dense dx", dx2, dx0, 3 * 7, 0, 1e-6);
   free(dx0), free(dw0), free(db0), free(dx), free(dw), free(db), free(dx2);
   dense_free(&d);
@@ -685,7 +720,7 @@ END_TEST
 START_TEST(test_acc_pool) {
   seed(1600);
   for (int avg = 0; avg < 2; avg++) {
-    Pooling p = pooling_make(&pool_shapes[0], avg);
+    Pooling p = pooling_make(&pool_windows[0], avg);
     float *dx0 = filled(p.nx, NAN), *dx1 = filled(p.nx, 1);
     pooling_fwd(&p, p.y);
     pooling_bwd(&p, dx0, 0);
@@ -696,8 +731,9 @@ START_TEST(test_acc_pool) {
   }
   float *dy = randv(2 * 3), *g0 = filled(2 * 7 * 3, NAN);
   float *g1 = filled(2 * 7 * 3, 1);
-  global_avgpool_backward(g0, dy, 2, 7, 3, 0);
-  global_avgpool_backward(g1, dy, 2, 7, 3, 1);
+  const GapShape gs = {2, 7, 3};
+  global_avgpool_backward(g0, dy, &gs, 0);
+  global_avgpool_backward(g1, dy, &gs, 1);
   expect_plus_one("global_avgpool dx", g1, g0, 2 * 7 * 3);
   free(dy), free(g0), free(g1);
 }
@@ -710,10 +746,8 @@ START_TEST(test_acc_batchnorm) {
   float *dx0 = filled(n, NAN), dg0[3], db0[3];
   float *dx1 = filled(n, 1), dg1[3] = {1, 1, 1}, db1[3] = {1, 1, 1};
   bn_fwd(&b);
-  batchnorm_backward(dx0, dg0, db0, b.r, b.x, b.mean, b.invstd, b.gamma, 15,
-                     3, 0, 0);
-  batchnorm_backward(dx1, dg1, db1, b.r, b.x, b.mean, b.invstd, b.gamma, 15,
-                     3, 1, 1);
+  bn_bwd(&b, dx0, dg0, db0, 0, 0);
+  bn_bwd(&b, dx1, dg1, db1, 1, 1);
   expect_plus_one("bn dx", dx1, dx0, n);
   expect_plus_one("bn dgamma", dg1, dg0, 3);
   expect_plus_one("bn dbeta", db1, db0, 3);
@@ -727,15 +761,17 @@ START_TEST(test_acc_elementwise) {
   enum { N = 4, C = 5 };
   float *y = randv(N * C), *dy = randv(N * C);
   float *g0 = filled(N * C, NAN), *g1 = filled(N * C, 1);
-  relu_backward(g0, dy, y, N * C, 0);
-  relu_backward(g1, dy, y, N * C, 1);
+  const EltShape es = {N * C};
+  relu_backward(g0, dy, y, &es, NETC_WRITE);
+  relu_backward(g1, dy, y, &es, NETC_ADD);
   expect_plus_one("relu dx", g1, g0, N * C);
   static const int32_t labels[N] = {1, 4, 0, 0};
   float *probs = alloc_f(N * C), *g2 = filled(N * C, NAN);
   float *g3 = filled(N * C, 1);
-  softmax_xent_forward(probs, y, labels, N, C);
-  softmax_xent_backward(g2, probs, labels, N, C, 0);
-  softmax_xent_backward(g3, probs, labels, N, C, 1);
+  const XentShape xs = {N, C};
+  softmax_xent_forward(probs, y, labels, &xs);
+  softmax_xent_backward(g2, probs, labels, &xs, NETC_WRITE);
+  softmax_xent_backward(g3, probs, labels, &xs, NETC_ADD);
   expect_plus_one("softmax dlogits", g3, g2, N * C);
   free(y), free(dy), free(g0), free(g1), free(probs), free(g2), free(g3);
 }
@@ -748,21 +784,22 @@ START_TEST(test_in_place) {
   enum { N = 41 };
   float *x = randv(N), *a = randv(N), *b = randv(N), *out = alloc_f(N);
   float *io = copyv(x, N);
-  relu_forward(out, x, N);
-  relu_forward(io, io, N);
+  const EltShape s = {N};
+  relu_forward(out, x, &s);
+  relu_forward(io, io, &s);
   expect_close("relu y in place", io, out, N, 0, 0);
   float *y = copyv(out, N);
-  relu_backward(out, a, y, N, 0);
+  relu_backward(out, a, y, &s, 0);
   memcpy(io, a, sizeof(float) * N);
-  relu_backward(io, io, y, N, 0);
+  relu_backward(io, io, y, &s, 0);
   expect_close("relu dx in place", io, out, N, 0, 0);
-  grad_add(out, a, b, N);
+  grad_add(out, a, b, &s);
   memcpy(io, a, sizeof(float) * N);
-  grad_add(io, io, b, N);
+  grad_add(io, io, b, &s);
   expect_close("grad_add in place", io, out, N, 0, 0);
-  add_forward(out, a, b, N);
+  add_forward(out, a, b, &s);
   memcpy(io, a, sizeof(float) * N);
-  add_forward(io, io, b, N);
+  add_forward(io, io, b, &s);
   expect_close("add in place", io, out, N, 0, 0);
   free(x), free(a), free(b), free(out), free(io), free(y);
 }
@@ -774,10 +811,10 @@ START_TEST(test_batchnorm_relu_recompute) {
   seed(2300);
   BN b = bn_make(37, 19);
   bn_fwd(&b);
-  relu_forward(b.y, b.y, 37 * 19);
+  relu_forward(b.y, b.y, &(EltShape){37 * 19});
   float *again = filled(37 * 19, NAN);
-  batchnorm_relu_recompute(again, b.x, b.mean, b.invstd, b.gamma, b.beta, 37,
-                           19);
+  batchnorm_relu_recompute(again, b.work, b.x, b.mean, b.invstd, b.gamma,
+                           b.beta, &b.s);
   ck_assert_int_eq(memcmp(again, b.y, sizeof(float) * 37 * 19), 0);
   int zeros = 0;
   for (int i = 0; i < 37 * 19; i++)
@@ -794,10 +831,9 @@ START_TEST(test_batchnorm_in_place) {
   int64_t n = 21 * 5;
   float *dx = alloc_f(n), *io = copyv(b.r, n), dg[5], dbt[5], dg2[5], db2[5];
   bn_fwd(&b);
-  batchnorm_backward(dx, dg, dbt, b.r, b.x, b.mean, b.invstd, b.gamma, 21, 5,
-                     0, 0);
-  batchnorm_backward(io, dg2, db2, io, b.x, b.mean, b.invstd, b.gamma, 21, 5,
-                     0, 0);
+  bn_bwd(&b, dx, dg, dbt, 0, 0);
+  batchnorm_backward(io, dg2, db2, b.work, io, b.x, b.mean, b.invstd, b.gamma,
+                     &b.s, 0, 0);
   expect_close("bn dx in place", io, dx, n, 0, 1e-6);
   expect_close("bn dgamma in place", dg2, dg, 5, 0, 1e-6);
   expect_close("bn dbeta in place", db2, dbt, 5, 0, 1e-6);
@@ -813,8 +849,8 @@ START_TEST(test_batchnorm_running_stats) {
   enum { M = 18, C = 3 };
   BN b = bn_make(M, C);
   float rm[C] = {0, 0, 0}, rv[C] = {1, 1, 1};
-  batchnorm_forward(b.y, b.mean, b.invstd, rm, rv, b.x, b.gamma, b.beta, M, C,
-                    0.1f, 1e-5f, 1);
+  batchnorm_forward(b.y, b.mean, b.invstd, b.work, rm, rv, b.x, b.gamma,
+                    b.beta, &b.s, 0.1f, 1e-5f, 1);
   for (int c = 0; c < C; c++) {
     double s = 0, v = 0;
     for (int m = 0; m < M; m++)
@@ -827,8 +863,8 @@ START_TEST(test_batchnorm_running_stats) {
   /* Evaluation: the running statistics, which it leaves alone. */
   float y[M * C], rm2[C], rv2[C];
   memcpy(rm2, rm, sizeof rm), memcpy(rv2, rv, sizeof rv);
-  batchnorm_forward(y, NULL, NULL, rm, rv, b.x, b.gamma, b.beta, M, C, 0.1f,
-                    1e-5f, 0);
+  batchnorm_forward(y, NULL, NULL, b.work, rm, rv, b.x, b.gamma, b.beta, &b.s,
+                    0.1f, 1e-5f, 0);
   for (int i = 0; i < M * C; i++) {
     int c = i % C;
     double want =
@@ -855,26 +891,320 @@ static void conv_all(Conv *c, int n, float **out) {
   conv_bwd(c, out[1], out[2], out[3], 0, 0);
 }
 
-/* Big enough that OpenBLAS really splits its GEMMs. */
+/* Big enough that OpenBLAS really splits its GEMMs. Their outputs (y, dx,
+ * dw) change in the last bits with the thread count (OpenBLAS's
+ * business), so they get a rounding-level tolerance; db is our column
+ * sum, the same bits for 1, 2 and 3 threads. */
 START_TEST(test_threads_agree) {
   seed(2200);
-  ConvShape s = {4, 13, 11, 8, 16, 3, 1, 1, 0};
-  Conv c = conv_make(&s);
+  ConvCase cc = {{4, 13, 11, 8, 16, 3, 1, 1, 0, 0}, 0};
+  Conv c = conv_make(&cc);
   int before = rt_threads();
-  float *one[4], *two[4];
+  float *one[4], *more[4];
   conv_all(&c, 1, one);
-  conv_all(&c, 2, two);
-  rt_set_threads(before);
-  int64_t n[4] = {c.ny, c.nx, c.nw, s.OC};
+  int64_t n[4] = {c.ny, c.nx, c.nw, c.s.OC};
   const char *what[4] = {"y", "dx", "dw", "db"};
-  for (int k = 0; k < 4; k++) {
-    double big = 0;
-    for (int64_t i = 0; i < n[k]; i++)
-      big = fmax(big, fabs(one[k][i]));
-    expect_close(what[k], two[k], one[k], n[k], 1e-6 * big, 1e-6);
-    free(one[k]), free(two[k]);
+  for (int threads = 2; threads <= 3; threads++) {
+    conv_all(&c, threads, more);
+    for (int k = 0; k < 3; k++) {
+      double big = 0;
+      for (int64_t i = 0; i < n[k]; i++)
+        big = fmax(big, fabs(one[k][i]));
+      expect_close(what[k], more[k], one[k], n[k], 1e-6 * big, 1e-6);
+    }
+    ck_assert_msg(!memcmp(more[3], one[3], (size_t)n[3] * sizeof(float)),
+                  "conv db: %d threads differ from 1", threads);
+    for (int k = 0; k < 4; k++)
+      free(more[k]);
   }
+  rt_set_threads(before);
+  for (int k = 0; k < 4; k++)
+    free(one[k]);
   conv_free(&c);
+}
+END_TEST
+
+/* Batchnorm shapes for the thread-count test: M below BN_CHUNKS (one
+ * chunk per row), and M a multiple of neither BN_CHUNKS nor 2 nor 3. */
+static const BnShape bn_thread_shapes[] = {{7, 19}, {13, 8}, {37, 19},
+                                           {1001, 6}};
+#define NBNTHREADS ((int)(sizeof bn_thread_shapes / sizeof bn_thread_shapes[0]))
+
+/* Sums whose float results depend on how the rows are grouped: in the even
+ * channels of a (x or dy), random rows start a pair +H, -H (H = 1e17 is
+ * exact in any order, but swallows the small values in double). A small
+ * value followed by a pair vanishes in one running sum, yet survives if a
+ * partial sum ends right after it. So a thread-dependent split of the
+ * rows shows in the mean, dbeta and the rest. */
+static void order_sensitive(float *a, int64_t M, int C) {
+  const float H = 1e17f;
+  for (int c = 0; c < C; c += 2)
+    for (int64_t m = 1; m < M; m++)
+      if (m + 1 < M && frand() > 0.0f) {
+        a[m * C + c] = H;
+        a[++m * C + c] = -H;
+      }
+}
+
+/* x's mean of channel c, summed (as batchnorm does, shifted by row 0) in
+ * one run over the rows or in two runs split at row `split`. */
+static float split_mean(const float *x, int64_t M, int C, int c,
+                        int64_t split) {
+  double s1 = 0, s2 = 0;
+  for (int64_t m = 0; m < M; m++)
+    *(m < split ? &s1 : &s2) += (double)x[m * C + c] - x[c];
+  return (float)(x[c] + (s1 + s2) / (double)M);
+}
+
+enum { BN_OUTS = 10 };
+
+/* Every batchnorm kernel with n threads, into fresh buffers: training
+ * forward (running statistics from 0 and 1), evaluation forward with
+ * them, the relu recompute, the backward pass. */
+static void bn_all(BN *b, int n, float **out) {
+  rt_set_threads(n);
+  ck_assert_int_eq(rt_threads(), n);
+  int64_t MC = b->s.M * b->s.C, C = b->s.C;
+  int64_t len[BN_OUTS] = {MC, C, C, C, C, MC, MC, MC, C, C};
+  for (int k = 0; k < BN_OUTS; k++)
+    out[k] = filled(len[k], NAN);
+  for (int c = 0; c < C; c++)
+    out[3][c] = 0.0f, out[4][c] = 1.0f;
+  batchnorm_forward(out[0], out[1], out[2], b->work, out[3], out[4], b->x,
+                    b->gamma, b->beta, &b->s, 0.1f, 1e-5f, 1);
+  batchnorm_forward(out[5], NULL, NULL, b->work, out[3], out[4], b->x,
+                    b->gamma, b->beta, &b->s, 0.1f, 1e-5f, 0);
+  batchnorm_relu_recompute(out[6], b->work, b->x, out[1], out[2], b->gamma,
+                           b->beta, &b->s);
+  batchnorm_backward(out[7], out[8], out[9], b->work, b->r, b->x, out[1],
+                     out[2], b->gamma, &b->s, 0, 0);
+}
+
+/* Bit for bit the same with 1, 2 and 3 threads (netc_rt.h: the fixed row
+ * chunks). */
+START_TEST(test_batchnorm_threads) {
+  seed(2400 + (uint64_t)_i);
+  const BnShape *s = &bn_thread_shapes[_i];
+  BN b = bn_make((int)s->M, s->C);
+  order_sensitive(b.x, s->M, s->C);
+  order_sensitive(b.r, s->M, s->C);
+  /* The data does its job: some channel's mean changes when its rows are
+   * summed in two runs split where 2 or 3 threads would split them,
+   * instead of in one. */
+  int sensitive = 0;
+  int64_t splits[3] = {s->M / 2, s->M / 3, 2 * s->M / 3};
+  for (int c = 0; c < s->C; c++)
+    for (int k = 0; k < 3; k++)
+      sensitive += split_mean(b.x, s->M, s->C, c, splits[k]) !=
+                   split_mean(b.x, s->M, s->C, c, s->M);
+  ck_assert_int_gt(sensitive, 0);
+  static const char *what[BN_OUTS] = {
+      "y",        "mean",      "invstd", "run_mean", "run_var",
+      "eval y",   "recompute", "dx",     "dgamma",   "dbeta"};
+  int64_t MC = s->M * s->C;
+  int64_t len[BN_OUTS] = {MC, s->C, s->C, s->C, s->C, MC, MC, MC, s->C, s->C};
+  int before = rt_threads();
+  float *one[BN_OUTS], *more[BN_OUTS];
+  bn_all(&b, 1, one);
+  for (int k = 0; k < BN_OUTS; k++)
+    for (int64_t i = 0; i < len[k]; i++)
+      ck_assert_msg(isfinite(one[k][i]), "%s[%lld] = %g", what[k],
+                    (long long)i, one[k][i]);
+  for (int n = 2; n <= 3; n++) {
+    bn_all(&b, n, more);
+    for (int k = 0; k < BN_OUTS; k++) {
+      ck_assert_msg(!memcmp(more[k], one[k], (size_t)len[k] * sizeof(float)),
+                    "batchnorm %s: %d threads differ from 1", what[k], n);
+      free(more[k]);
+    }
+  }
+  rt_set_threads(before);
+  for (int k = 0; k < BN_OUTS; k++)
+    free(one[k]);
+  bn_free(&b);
+}
+END_TEST
+
+/* ---- (g) no kernel allocates -------------------------------------------- */
+
+/* The check runner is linked with -Wl,--wrap=malloc (and calloc, realloc,
+ * posix_memalign, aligned_alloc: the Makefile's WRAP_ALLOC), so every
+ * call of these from our own objects (the tests, libnetc.a, libnetcrt.a,
+ * the static libcheck) comes here first; the wrappers count while
+ * `counting` is set, then pass on to the real one (ASan's, in a sanitized
+ * build). Calls made inside shared libraries are not seen: libc's own
+ * (strdup, asprintf), libgomp's, OpenBLAS's. So this checks what our
+ * code asks for, which is what the no-allocation contract is about. */
+static atomic_int counting, allocations;
+
+void *__real_malloc(size_t n);
+void *__real_calloc(size_t n, size_t size);
+void *__real_realloc(void *p, size_t n);
+int __real_posix_memalign(void **p, size_t align, size_t n);
+void *__real_aligned_alloc(size_t align, size_t n);
+void *__wrap_malloc(size_t n);
+void *__wrap_calloc(size_t n, size_t size);
+void *__wrap_realloc(void *p, size_t n);
+int __wrap_posix_memalign(void **p, size_t align, size_t n);
+void *__wrap_aligned_alloc(size_t align, size_t n);
+
+static void count_allocation(void) {
+  if (atomic_load(&counting))
+    atomic_fetch_add(&allocations, 1);
+}
+
+void *__wrap_malloc(size_t n) {
+  count_allocation();
+  return __real_malloc(n);
+}
+
+void *__wrap_calloc(size_t n, size_t size) {
+  count_allocation();
+  return __real_calloc(n, size);
+}
+
+void *__wrap_realloc(void *p, size_t n) {
+  count_allocation();
+  return __real_realloc(p, n);
+}
+
+int __wrap_posix_memalign(void **p, size_t align, size_t n) {
+  count_allocation();
+  return __real_posix_memalign(p, align, n);
+}
+
+void *__wrap_aligned_alloc(size_t align, size_t n) {
+  count_allocation();
+  return __real_aligned_alloc(align, n);
+}
+
+static void start_counting(void) {
+  atomic_store(&allocations, 0);
+  atomic_store(&counting, 1);
+}
+
+static int stop_counting(void) {
+  atomic_store(&counting, 0);
+  return atomic_load(&allocations);
+}
+
+/* The counter sees all five, from this file and from libnetcrt.a (util.c's
+ * xmalloc): without the wrap flags this fails, so a zero below means
+ * something. */
+START_TEST(test_alloc_counter) {
+  void *volatile p[6]; /* volatile: no call may be optimized away */
+  void *q = NULL;
+  start_counting();
+  p[0] = malloc(8);
+  p[1] = calloc(2, 8);
+  p[2] = realloc(NULL, 8);
+  int rc = posix_memalign(&q, 64, 64);
+  p[3] = q;
+  p[4] = aligned_alloc(64, 64);
+  p[5] = xmalloc(8);
+  int got = stop_counting();
+  ck_assert_int_eq(rc, 0);
+  for (int i = 0; i < 6; i++)
+    free(p[i]);
+  ck_assert_int_eq(got, 6);
+}
+END_TEST
+
+/* One of every kernel's operands, made before counting starts. */
+typedef struct {
+  Conv conv, conv1; /* 3x3 through cols; 1x1 with cols NULL */
+  BN bn;
+  Pooling maxp, avgp;
+  Dense dense;
+  float *cdx, *cdw, *cdb, *c1dx, *c1dw, *c1db, *bdx, *bdg, *bdb, *rm, *rv;
+  float *mdx, *adx, *ddx, *ddw, *ddb, *gx, *gy, *gdx, *probs, *dl, *ey;
+  float *edx;
+  int32_t labels[3];
+} Operands;
+
+static Operands operands_make(void) {
+  Operands o = {.conv = conv_make(&conv_cases[0]),
+                .conv1 = conv_make(&conv_cases[1]),
+                .bn = bn_make(37, 5),
+                .maxp = pooling_make(&pool_windows[0], 0),
+                .avgp = pooling_make(&pool_windows[0], 1),
+                .dense = dense_make(),
+                .labels = {4, 0, 2}};
+  o.cdx = alloc_f(o.conv.nx), o.cdw = alloc_f(o.conv.nw);
+  o.cdb = alloc_f(o.conv.s.OC);
+  o.c1dx = alloc_f(o.conv1.nx), o.c1dw = alloc_f(o.conv1.nw);
+  o.c1db = alloc_f(o.conv1.s.OC);
+  o.bdx = alloc_f(37 * 5), o.bdg = alloc_f(5), o.bdb = alloc_f(5);
+  o.rm = filled(5, 0.0f), o.rv = filled(5, 1.0f);
+  o.mdx = alloc_f(o.maxp.nx), o.adx = alloc_f(o.avgp.nx);
+  o.ddx = alloc_f(3 * 7), o.ddw = alloc_f(5 * 7), o.ddb = alloc_f(5);
+  o.gx = randv(3 * 7 * 5), o.gy = alloc_f(3 * 5), o.gdx = alloc_f(3 * 7 * 5);
+  o.probs = alloc_f(3 * 5), o.dl = alloc_f(3 * 5);
+  o.ey = alloc_f(3 * 5), o.edx = alloc_f(3 * 5);
+  return o;
+}
+
+static void operands_free(Operands *o) {
+  conv_free(&o->conv), conv_free(&o->conv1), bn_free(&o->bn);
+  pooling_free(&o->maxp), pooling_free(&o->avgp), dense_free(&o->dense);
+  float *f[] = {o->cdx, o->cdw, o->cdb, o->c1dx, o->c1dw, o->c1db,
+                o->bdx, o->bdg, o->bdb, o->rm,   o->rv,   o->mdx,
+                o->adx, o->ddx, o->ddw, o->ddb,  o->gx,   o->gy,
+                o->gdx, o->probs, o->dl, o->ey, o->edx};
+  for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
+    free(f[i]);
+}
+
+/* Every kernel once (and every path that sums: biases, batchnorm). */
+static void every_kernel(Operands *o) {
+  BN *b = &o->bn;
+  Dense *d = &o->dense;
+  conv_fwd(&o->conv, o->conv.y, o->conv.b);
+  conv_bwd(&o->conv, o->cdx, o->cdw, o->cdb, NETC_WRITE, NETC_WRITE);
+  conv_fwd(&o->conv1, o->conv1.y, o->conv1.b);
+  conv_bwd(&o->conv1, o->c1dx, o->c1dw, o->c1db, NETC_ADD, NETC_ADD);
+  batchnorm_forward(b->y, b->mean, b->invstd, b->work, o->rm, o->rv, b->x,
+                    b->gamma, b->beta, &b->s, 0.1f, 1e-5f, 1);
+  batchnorm_forward(b->y, NULL, NULL, b->work, o->rm, o->rv, b->x, b->gamma,
+                    b->beta, &b->s, 0.1f, 1e-5f, 0);
+  batchnorm_relu_recompute(b->y, b->work, b->x, b->mean, b->invstd,
+                           b->gamma, b->beta, &b->s);
+  bn_bwd(b, o->bdx, o->bdg, o->bdb, NETC_WRITE, NETC_WRITE);
+  pooling_fwd(&o->maxp, o->maxp.y);
+  pooling_bwd(&o->maxp, o->mdx, NETC_WRITE);
+  pooling_fwd(&o->avgp, o->avgp.y);
+  pooling_bwd(&o->avgp, o->adx, NETC_ADD);
+  dense_forward(d->y, d->x, d->w, d->b, &d->s);
+  dense_backward(o->ddx, o->ddw, o->ddb, d->r, d->x, d->w, &d->s, NETC_WRITE,
+                 NETC_WRITE);
+  const GapShape gs = {3, 7, 5};
+  global_avgpool_forward(o->gy, o->gx, &gs);
+  global_avgpool_backward(o->gdx, o->gy, &gs, NETC_WRITE);
+  const XentShape xs = {3, 5};
+  softmax_xent_forward(o->probs, d->y, o->labels, &xs);
+  softmax_xent_backward(o->dl, o->probs, o->labels, &xs, NETC_WRITE);
+  const EltShape es = {3 * 5};
+  relu_forward(o->ey, d->y, &es);
+  relu_backward(o->edx, o->dl, o->ey, &es, NETC_WRITE);
+  add_forward(o->ey, o->ey, d->y, &es);
+  grad_add(o->edx, o->edx, o->dl, &es);
+}
+
+/* The contract of netc_rt.h: scratch and workspaces are arguments, so a
+ * training step allocates nothing in the kernels. With 1 and 3 threads. */
+START_TEST(test_kernels_do_not_allocate) {
+  seed(2500);
+  Operands o = operands_make();
+  int before = rt_threads();
+  for (int threads = 1; threads <= 3; threads += 2) {
+    rt_set_threads(threads);
+    start_counting();
+    every_kernel(&o);
+    int got = stop_counting();
+    ck_assert_msg(got == 0, "%d allocations with %d threads", got, threads);
+  }
+  rt_set_threads(before);
+  operands_free(&o);
 }
 END_TEST
 
@@ -913,6 +1243,9 @@ Suite *suite_runtime(void) {
   tcase_add_test(tc, test_batchnorm_relu_recompute);
   tcase_add_test(tc, test_batchnorm_running_stats);
   tcase_add_test(tc, test_threads_agree);
+  tcase_add_loop_test(tc, test_batchnorm_threads, 0, NBNTHREADS);
+  tcase_add_test(tc, test_alloc_counter);
+  tcase_add_test(tc, test_kernels_do_not_allocate);
   suite_add_tcase(s, tc);
   return s;
 }

@@ -205,12 +205,12 @@ START_TEST(test_foreign_checkpoints_refused) {
            "--checkpoint %s/last.ckpt", data, run);
   refused(cmd, run, why);
   /* A future format version (the field after the magic). */
-  MUST("cp %s/last.ckpt %s/good.ckpt && printf '\\002' | dd of=%s/last.ckpt "
+  MUST("cp %s/last.ckpt %s/good.ckpt && printf '\\003' | dd of=%s/last.ckpt "
        "bs=1 seek=8 conv=notrunc 2>/dev/null", run, run, run);
   snprintf(cmd, sizeof cmd, "%s train --data %s --out %s --resume --no-plots",
            tiny, data, run);
-  snprintf(why, sizeof why, "%s/last.ckpt is checkpoint format version 2; "
-           "this trainer reads version 1", run);
+  snprintf(why, sizeof why, "%s/last.ckpt is checkpoint format version 3; "
+           "this trainer reads version 2", run);
   refused(cmd, run, why);
   /* One flipped byte in the parameters; a truncated file. */
   MUST("cp %s/good.ckpt %s/last.ckpt && printf 'x' | dd of=%s/last.ckpt "

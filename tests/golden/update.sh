@@ -12,4 +12,10 @@ $netc dump graph tests/golden/small.net > tests/golden/small.graph
 $netc dump plan tests/golden/small.net > tests/golden/small.plan
 $netc dump graph models/resnet18.net > tests/golden/resnet18.graph
 $netc dump plan models/resnet18.net > tests/golden/resnet18.plan
+# The generated C of small.net (batch 8), pinned too.
+gen=$(mktemp -d)
+$netc build --no-compile -b 8 -o "$gen" tests/golden/small.net > /dev/null
+cp "$gen/small.c" tests/golden/small.c.golden
+cp "$gen/small.h" tests/golden/small.h.golden
+rm -rf "$gen"
 echo "golden files updated; review with: git diff tests/golden"
