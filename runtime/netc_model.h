@@ -73,8 +73,8 @@ struct NetcState {
                              output held a NaN or an Inf, or -1 */
 };
 
-/* s->profile bits: the generated code calls netc_profile_mark after every
- * op when any is set. TIME adds the op's time to prof_seconds[op]; FINITE
+/* s->profile bits: the generated code calls netc_profile_mark (profile.c)
+ * after every op when any is set. TIME adds the op's time to prof_seconds[op]; FINITE
  * checks what the op wrote (slow: for diagnosis after a non-finite loss or
  * gradient). */
 enum { NETC_PROFILE_TIME = 1, NETC_PROFILE_FINITE = 2 };

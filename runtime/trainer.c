@@ -20,6 +20,7 @@
 
 #include "data.h"
 #include "netc_rt.h"
+#include "profile.h"
 #include "train.h"
 
 static int usage(void) {
@@ -161,54 +162,6 @@ static double seconds_now(void) {
   struct timespec t;
   clock_gettime(CLOCK_MONOTONIC, &t);
   return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
-typedef struct {
-  const char *key;
-  int backward;
-  double seconds, flops;
-} Bucket;
-
-static int by_seconds(const void *a, const void *b) {
-  double x = ((const Bucket *)a)->seconds, y = ((const Bucket *)b)->seconds;
-  return x < y ? 1 : x > y ? -1 : 0;
-}
-
-/* Sums op times into buckets keyed by op kind or by layer. */
-static int bucket_ops(const NetcState *s, Bucket *b, int by_layer) {
-  int n = 0;
-  for (int i = 0; i < netc_model.nops; i++) {
-    const NetcOp *op = &netc_model.ops[i];
-    const char *key = by_layer ? op->layer : op->op;
-    int j = 0;
-    while (j < n && (strcmp(b[j].key, key) || b[j].backward != op->backward))
-      j++;
-    if (j == n)
-      b[n++] = (Bucket){key, op->backward, 0, 0};
-    b[j].seconds += s->prof_seconds[i];
-    b[j].flops += op->flops;
-  }
-  qsort(b, (size_t)n, sizeof *b, by_seconds);
-  return n;
-}
-
-static void print_profile(const NetcState *s, int steps) {
-  Bucket *b = calloc((size_t)netc_model.nops + 1, sizeof *b);
-  double total = 0;
-  for (int i = 0; i < netc_model.nops; i++)
-    total += s->prof_seconds[i];
-  for (int by_layer = 0; by_layer < 2; by_layer++) {
-    int n = bucket_ops(s, b, by_layer);
-    printf("profile by %s (%d steps, %.1f ms per step):\n",
-           by_layer ? "layer, top 25" : "op kind", steps, 1e3 * total / steps);
-    printf("  %-44s %-8s %9s %6s\n", by_layer ? "layer" : "op", "pass",
-           "ms/step", "share");
-    for (int i = 0; i < n && (!by_layer || i < 25); i++)
-      printf("  %-44s %-8s %9.2f %5.1f%%\n", b[i].key,
-             b[i].backward ? "backward" : "forward", 1e3 * b[i].seconds / steps,
-             100 * b[i].seconds / total);
-  }
-  free(b);
 }
 
 static long peak_rss_mib(void) {
