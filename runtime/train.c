@@ -5,7 +5,9 @@
  * every --checkpoint-minutes), best.ckpt (best validation top-1). The data
  * order and augmentation depend only on (seed, epoch, position), and the
  * checkpoint holds everything else, so --resume continues with the losses
- * an uninterrupted run would have had (same thread count). */
+ * an uninterrupted run would have had (same thread count). Each step is
+ * train_step (step.h); one that fails (a NaN) ends the run without saving,
+ * after naming the op that made the NaN. */
 #include <dirent.h>
 #include <errno.h>
 #include <math.h>
@@ -19,6 +21,7 @@
 
 #include "data.h"
 #include "netc_rt.h"
+#include "step.h"
 #include "train.h"
 
 enum { SCHED_COSINE, SCHED_STEP, SCHED_CONSTANT };
@@ -182,23 +185,6 @@ typedef struct {
   int64_t images;
 } EvalResult;
 
-/* Scores the first n rows of the model's probabilities against labels. */
-static void score(const NetcState *s, int n, const int32_t *y, double *loss,
-                  int64_t *top1, int64_t *top5) {
-  const NetcModel *m = s->model;
-  const float *p = (const float *)(s->arena + m->probs_offset);
-  for (int i = 0; i < n; i++) {
-    const float *row = p + (int64_t)i * m->classes;
-    float py = row[y[i]];
-    int rank = 0;
-    for (int k = 0; k < m->classes; k++)
-      rank += row[k] > py || (row[k] == py && k < y[i]);
-    *top1 += rank < 1;
-    *top5 += rank < 5;
-    *loss += -log(py > 1e-30f ? py : 1e-30f);
-  }
-}
-
 static EvalResult evaluate(NetcState *s, const Dataset *val) {
   const NetcModel *m = s->model;
   LoaderOptions lo = {.batch = m->batch, .train = 0, .prefetch = 1};
@@ -210,7 +196,7 @@ static EvalResult evaluate(NetcState *s, const Dataset *val) {
   loader_seek(l, 0, 0);
   for (int n; (n = loader_next(l, x, y)) > 0;) {
     m->forward(s, 0); /* the labels stay in the arena through the step */
-    score(s, n, y, &e.loss, &t1, &t5);
+    score_batch(s, n, y, &e.loss, &t1, &t5);
     e.images += n;
   }
   loader_free(l);
@@ -460,11 +446,14 @@ static int finish_epoch(Run *run, const Dataset *val, float lr) {
   return rc;
 }
 
-/* After a non-finite loss or gradient: runs the step again on the same
- * batch (the loader is deterministic) with every op's output checked, and
- * names the first op that wrote a NaN or an Inf. The parameters are those
- * of the failed step: no update has been applied. */
-static void locate_nonfinite(Run *run, Loader *l, const char *what) {
+/* After a failed step (step.h): runs the step again on the same batch
+ * (the loader is deterministic) with every op's output checked and no
+ * update, and names the first op that wrote a NaN or an Inf. After a bad
+ * loss the parameters are the ones the step started from; after a bad
+ * gradient the step had updated some of them, so the repeat may not fail
+ * the same way. Nothing is saved after a failed step, so the last
+ * checkpoint, written before it, is intact. */
+static void locate_nonfinite(Run *run, Loader *l, const StepResult *res) {
   NetcState *s = run->s;
   RunState *r = &run->a->r;
   float *x = (float *)(s->arena + netc_model.input_offset);
@@ -480,9 +469,14 @@ static void locate_nonfinite(Run *run, Loader *l, const char *what) {
       netc_model.backward(s);
   }
   s->profile = saved;
-  fprintf(stderr, "\nnetc: %s at epoch %d step %d: training stopped; the "
+  char what[512];
+  fprintf(stderr, "\nnetc: %s at epoch %d step %d: training stopped%s; the "
                   "last checkpoint (%s) is intact\n",
-          what, r->epoch + 1, r->step + 1, run->last);
+          step_failure(res, what, sizeof what), r->epoch + 1, r->step + 1,
+          res->status == STEP_BAD_GRADIENT
+              ? " with the parameters before it in the backward pass updated"
+              : "",
+          run->last);
   int i = s->first_nonfinite;
   if (i >= 0) {
     const NetcOp *o = &netc_model.ops[i];
@@ -497,45 +491,25 @@ static void locate_nonfinite(Run *run, Loader *l, const char *what) {
                   "helps\n");
 }
 
-/* One optimizer step on the batch in the arena; backward updates each
- * parameter as soon as its gradient is final. Stops (-1) when the loss is
- * not finite (before any update) or a gradient is not finite (its
- * non-finite elements and the parameters after it in the backward pass are
- * not updated). */
-static int train_step(Run *run, Loader *l, int steps, double *last_report,
-                      double t0) {
-  NetcState *s = run->s;
+/* One step of the run on the batch in the arena (train_step, at the
+ * schedule's learning rate) and its bookkeeping: the epoch's sums, the log
+ * and the progress line. -1 after a failed step, which is named. */
+static int run_step(Run *run, Loader *l, int steps, double *last_report,
+                    double t0) {
   RunState *r = &run->a->r;
   float lr = learning_rate(r, r->global_step);
-  run->o->lr = lr;
-  netc_model.forward(s, 1);
-  if (!isfinite(s->loss)) {
-    char what[64];
-    snprintf(what, sizeof what, "the loss is %s",
-             isnan(s->loss) ? "NaN" : "infinite");
-    locate_nonfinite(run, l, what);
+  StepResult res = train_step(run->s, run->o, lr);
+  if (res.status != STEP_OK) {
+    locate_nonfinite(run, l, &res);
     return -1;
   }
-  int64_t t1 = 0, t5 = 0;
-  double ignored = 0;
-  score(s, netc_model.batch, (int32_t *)(s->arena + netc_model.labels_offset),
-        &ignored, &t1, &t5);
-  optim_begin(run->o);
-  netc_model.backward(s);
-  if (run->o->nonfinite >= 0) {
-    char what[512];
-    snprintf(what, sizeof what, "the gradient of %s is not finite",
-             netc_model.params[run->o->nonfinite].name);
-    locate_nonfinite(run, l, what);
-    return -1;
-  }
-  r->loss_sum += (double)s->loss * netc_model.batch;
-  r->correct += t1;
+  r->loss_sum += (double)res.loss * netc_model.batch;
+  r->correct += res.correct;
   r->seen += netc_model.batch;
   r->step++;
   r->global_step++;
   if (run->a->log_every && r->global_step % run->a->log_every == 0) {
-    printf("step %lld loss %.6f\n", (long long)r->global_step, s->loss);
+    printf("step %lld loss %.6f\n", (long long)r->global_step, res.loss);
     fflush(stdout);
   }
   double t = now();
@@ -560,7 +534,7 @@ static int train_epochs(Run *run, Loader *l, const Dataset *val) {
       double t0 = now();
       if (loader_next(l, x, y) <= 0)
         break;
-      if (train_step(run, l, r->steps_per_epoch, &last_report, t0))
+      if (run_step(run, l, r->steps_per_epoch, &last_report, t0))
         return 1;
       int timed = now() - last_ckpt >= run->a->minutes * 60 ||
                   (run->a->ckpt_steps &&
@@ -648,7 +622,6 @@ int cmd_train(int argc, char **argv) {
   Loader *l = NULL;
   if (!s || start_run(&a, &run, &train, &l))
     return 1;
-  optim_attach(&o, s);
   printf("netc: training %s (batch %d, %d steps per epoch, %d train and %d "
          "val images, %d skipped) for %d epochs into %s\n",
          netc_model.name, netc_model.batch, a.r.steps_per_epoch, train.n,

@@ -21,6 +21,7 @@
 #include "data.h"
 #include "netc_rt.h"
 #include "profile.h"
+#include "step.h"
 #include "train.h"
 
 static int usage(void) {
@@ -69,16 +70,6 @@ static int cmd_info(void) {
   return 0;
 }
 
-/* Random images and labels, for a step that needs no data set. */
-static void random_batch(NetcState *s, NetcRng *r) {
-  float *x = (float *)(s->arena + netc_model.input_offset);
-  int32_t *y = (int32_t *)(s->arena + netc_model.labels_offset);
-  for (int64_t i = 0; i < input_floats(); i++)
-    x[i] = (float)rng_normal(r);
-  for (int i = 0; i < netc_model.batch; i++)
-    y[i] = (int32_t)(rng_next(r) % (uint64_t)netc_model.classes);
-}
-
 /* Parses `--name N` options into vals[] (names[] in the same order) and
  * bare flags into flags[]; returns -1 on anything else. */
 static int parse_longs(int argc, char **argv, const char *const *names,
@@ -112,13 +103,6 @@ static int parse_longs(int argc, char **argv, const char *const *names,
   return 0;
 }
 
-/* A training step: the update runs inside backward (optim_attach). */
-static void one_step(NetcState *s, NetcOptimizer *o) {
-  optim_begin(o);
-  netc_model.forward(s, 1);
-  netc_model.backward(s);
-}
-
 static int cmd_step(int argc, char **argv) {
   static const char *const names[] = {"--steps", "--seed", "--threads"};
   long v[3] = {1, 1, 0};
@@ -129,22 +113,23 @@ static int cmd_step(int argc, char **argv) {
     rt_set_threads((int)threads);
   NetcState *s = new_state();
   netc_init_params(s, (uint64_t)seed);
-  NetcOptimizer o = {.kind = OPT_SGD, .lr = 0.01f, .momentum = 0.9f,
-                     .weight_decay = 5e-4f, .decay_bn_and_bias = 1};
+  NetcOptimizer o = default_sgd();
   if (optim_init(&o, &netc_model)) {
     fprintf(stderr, "%s: out of memory\n", netc_model.name);
     return 1;
   }
-  NetcRng r;
-  rng_seed(&r, (uint64_t)seed + 1);
-  random_batch(s, &r);
+  random_batch(s, (uint64_t)seed + 1);
   int rc = 0;
-  optim_attach(&o, s);
-  for (long i = 0; i < steps; i++) {
-    one_step(s, &o);
-    printf("step %ld loss %.6f\n", i + 1, s->loss);
-    if (!isfinite(s->loss))
+  for (long i = 0; i < steps && rc == 0; i++) {
+    StepResult r = train_step(s, &o, o.lr);
+    printf("step %ld loss %.6f\n", i + 1, r.loss);
+    if (r.status != STEP_OK) {
+      char why[512];
+      fflush(stdout);
+      fprintf(stderr, "%s: %s at step %ld: stopped\n", netc_model.name,
+              step_failure(&r, why, sizeof why), i + 1);
       rc = 1;
+    }
   }
   optim_free(&o);
   netc_state_free(s);
@@ -210,21 +195,17 @@ static int cmd_bench(int argc, char **argv) {
     rt_set_threads((int)threads);
   NetcState *s = new_state();
   netc_init_params(s, 1);
-  NetcOptimizer o = {.kind = OPT_SGD, .lr = 0.01f, .momentum = 0.9f,
-                     .weight_decay = 5e-4f, .decay_bn_and_bias = 1};
-  NetcRng r;
-  rng_seed(&r, 2);
-  random_batch(s, &r);
+  NetcOptimizer o = default_sgd();
+  random_batch(s, 2);
   if (optim_init(&o, &netc_model))
     return 1;
-  optim_attach(&o, s);
   for (long i = 0; i < warmup; i++)
-    one_step(s, &o);
+    train_step(s, &o, o.lr);
   double *ips = calloc((size_t)windows + 1, sizeof(double));
   for (long w = 0; w < windows; w++) {
     double t0 = seconds_now();
     for (long i = 0; i < steps; i++)
-      one_step(s, &o);
+      train_step(s, &o, o.lr);
     ips[w] = (double)steps * netc_model.batch / (seconds_now() - t0);
   }
   qsort(ips, (size_t)windows, sizeof(double), cmp_double);
@@ -241,7 +222,7 @@ static int cmd_bench(int argc, char **argv) {
   if (profile) {
     s->profile = 1;
     for (long i = 0; i < steps; i++)
-      one_step(s, &o);
+      train_step(s, &o, o.lr);
     print_profile(s, (int)steps);
   }
   free(ips);
@@ -530,10 +511,16 @@ static int compare_steps(NetcState *s, RefFile *ref, Diffs *d) {
   int n = losses->n < 64 ? (int)losses->n : 64;
   optim_step(&o, s); /* the kept gradients of the compared step */
   got[0] = s->loss;
-  optim_attach(&o, s); /* then as training does: updates inside backward */
-  for (int i = 1; i < n; i++) {
-    one_step(s, &o);
-    got[i] = s->loss;
+  for (int i = 1; i < n; i++) { /* then training steps */
+    StepResult r = train_step(s, &o, hp[0]);
+    got[i] = r.loss;
+    if (r.status != STEP_OK) {
+      char why[512];
+      fprintf(stderr, "compare: step %d: %s\n", i + 1,
+              step_failure(&r, why, sizeof why));
+      optim_free(&o);
+      return -1;
+    }
   }
   for (int i = 0; i < n; i++)
     printf("  step %d loss netc %.7f torch %.7f\n", i + 1, got[i],
