@@ -1,10 +1,13 @@
 /* step.c: the training step every command trains with (step.h), the
- * scoring of a batch, and the SGD of step and bench. */
+ * scoring of a batch, the SGD of step and bench, and the `step` command. */
 #include "step.h"
 
 #include <math.h>
 #include <stdio.h>
 
+#include "commands.h"
+#include "netc_rt.h"
+#include "options.h"
 
 static int32_t *labels_of(NetcState *s) {
   return (int32_t *)(s->arena + s->model->labels_offset);
@@ -91,4 +94,51 @@ void random_batch(NetcState *s, uint64_t seed) {
     x[i] = (float)rng_normal(&r);
   for (int i = 0; i < m->batch; i++)
     labels_of(s)[i] = (int32_t)(rng_next(&r) % (uint64_t)m->classes);
+}
+
+/* Steps on one batch: the losses must fall (tests rely on it). */
+static int run_steps(NetcState *s, NetcOptimizer *o, long steps) {
+  char why[512];
+  for (long i = 0; i < steps; i++) {
+    StepResult r = train_step(s, o, o->lr);
+    printf("step %ld loss %.6f\n", i + 1, r.loss);
+    if (r.status != STEP_OK) {
+      fflush(stdout); /* the losses before the message */
+      fprintf(stderr, "%s: %s at step %ld: stopped\n", netc_model.name,
+              step_failure(&r, why, sizeof why), i + 1);
+      return 1;
+    }
+  }
+  return 0;
+}
+
+int cmd_step(int argc, char **argv) {
+  long steps = 1, seed = 1, threads = 0;
+  const Option options[] = {
+      {"--steps", "N", "steps (default 1)", .whole = &steps, .min = 1,
+       .max = OPTIONS_NO_MAX},
+      {"--seed", "S", "initialization and the batch (default 1)",
+       .whole = &seed, .min = 0, .max = OPTIONS_NO_MAX},
+      threads_option(&threads),
+      {NULL}};
+  const CommandSpec c = {
+      .name = "step", .options = options,
+      .about = "Steps of the default SGD on one batch of random images and "
+               "labels; prints each\nstep's loss (it falls: the batch is "
+               "learnt)."};
+  int rc = parse_command(&c, argc, argv, NULL);
+  if (rc != OPTIONS_RUN)
+    return rc;
+  if (threads > 0)
+    rt_set_threads((int)threads);
+  NetcOptimizer o = default_sgd();
+  NetcState *s = trainer_state_new(&o);
+  if (!s)
+    return 1;
+  netc_init_params(s, (uint64_t)seed);
+  random_batch(s, (uint64_t)seed + 1);
+  rc = run_steps(s, &o, steps);
+  optim_free(&o);
+  netc_state_free(s);
+  return rc;
 }

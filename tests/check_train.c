@@ -262,8 +262,8 @@ static const struct {
     {"train", 2, "--data DIR is required"},
     {"train --data build/testdata/sub10 --epochs x", 2, "not 'x'"},
     {"train --data build/testdata/sub10 --optimizer lamb", 2, "not 'lamb'"},
-    {"step --steps x", 2, "--steps needs a non-negative integer, not 'x'"},
-    {"step --frobnicate 1", 2, "unknown or incomplete option '--frobnicate'"},
+    {"step --steps x", 2, "tiny10: --steps needs a whole number >= 1, not 'x'"},
+    {"step --frobnicate 1", 2, "tiny10: unknown option '--frobnicate'"},
     {"eval --data build/testdata/sub10", 2, "--checkpoint FILE is required"},
     {"inspect", 2, "usage: tiny10 inspect FILE.ckpt"},
     {"train --data /nonexistent --out build/testdata/run-x", 1,
@@ -272,6 +272,9 @@ static const struct {
      "cannot open checkpoint /nonexistent"},
     {"inspect tests/train/tiny10.net", 1, "is not a netc checkpoint"},
     {"info", 0, "model=tiny10 "},
+    {"info extra", 2, "unexpected argument 'extra'"},
+    {"predict --checkpoint x.ckpt", 2, "predict needs IMAGE..."},
+    {"compare", 2, "compare needs REF.bin"},
     {"step --steps 1 --threads 1", 0, "step 1 loss "},
 };
 
