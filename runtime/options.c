@@ -1,7 +1,8 @@
 /* options.c: the trainer's command line (options.h). Every value is
  * checked whole: a number must be all of its text (no "5x", no " 5"),
  * within its type (errno), finite and within the option's range; a
- * message names the option and the value, and the status is 2. */
+ * message names the option and the value, and the status is 2. Also the
+ * exit status of a standard output that could not be written. */
 #include "options.h"
 
 #include <ctype.h>
@@ -194,4 +195,25 @@ Option threads_option(long *threads) {
   return (Option){"--threads", "T", "threads for OpenMP and OpenBLAS "
                   "(default 0: all cores)", .whole = threads, .min = 0,
                   .max = 1024};
+}
+
+static int stdout_errno; /* of the first failed flush; 0: none */
+
+int flush_stdout(void) {
+  errno = 0;
+  if (fflush(stdout) == 0 && !ferror(stdout))
+    return 0;
+  if (!stdout_errno)
+    stdout_errno = errno ? errno : EIO;
+  errno = stdout_errno;
+  return -1;
+}
+
+int output_status(int rc) {
+  if (flush_stdout() == 0)
+    return rc;
+  if (errno != EPIPE)
+    fprintf(stderr, "%s: writing the output: %s\n", netc_model.name,
+            strerror(errno));
+  return 1;
 }

@@ -1,4 +1,5 @@
-/* options.h: the one command-line parser of every trainer command.
+/* options.h: the trainer's command line: the one parser of every
+ * command's options, and the end of its standard output.
  *
  * A command describes its options in a table of Option, each naming one
  * typed destination; parse_command fills them, checking every number in
@@ -52,6 +53,17 @@ int parse_command(const CommandSpec *c, int argc, char **argv, int *nargs);
 
 /* --threads T: OpenMP's and OpenBLAS's threads, 0 (the default) all. */
 Option threads_option(long *threads);
+
+/* Flushes stdout: 0, or -1 with errno set. The first failure's errno is
+ * kept for output_status: glibc drops what it could not write, so a later
+ * flush may find nothing to write and succeed. */
+int flush_stdout(void);
+
+/* The exit status after a command returned rc: rc, or 1 if stdout could
+ * not be written. The reason is printed unless it was EPIPE (the reader
+ * has gone, as in `trainer info | head -c 10`), which ends the trainer
+ * quietly, as it ends standard tools. */
+int output_status(int rc);
 
 /* An Option's max when there is none: any long, any finite double. */
 #define OPTIONS_NO_MAX HUGE_VAL

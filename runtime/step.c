@@ -103,7 +103,7 @@ static int run_steps(NetcState *s, NetcOptimizer *o, long steps) {
     StepResult r = train_step(s, o, o->lr);
     printf("step %ld loss %.6f\n", i + 1, r.loss);
     if (r.status != STEP_OK) {
-      fflush(stdout); /* the losses before the message */
+      flush_stdout(); /* the losses before the message */
       fprintf(stderr, "%s: %s at step %ld: stopped\n", netc_model.name,
               step_failure(&r, why, sizeof why), i + 1);
       return 1;

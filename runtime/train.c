@@ -48,6 +48,15 @@ static void on_signal(int sig) {
   interrupted = sig;
 }
 
+/* stdout is the run's log (resume, step and epoch lines). When its reader
+ * has gone (EPIPE: `train ... | head`), the run ends as on Ctrl-C: after
+ * the step, with a checkpoint, status 1, and no message about the pipe. */
+static int output_closed;
+static void flush_log(void) {
+  if (flush_stdout() && errno == EPIPE)
+    output_closed = 1;
+}
+
 /* ---- options ------------------------------------------------------------ */
 
 /* The recipe the options give, defaults filled in. */
@@ -380,7 +389,7 @@ static int finish_epoch(Run *run, const Dataset *val, float lr) {
          "val_top1 %.2f%% val_top5 %.2f%% lr %.4g %.1f img/s %.0f s\n",
          r->epoch + 1, r->epochs, tl, ta, v.loss, v.top1, v.top5, lr, ips,
          r->seconds);
-  fflush(stdout);
+  flush_log();
   r->completed = r->epoch + 1;
   r->epoch++;
   r->step = 0;
@@ -460,7 +469,7 @@ static int run_step(Run *run, Loader *l, int steps, double *last_report,
   r->global_step++;
   if (run->a->log_every && r->global_step % run->a->log_every == 0) {
     printf("step %lld loss %.6f\n", (long long)r->global_step, res.loss);
-    fflush(stdout);
+    flush_log();
   }
   double t = now_seconds();
   r->seconds += t - t0;
@@ -476,6 +485,8 @@ static int run_step(Run *run, Loader *l, int steps, double *last_report,
 static const char *stop_reason(const TrainArgs *a) {
   if (interrupted)
     return interrupted == SIGTERM ? "terminated" : "interrupted";
+  if (output_closed)
+    return "the output was closed";
   if (a->max_steps && a->r.global_step >= a->max_steps)
     return "stopped";
   return NULL;
@@ -509,7 +520,7 @@ static int train_epochs(Run *run, Loader *l, const Dataset *val) {
                         "written: continue with --resume\n",
                 stop, r->epoch + 1, r->step, run->last);
         /* An unfinished run is not a success; --max-steps asked for it. */
-        return interrupted ? 1 : 0;
+        return interrupted || output_closed;
       }
     }
     if (finish_epoch(run, val, learning_rate(r, r->global_step - 1)))
@@ -533,7 +544,7 @@ static int start_run(TrainArgs *a, Run *run, Dataset *train, Loader **l) {
     lo.seed = r->seed;
     printf("netc: resuming %s at epoch %d step %d (global step %lld)\n",
            run->last, r->epoch + 1, r->step, (long long)r->global_step);
-    fflush(stdout);
+    flush_log();
     if (trim_metrics(a, r->completed))
       return -1;
   } else {
@@ -562,7 +573,7 @@ static int train_run(Run *run, Loader *l, const Dataset *train,
          "val images, %d skipped) for %d epochs into %s\n",
          netc_model.name, netc_model.batch, a->r.steps_per_epoch, train->n,
          val->n, train->skipped + val->skipped, a->r.epochs, a->out);
-  fflush(stdout);
+  flush_log();
   /* Ctrl-C or a polite kill: finish the step, checkpoint, exit 1. */
   signal(SIGINT, on_signal);
   signal(SIGTERM, on_signal);

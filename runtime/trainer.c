@@ -7,6 +7,7 @@
 
 #include "commands.h"
 #include "netc_model.h"
+#include "options.h"
 
 static const struct {
   const char *name;
@@ -52,12 +53,9 @@ static int dispatch(int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
-  /* A closed pipe (trainer info | head) is a write error, not a death. */
+  /* A closed pipe is a write error (EPIPE), not a death by SIGPIPE: a
+   * training run gets to write its checkpoint first (train.c), and the
+   * trainer ends quietly (output_status). */
   signal(SIGPIPE, SIG_IGN);
-  int rc = dispatch(argc, argv);
-  if (fflush(stdout) != 0 || ferror(stdout)) {
-    perror("netc: writing the output");
-    return 1;
-  }
-  return rc;
+  return output_status(dispatch(argc, argv));
 }

@@ -289,15 +289,53 @@ START_TEST(test_exit_status) {
 }
 END_TEST
 
-/* A closed pipe (the reader is gone before the trainer writes) is a write
- * error, status 1, not a death by SIGPIPE. */
+/* A closed pipe ends the trainer quietly with status 1, as it ends
+ * standard tools; another write error (a full disk) is reported. The whole
+ * output of each case, stderr included, is `want`. */
+static const struct {
+  const char *cmd; /* %1$s: the trainer */
+  const char *want;
+} pipe_cases[] = {
+    /* The reader is gone before the trainer writes. */
+    {"(sleep 0.5; %1$s info; echo \"exit $?\" >&2) | true", "exit 1\n"},
+    /* Whenever head goes: no message either way. */
+    {"{ %1$s info | head -c 10 >/dev/null; } 2>&1", ""},
+    {"{ %1$s train --help | head -n 1 >/dev/null; } 2>&1", ""},
+    {"%1$s info >/dev/full; echo \"exit $?\"",
+     "tiny10: writing the output: No space left on device\nexit 1\n"},
+};
+
 START_TEST(test_closed_pipe) {
   setup();
   int st;
-  char *out = sh(&st, "(sleep 0.5; %s info; echo \"exit $?\" >&2) | true",
-                 tiny);
-  assert_contains(out, "netc: writing the output: Broken pipe");
-  assert_contains(out, "exit 1");
+  char *out = sh(&st, pipe_cases[_i].cmd, tiny);
+  ck_assert_msg(!strcmp(out, pipe_cases[_i].want), "%s:\n%s",
+                pipe_cases[_i].cmd, out);
+  free(out);
+}
+END_TEST
+
+/* Training whose log (stdout) is a closed pipe stops as on Ctrl-C: the step
+ * finishes, a checkpoint is written, status 1, no message about the pipe. */
+START_TEST(test_train_to_closed_pipe) {
+  setup();
+  const char *run = "build/testdata/run-pipe";
+  int st;
+  char *out = sh(&st, "rm -rf %s && mkdir -p %s && (sleep 0.5; %s train "
+                      "--data %s --epochs 1 --threads 2 --out %s --no-plots "
+                      "--log-every 1 2>%s.err; echo \"exit $?\" >&2) | true",
+                 run, run, tiny, data, run, run);
+  ck_assert_str_eq(out, "exit 1\n");
+  free(out);
+  out = sh(&st, "cat %s.err", run);
+  assert_contains(out, "netc: the output was closed at epoch 1 step 1; "
+                       "checkpoint ");
+  ck_assert_ptr_null(strstr(out, "Broken pipe"));
+  ck_assert_ptr_null(strstr(out, "writing the output"));
+  free(out);
+  out = sh(&st, "%s inspect %s/last.ckpt", tiny, run);
+  ck_assert_int_eq(st, 0);
+  assert_contains(out, " global_step=1 ");
   free(out);
 }
 END_TEST
@@ -360,11 +398,17 @@ Suite *suite_train(void) {
   tcase_add_test(tc, test_full_disk);
   tcase_add_test(tc, test_foreign_checkpoints_refused);
   tcase_add_test(tc, test_nonfinite_loss_names_the_op);
-  tcase_add_loop_test(tc, test_exit_status, 0,
-                      sizeof status_cases / sizeof status_cases[0]);
-  tcase_add_test(tc, test_closed_pipe);
   tcase_add_test(tc, test_polite_signals);
   tcase_add_test(tc, test_valgrind_one_step);
+  tcase_add_test(tc, test_train_to_closed_pipe);
   suite_add_tcase(s, tc);
+  /* The command line: quick, apart from the runs above. */
+  TCase *cli = tcase_create("cli");
+  tcase_set_timeout(cli, 300);
+  tcase_add_loop_test(cli, test_exit_status, 0,
+                      sizeof status_cases / sizeof status_cases[0]);
+  tcase_add_loop_test(cli, test_closed_pipe, 0,
+                      sizeof pipe_cases / sizeof pipe_cases[0]);
+  suite_add_tcase(s, cli);
   return s;
 }
