@@ -135,7 +135,10 @@ static int run(const Options *o) {
     fprintf(stderr, "%d error%s\n", d.errors, d.errors == 1 ? "" : "s");
   pool_free(&pool);
   if ((out == stdout ? fflush(out) : fclose(out)) != 0) {
-    perror("netc: writing the output");
+    /* The reader has gone (netc check | head -1): end quietly, as standard
+     * tools do. Any other failure (a full disk) is news. */
+    if (errno != EPIPE)
+      perror("netc: writing the output");
     return 1;
   }
   return rc;
@@ -210,8 +213,8 @@ static int parse_options(int argc, char **argv, int argi, Options *o) {
 }
 
 int main(int argc, char **argv) {
-  /* A closed pipe (netc dump graph | head) is a write error (exit 1), not
-   * a death by SIGPIPE. */
+  /* A closed pipe (netc dump graph | head) is a write error, EPIPE: exit
+   * status 1 without a message, not a death by SIGPIPE. */
   signal(SIGPIPE, SIG_IGN);
   if (argc < 2)
     return bad_usage("%s", "missing command");

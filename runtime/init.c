@@ -4,7 +4,6 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "netc_model.h"
 
@@ -50,54 +49,6 @@ int netc_state_keep_grads(NetcState *s) {
     s->grads = p;
   }
   return s->grads ? 0 : -1;
-}
-
-/* Profiles: OpenMP and OpenBLAS calls return when their work is done, so
- * the wall time between two marks is the op's. */
-static double wall(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
-void netc_profile_start(NetcState *s) {
-  if (!s->prof_seconds)
-    s->prof_seconds = calloc((size_t)s->model->nops + 1, sizeof(double));
-  s->prof_last = wall();
-}
-
-int netc_all_finite(const float *x, int64_t n) {
-  int ok = 1;
-  /* x - x is 0 for finite x and NaN for NaN and +-Inf. */
-#pragma omp parallel for reduction(&& : ok) schedule(static)
-  for (int64_t i = 0; i < n; i++)
-    ok = ok && x[i] - x[i] == 0.0f;
-  return ok;
-}
-
-static int op_finite(const NetcState *s, const NetcOp *o) {
-  if (o->out_offset >= 0 &&
-      !netc_all_finite((const float *)(s->arena + o->out_offset),
-                       o->out_floats))
-    return 0;
-  for (int k = 0; k < 2; k++)
-    if (o->grad_offset[k] >= 0 &&
-        !netc_all_finite((const float *)(s->arena + o->grad_offset[k]),
-                         o->grad_floats[k]))
-      return 0;
-  return 1;
-}
-
-void netc_profile_mark(NetcState *s, int op) {
-  double t = wall();
-  if (s->prof_seconds && (s->profile & NETC_PROFILE_TIME))
-    s->prof_seconds[op] += t - s->prof_last;
-  if (s->profile & NETC_PROFILE_FINITE) {
-    if (s->first_nonfinite < 0 && !op_finite(s, &s->model->ops[op]))
-      s->first_nonfinite = op;
-    t = wall(); /* the check is not the next op's time */
-  }
-  s->prof_last = t;
 }
 
 void netc_state_free(NetcState *s) {

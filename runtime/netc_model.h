@@ -3,8 +3,8 @@
  * The generated <model>.c defines one `const NetcModel netc_model`: the
  * network's shapes, its parameter table, its arena size and offsets, and
  * its forward and backward functions (straight-line runtime calls at the
- * offsets netc planned). runtime/trainer.c, init.c and optim.c work on any
- * model through this struct alone. */
+ * offsets netc planned). The rest of runtime/ (the trainer's commands,
+ * init.c, optim.c) works on any model through this struct alone. */
 #ifndef NETC_MODEL_H
 #define NETC_MODEL_H
 
@@ -89,8 +89,8 @@ struct NetcState {
                              output held a NaN or an Inf, or -1 */
 };
 
-/* s->profile bits: the generated code calls netc_profile_mark after every
- * op when any is set. TIME adds the op's time to prof_seconds[op]; FINITE
+/* s->profile bits: the generated code calls netc_profile_mark (profile.c)
+ * after every op when any is set. TIME adds the op's time to prof_seconds[op]; FINITE
  * checks what the op wrote (slow: for diagnosis after a non-finite loss or
  * gradient). */
 enum { NETC_PROFILE_TIME = 1, NETC_PROFILE_FINITE = 2 };
@@ -126,7 +126,8 @@ struct NetcModel {
    * 0: running statistics. Sets state->loss. */
   void (*forward)(NetcState *s, int training);
   /* The backward pass: hands each parameter's gradient to netc_update as
-   * soon as it is final, which (optim_attach) updates the parameter there.
+   * soon as it is final, which (optim_attach) updates the parameter there:
+   * a step is not atomic (step.h says what a failed one has updated).
    * Every parameter the loss depends on gets exactly one call. */
   void (*backward)(NetcState *s);
 };
@@ -192,10 +193,10 @@ typedef struct {
 int optim_init(NetcOptimizer *o, const NetcModel *m);
 void optim_free(NetcOptimizer *o);
 /* Makes s's backward pass update each parameter with o as soon as its
- * gradient is final. A step is then optim_begin, forward, backward. A
- * gradient with a non-finite element stops the step's updates there
- * (o->nonfinite names the parameter; its non-finite elements are not
- * applied, its finite ones and the parameters before it are). */
+ * gradient is final; o->nonfinite then names the first parameter whose
+ * gradient was not finite, after which the pass updates nothing. The one
+ * training step built on this, and what a failed step has updated, is
+ * train_step (step.h). */
 void optim_attach(NetcOptimizer *o, NetcState *s);
 void optim_begin(NetcOptimizer *o);
 /* One update of every parameter from s->grads (netc_state_keep_grads), as

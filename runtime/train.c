@@ -5,27 +5,37 @@
  * every --checkpoint-minutes), best.ckpt (best validation top-1). The data
  * order and augmentation depend only on (seed, epoch, position), and the
  * checkpoint holds everything else, so --resume continues with the losses
- * an uninterrupted run would have had (same thread count). */
+ * an uninterrupted run would have had (same thread count). Each step is
+ * train_step (step.h); one that fails (a NaN) ends the run without saving,
+ * after naming the op that made the NaN. */
 #include <dirent.h>
 #include <errno.h>
+#include <float.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "commands.h"
 #include "data.h"
 #include "netc_rt.h"
+#include "options.h"
+#include "step.h"
 #include "train.h"
+#include "util.h"
 
 enum { SCHED_COSINE, SCHED_STEP, SCHED_CONSTANT };
 
+/* The options as given; r is the run, its recipe from them or (--resume)
+ * from the checkpoint. */
 typedef struct {
-  const char *data, *out, *checkpoint;
-  int epochs, threads, resume, progress, resize, no_plots;
+  const char *data, *out;
+  long epochs, threads, seed;
+  int resume, progress, resize, no_plots;
+  int optimizer, schedule, nesterov, bn_decay;
+  double lr, warmup_epochs, momentum, weight_decay; /* lr, wd < 0: default */
   double minutes;       /* checkpoint interval */
   long ckpt_steps;      /* also checkpoint every this many steps, 0: no */
   long log_every;       /* print the loss every this many steps, 0: no */
@@ -38,125 +48,89 @@ static void on_signal(int sig) {
   interrupted = sig;
 }
 
-static double now(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (double)t.tv_sec + t.tv_nsec * 1e-9;
+/* stdout is the run's log (resume, step and epoch lines). When its reader
+ * has gone (EPIPE: `train ... | head`), the run ends as on Ctrl-C: after
+ * the step, with a checkpoint, status 1, and no message about the pipe. */
+static int output_closed;
+static void flush_log(void) {
+  if (flush_stdout() && errno == EPIPE)
+    output_closed = 1;
 }
 
 /* ---- options ------------------------------------------------------------ */
 
-static int opt_error(const char *fmt, const char *arg) {
-  fprintf(stderr, "%s: ", netc_model.name);
-  fprintf(stderr, fmt, arg);
-  fprintf(stderr, "\nTry '%s train --help'.\n", netc_model.name);
-  return 2;
-}
-
-static const char train_help[] =
-    "usage: %s train --data DIR [options]\n"
-    "  --data DIR             TinyImageNet-200 (release or ImageFolder layout)\n"
-    "  --epochs E             epochs (default 30)\n"
-    "  --lr LR                peak learning rate (default 0.1 x batch/128)\n"
-    "  --schedule S           cosine | step | constant (default cosine)\n"
-    "  --warmup-epochs W      linear warm-up (default 1)\n"
-    "  --optimizer O          sgd | adam | adamw (default sgd)\n"
-    "  --momentum M           SGD momentum (default 0.9)\n"
-    "  --nesterov             Nesterov momentum\n"
-    "  --weight-decay WD      (default 5e-4; 0.05 for adamw)\n"
-    "  --bn-decay             also decay batchnorm parameters and biases\n"
-    "  --seed S               data order, augmentation, init (default 1)\n"
-    "  --threads T            threads for OpenMP and OpenBLAS (default all)\n"
-    "  --out RUN_DIR          metrics, plots, checkpoints (default runs/<model>)\n"
-    "  --resume               continue from RUN_DIR/last.ckpt\n"
-    "  --checkpoint-minutes N also checkpoint every N minutes (default 10)\n"
-    "  --checkpoint-steps N   also checkpoint every N steps\n"
-    "  --log-every N          print 'step G loss L' to stdout every N steps\n"
-    "  --resize               resize images that are not the input size\n"
-    "  --no-plots             skip the gnuplot pictures\n";
-
-static int parse_float(const char *s, double *v) {
-  char *end;
-  errno = 0;
-  *v = strtod(s, &end);
-  return *end || errno || !isfinite(*v) ? -1 : 0;
-}
-
-static int parse_choice(const char *s, const char *const *names, int n) {
-  for (int i = 0; i < n; i++)
-    if (!strcmp(s, names[i]))
-      return i;
-  return -1;
-}
-
-/* One option with a value; returns 0, or 2 after a message. */
-static int set_value(TrainArgs *a, const char *name, const char *v) {
-  static const char *const opts[] = {"sgd", "adam", "adamw"};
-  static const char *const scheds[] = {"cosine", "step", "constant"};
-  double x;
+/* The recipe the options give, defaults filled in. */
+static void set_recipe(TrainArgs *a) {
   RunState *r = &a->r;
-  if (!strcmp(name, "--data")) a->data = v;
-  else if (!strcmp(name, "--out")) a->out = v;
-  else if (!strcmp(name, "--optimizer")) {
-    if ((r->optimizer = parse_choice(v, opts, 3)) < 0)
-      return opt_error("--optimizer is sgd, adam or adamw, not '%s'", v);
-  } else if (!strcmp(name, "--schedule")) {
-    if ((r->schedule = parse_choice(v, scheds, 3)) < 0)
-      return opt_error("--schedule is cosine, step or constant, not '%s'", v);
-  } else {
-    if (parse_float(v, &x) || x < 0)
-      return opt_error("a non-negative number is needed, not '%s'", v);
-    if (!strcmp(name, "--epochs")) a->epochs = (int)x;
-    else if (!strcmp(name, "--lr")) r->lr = (float)x;
-    else if (!strcmp(name, "--warmup-epochs")) r->warmup_epochs = (float)x;
-    else if (!strcmp(name, "--momentum")) r->momentum = (float)x;
-    else if (!strcmp(name, "--weight-decay")) r->weight_decay = (float)x;
-    else if (!strcmp(name, "--seed")) r->seed = (uint64_t)x;
-    else if (!strcmp(name, "--threads")) a->threads = (int)x;
-    else if (!strcmp(name, "--checkpoint-minutes")) a->minutes = x;
-    else if (!strcmp(name, "--max-steps")) a->max_steps = (long)x;
-    else if (!strcmp(name, "--checkpoint-steps")) a->ckpt_steps = (long)x;
-    else if (!strcmp(name, "--log-every")) a->log_every = (long)x;
-    else return opt_error("unknown option '%s'", name);
-  }
-  return 0;
+  *r = (RunState){.seed = (uint64_t)a->seed, .epochs = (int32_t)a->epochs,
+                  .optimizer = a->optimizer, .schedule = a->schedule,
+                  .nesterov = a->nesterov, .bn_decay = a->bn_decay,
+                  .momentum = (float)a->momentum,
+                  .warmup_epochs = (float)a->warmup_epochs};
+  /* 0.1 for batch 128, scaled linearly */
+  r->lr = a->lr >= 0 ? (float)a->lr
+          : r->optimizer == OPT_SGD ? 0.1f * netc_model.batch / 128.0f
+                                    : 1e-3f;
+  r->weight_decay = a->weight_decay >= 0 ? (float)a->weight_decay
+                    : r->optimizer == OPT_ADAMW ? 0.05f
+                                                : 5e-4f;
 }
 
 static int parse_train(int argc, char **argv, TrainArgs *a) {
-  RunState *r = &a->r;
-  *a = (TrainArgs){.epochs = 30, .minutes = 10, .progress = isatty(2)};
-  *r = (RunState){.seed = 1, .optimizer = OPT_SGD, .schedule = SCHED_COSINE,
-                  .momentum = 0.9f, .weight_decay = -1, .warmup_epochs = 1,
-                  .lr = -1};
-  for (int i = 0; i < argc; i++) {
-    const char *o = argv[i];
-    if (!strcmp(o, "-h") || !strcmp(o, "--help")) {
-      printf(train_help, netc_model.name);
-      exit(0);
-    } else if (!strcmp(o, "--resume")) a->resume = 1;
-    else if (!strcmp(o, "--nesterov")) r->nesterov = 1;
-    else if (!strcmp(o, "--bn-decay")) r->bn_decay = 1;
-    else if (!strcmp(o, "--resize")) a->resize = 1;
-    else if (!strcmp(o, "--no-plots")) a->no_plots = 1;
-    else if (!strcmp(o, "--progress")) a->progress = 1;
-    else if (o[0] == '-' && i + 1 < argc) {
-      int rc = set_value(a, o, argv[++i]);
-      if (rc)
-        return rc;
-    } else {
-      return opt_error("unknown or incomplete option '%s'", o);
-    }
-  }
-  if (!a->data)
-    return opt_error("%s", "--data DIR is required");
-  if (a->epochs < 1)
-    return opt_error("%s", "--epochs must be at least 1");
-  if (r->lr < 0) /* 0.1 for batch 128, scaled linearly */
-    r->lr = r->optimizer == OPT_SGD ? 0.1f * netc_model.batch / 128.0f : 1e-3f;
-  if (r->weight_decay < 0)
-    r->weight_decay = r->optimizer == OPT_ADAMW ? 0.05f : 5e-4f;
-  r->epochs = a->epochs;
-  return 0;
+  static const char *const optimizers[] = {"sgd", "adam", "adamw", NULL};
+  static const char *const schedules[] = {"cosine", "step", "constant", NULL};
+  *a = (TrainArgs){.epochs = 30, .seed = 1, .lr = -1, .warmup_epochs = 1,
+                   .momentum = 0.9, .weight_decay = -1, .minutes = 10,
+                   .optimizer = OPT_SGD, .schedule = SCHED_COSINE,
+                   .progress = isatty(2)};
+  const Option options[] = {
+      {"--data", "DIR", "TinyImageNet-200 (release or ImageFolder layout)",
+       .text = &a->data, .required = 1},
+      {"--epochs", "E", "epochs (default 30)", .whole = &a->epochs, .min = 1,
+       .max = 1000000},
+      {"--lr", "LR", "peak learning rate (default 0.1 x batch/128)",
+       .real = &a->lr, .min = 0, .max = FLT_MAX},
+      {"--schedule", "S", "cosine | step | constant (default cosine)",
+       .choice = &a->schedule, .choices = schedules},
+      {"--warmup-epochs", "W", "linear warm-up (default 1)",
+       .real = &a->warmup_epochs, .min = 0, .max = FLT_MAX},
+      {"--optimizer", "O", "sgd | adam | adamw (default sgd)",
+       .choice = &a->optimizer, .choices = optimizers},
+      {"--momentum", "M", "SGD momentum (default 0.9)", .real = &a->momentum,
+       .min = 0, .max = FLT_MAX},
+      {"--nesterov", NULL, "Nesterov momentum", .flag = &a->nesterov},
+      {"--weight-decay", "WD", "(default 5e-4; 0.05 for adamw)",
+       .real = &a->weight_decay, .min = 0, .max = FLT_MAX},
+      {"--bn-decay", NULL, "also decay batchnorm parameters and biases",
+       .flag = &a->bn_decay},
+      {"--seed", "S", "data order, augmentation, init (default 1)",
+       .whole = &a->seed, .min = 0, .max = OPTIONS_NO_MAX},
+      threads_option(&a->threads),
+      {"--out", "RUN_DIR", "metrics, plots, checkpoints (default "
+       "runs/<model>)", .text = &a->out},
+      {"--resume", NULL, "continue from RUN_DIR/last.ckpt", .flag = &a->resume},
+      {"--checkpoint-minutes", "N", "also checkpoint every N minutes (default "
+       "10)", .real = &a->minutes, .min = 0, .max = OPTIONS_NO_MAX},
+      {"--checkpoint-steps", "N", "also checkpoint every N steps",
+       .whole = &a->ckpt_steps, .min = 0, .max = OPTIONS_NO_MAX},
+      {"--log-every", "N", "print 'step G loss L' to stdout every N steps",
+       .whole = &a->log_every, .min = 0, .max = OPTIONS_NO_MAX},
+      {"--max-steps", "N", "stop with a checkpoint at global step N (tests)",
+       .whole = &a->max_steps, .min = 0, .max = OPTIONS_NO_MAX},
+      {"--resize", NULL, "resize images that are not the input size",
+       .flag = &a->resize},
+      {"--no-plots", NULL, "skip the gnuplot pictures", .flag = &a->no_plots},
+      {"--progress", NULL, "a progress bar on stderr, even when it is not a "
+       "terminal", .flag = &a->progress},
+      {NULL}};
+  const CommandSpec c = {
+      .name = "train", .options = options,
+      .about = "Trains on TinyImageNet-200 into RUN_DIR: metrics.csv, plots, "
+               "last.ckpt and best.ckpt\n(docs/training.md)."};
+  int rc = parse_command(&c, argc, argv, NULL);
+  if (rc == OPTIONS_RUN)
+    set_recipe(a);
+  return rc;
 }
 
 /* ---- learning rate ------------------------------------------------------ */
@@ -182,23 +156,6 @@ typedef struct {
   int64_t images;
 } EvalResult;
 
-/* Scores the first n rows of the model's probabilities against labels. */
-static void score(const NetcState *s, int n, const int32_t *y, double *loss,
-                  int64_t *top1, int64_t *top5) {
-  const NetcModel *m = s->model;
-  const float *p = (const float *)(s->arena + m->probs_offset);
-  for (int i = 0; i < n; i++) {
-    const float *row = p + (int64_t)i * m->classes;
-    float py = row[y[i]];
-    int rank = 0;
-    for (int k = 0; k < m->classes; k++)
-      rank += row[k] > py || (row[k] == py && k < y[i]);
-    *top1 += rank < 1;
-    *top5 += rank < 5;
-    *loss += -log(py > 1e-30f ? py : 1e-30f);
-  }
-}
-
 static EvalResult evaluate(NetcState *s, const Dataset *val) {
   const NetcModel *m = s->model;
   LoaderOptions lo = {.batch = m->batch, .train = 0, .prefetch = 1};
@@ -210,7 +167,7 @@ static EvalResult evaluate(NetcState *s, const Dataset *val) {
   loader_seek(l, 0, 0);
   for (int n; (n = loader_next(l, x, y)) > 0;) {
     m->forward(s, 0); /* the labels stay in the arena through the step */
-    score(s, n, y, &e.loss, &t1, &t5);
+    score_batch(s, n, y, &e.loss, &t1, &t5);
     e.images += n;
   }
   loader_free(l);
@@ -229,10 +186,7 @@ static const char metrics_header[] =
     "seconds\n";
 
 static char *run_path(const TrainArgs *a, const char *name) {
-  size_t n = strlen(a->out) + strlen(name) + 2;
-  char *p = malloc(n);
-  snprintf(p, n, "%s/%s", a->out, name);
-  return p;
+  return xprintf("%s/%s", a->out, name);
 }
 
 /* Keeps the rows of epochs 1..completed (a row written after the last
@@ -348,22 +302,6 @@ static void progress(const TrainArgs *a, const RunState *r, int steps,
 
 /* ---- train --------------------------------------------------------------- */
 
-static int make_dir(const char *dir) {
-  char buf[4096];
-  snprintf(buf, sizeof buf, "%s", dir);
-  for (char *p = buf + 1; *p; p++)
-    if (*p == '/') {
-      *p = 0;
-      mkdir(buf, 0777);
-      *p = '/';
-    }
-  if (mkdir(buf, 0777) && errno != EEXIST) {
-    fprintf(stderr, "netc: cannot create %s: %s\n", dir, strerror(errno));
-    return -1;
-  }
-  return 0;
-}
-
 static ClassList classes_of(const Dataset *d) {
   ClassList c = {.nclasses = d->nclasses};
   c.class_ids = calloc((size_t)d->nclasses + 1, MAX_CLASS_NAME);
@@ -375,7 +313,7 @@ static ClassList classes_of(const Dataset *d) {
   return c;
 }
 
-static void classes_free(ClassList *c) {
+void classes_free(ClassList *c) {
   free(c->class_ids);
   free(c->class_names);
   c->class_ids = c->class_names = NULL;
@@ -387,13 +325,20 @@ static int open_data(const char *dir, int resize, Dataset *train,
                    .w = netc_model.in_w};
   if (train && dataset_open(train, dir, "train", &o))
     return -1;
-  if (val && dataset_open(val, dir, "val", &o))
+  if (val && dataset_open(val, dir, "val", &o)) {
+    if (train)
+      dataset_close(train);
     return -1;
+  }
   const Dataset *d = train ? train : val;
   if (d->nclasses != netc_model.classes) {
     fprintf(stderr, "netc: %s has %d classes; model '%s' has %d (change "
                     "classes = in the .net file)\n",
             dir, d->nclasses, netc_model.name, netc_model.classes);
+    if (train)
+      dataset_close(train);
+    if (val)
+      dataset_close(val);
     return -1;
   }
   return 0;
@@ -444,7 +389,7 @@ static int finish_epoch(Run *run, const Dataset *val, float lr) {
          "val_top1 %.2f%% val_top5 %.2f%% lr %.4g %.1f img/s %.0f s\n",
          r->epoch + 1, r->epochs, tl, ta, v.loss, v.top1, v.top5, lr, ips,
          r->seconds);
-  fflush(stdout);
+  flush_log();
   r->completed = r->epoch + 1;
   r->epoch++;
   r->step = 0;
@@ -460,11 +405,14 @@ static int finish_epoch(Run *run, const Dataset *val, float lr) {
   return rc;
 }
 
-/* After a non-finite loss or gradient: runs the step again on the same
- * batch (the loader is deterministic) with every op's output checked, and
- * names the first op that wrote a NaN or an Inf. The parameters are those
- * of the failed step: no update has been applied. */
-static void locate_nonfinite(Run *run, Loader *l, const char *what) {
+/* After a failed step (step.h): runs the step again on the same batch
+ * (the loader is deterministic) with every op's output checked and no
+ * update, and names the first op that wrote a NaN or an Inf. After a bad
+ * loss the parameters are the ones the step started from; after a bad
+ * gradient the step had updated some of them, so the repeat may not fail
+ * the same way. Nothing is saved after a failed step, so the last
+ * checkpoint, written before it, is intact. */
+static void locate_nonfinite(Run *run, Loader *l, const StepResult *res) {
   NetcState *s = run->s;
   RunState *r = &run->a->r;
   float *x = (float *)(s->arena + netc_model.input_offset);
@@ -480,9 +428,14 @@ static void locate_nonfinite(Run *run, Loader *l, const char *what) {
       netc_model.backward(s);
   }
   s->profile = saved;
-  fprintf(stderr, "\nnetc: %s at epoch %d step %d: training stopped; the "
+  char what[512];
+  fprintf(stderr, "\nnetc: %s at epoch %d step %d: training stopped%s; the "
                   "last checkpoint (%s) is intact\n",
-          what, r->epoch + 1, r->step + 1, run->last);
+          step_failure(res, what, sizeof what), r->epoch + 1, r->step + 1,
+          res->status == STEP_BAD_GRADIENT
+              ? " with the parameters before it in the backward pass updated"
+              : "",
+          run->last);
   int i = s->first_nonfinite;
   if (i >= 0) {
     const NetcOp *o = &netc_model.ops[i];
@@ -497,48 +450,28 @@ static void locate_nonfinite(Run *run, Loader *l, const char *what) {
                   "helps\n");
 }
 
-/* One optimizer step on the batch in the arena; backward updates each
- * parameter as soon as its gradient is final. Stops (-1) when the loss is
- * not finite (before any update) or a gradient is not finite (its
- * non-finite elements and the parameters after it in the backward pass are
- * not updated). */
-static int train_step(Run *run, Loader *l, int steps, double *last_report,
-                      double t0) {
-  NetcState *s = run->s;
+/* One step of the run on the batch in the arena (train_step, at the
+ * schedule's learning rate) and its bookkeeping: the epoch's sums, the log
+ * and the progress line. -1 after a failed step, which is named. */
+static int run_step(Run *run, Loader *l, int steps, double *last_report,
+                    double t0) {
   RunState *r = &run->a->r;
   float lr = learning_rate(r, r->global_step);
-  run->o->lr = lr;
-  netc_model.forward(s, 1);
-  if (!isfinite(s->loss)) {
-    char what[64];
-    snprintf(what, sizeof what, "the loss is %s",
-             isnan(s->loss) ? "NaN" : "infinite");
-    locate_nonfinite(run, l, what);
+  StepResult res = train_step(run->s, run->o, lr);
+  if (res.status != STEP_OK) {
+    locate_nonfinite(run, l, &res);
     return -1;
   }
-  int64_t t1 = 0, t5 = 0;
-  double ignored = 0;
-  score(s, netc_model.batch, (int32_t *)(s->arena + netc_model.labels_offset),
-        &ignored, &t1, &t5);
-  optim_begin(run->o);
-  netc_model.backward(s);
-  if (run->o->nonfinite >= 0) {
-    char what[512];
-    snprintf(what, sizeof what, "the gradient of %s is not finite",
-             netc_model.params[run->o->nonfinite].name);
-    locate_nonfinite(run, l, what);
-    return -1;
-  }
-  r->loss_sum += (double)s->loss * netc_model.batch;
-  r->correct += t1;
+  r->loss_sum += (double)res.loss * netc_model.batch;
+  r->correct += res.correct;
   r->seen += netc_model.batch;
   r->step++;
   r->global_step++;
   if (run->a->log_every && r->global_step % run->a->log_every == 0) {
-    printf("step %lld loss %.6f\n", (long long)r->global_step, s->loss);
-    fflush(stdout);
+    printf("step %lld loss %.6f\n", (long long)r->global_step, res.loss);
+    flush_log();
   }
-  double t = now();
+  double t = now_seconds();
   r->seconds += t - t0;
   if (t - *last_report >= (run->a->progress ? 0.5 : 60) || r->step == steps) {
     progress(run->a, r, steps, lr, r->seen / (r->seconds > 0 ? r->seconds : 1),
@@ -548,44 +481,51 @@ static int train_step(Run *run, Loader *l, int steps, double *last_report,
   return 0;
 }
 
+/* Why a run stops before its end, or NULL: it goes on. */
+static const char *stop_reason(const TrainArgs *a) {
+  if (interrupted)
+    return interrupted == SIGTERM ? "terminated" : "interrupted";
+  if (output_closed)
+    return "the output was closed";
+  if (a->max_steps && a->r.global_step >= a->max_steps)
+    return "stopped";
+  return NULL;
+}
+
 static int train_epochs(Run *run, Loader *l, const Dataset *val) {
   RunState *r = &run->a->r;
   NetcState *s = run->s;
   float *x = (float *)(s->arena + netc_model.input_offset);
   int32_t *y = (int32_t *)(s->arena + netc_model.labels_offset);
-  double last_ckpt = now(), last_report = 0;
+  double last_ckpt = now_seconds(), last_report = 0;
   while (r->epoch < r->epochs) {
     loader_seek(l, r->epoch, r->step);
     while (r->step < r->steps_per_epoch) {
-      double t0 = now();
+      double t0 = now_seconds();
       if (loader_next(l, x, y) <= 0)
         break;
-      if (train_step(run, l, r->steps_per_epoch, &last_report, t0))
+      if (run_step(run, l, r->steps_per_epoch, &last_report, t0))
         return 1;
-      int timed = now() - last_ckpt >= run->a->minutes * 60 ||
+      int timed = now_seconds() - last_ckpt >= run->a->minutes * 60 ||
                   (run->a->ckpt_steps &&
                    r->global_step % run->a->ckpt_steps == 0);
-      int stop = interrupted ||
-                 (run->a->max_steps && r->global_step >= run->a->max_steps);
+      const char *stop = stop_reason(run->a);
       if (timed || stop) {
         if (save(run, run->last))
           return 1;
-        last_ckpt = now();
+        last_ckpt = now_seconds();
       }
       if (stop) {
         fprintf(stderr, "\nnetc: %s at epoch %d step %d; checkpoint %s "
                         "written: continue with --resume\n",
-                interrupted == SIGTERM ? "terminated"
-                : interrupted          ? "interrupted"
-                                       : "stopped",
-                r->epoch + 1,
-                r->step, run->last);
-        return interrupted ? 1 : 0; /* an unfinished run is not a success */
+                stop, r->epoch + 1, r->step, run->last);
+        /* An unfinished run is not a success; --max-steps asked for it. */
+        return interrupted || output_closed;
       }
     }
     if (finish_epoch(run, val, learning_rate(r, r->global_step - 1)))
       return 1;
-    last_ckpt = now();
+    last_ckpt = now_seconds();
   }
   return 0;
 }
@@ -604,7 +544,7 @@ static int start_run(TrainArgs *a, Run *run, Dataset *train, Loader **l) {
     lo.seed = r->seed;
     printf("netc: resuming %s at epoch %d step %d (global step %lld)\n",
            run->last, r->epoch + 1, r->step, (long long)r->global_step);
-    fflush(stdout);
+    flush_log();
     if (trim_metrics(a, r->completed))
       return -1;
   } else {
@@ -625,43 +565,52 @@ static int start_run(TrainArgs *a, Run *run, Dataset *train, Loader **l) {
   return *l ? 0 : -1;
 }
 
+/* The run, once its state is ready: announced, then its epochs. */
+static int train_run(Run *run, Loader *l, const Dataset *train,
+                     const Dataset *val) {
+  const TrainArgs *a = run->a;
+  printf("netc: training %s (batch %d, %d steps per epoch, %d train and %d "
+         "val images, %d skipped) for %d epochs into %s\n",
+         netc_model.name, netc_model.batch, a->r.steps_per_epoch, train->n,
+         val->n, train->skipped + val->skipped, a->r.epochs, a->out);
+  flush_log();
+  /* Ctrl-C or a polite kill: finish the step, checkpoint, exit 1. */
+  signal(SIGINT, on_signal);
+  signal(SIGTERM, on_signal);
+  return train_epochs(run, l, val);
+}
+
 int cmd_train(int argc, char **argv) {
   TrainArgs a;
   int rc = parse_train(argc, argv, &a);
-  if (rc)
+  if (rc != OPTIONS_RUN)
     return rc;
   char out[512];
   if (!a.out)
     snprintf(out, sizeof out, "runs/%s", netc_model.name), a.out = out;
   if (a.threads > 0)
-    rt_set_threads(a.threads);
+    rt_set_threads((int)a.threads);
+  if (make_dirs(a.out)) {
+    fprintf(stderr, "netc: cannot create %s: %s\n", a.out, strerror(errno));
+    return 1;
+  }
   Dataset train, val;
-  if (make_dir(a.out) || open_data(a.data, a.resize, &train, &val))
+  if (open_data(a.data, a.resize, &train, &val))
     return 1;
   remove_unfinished(a.out);
-  NetcState *s = netc_state_new(&netc_model);
   NetcOptimizer o = {.kind = a.r.optimizer};
   ClassList c = classes_of(&train);
-  Run run = {.a = &a, .s = s, .o = &o, .c = &c,
+  Run run = {.a = &a, .s = trainer_state_new(NULL), .o = &o, .c = &c,
              .last = run_path(&a, "last.ckpt"),
              .best = run_path(&a, "best.ckpt")};
   Loader *l = NULL;
-  if (!s || start_run(&a, &run, &train, &l))
-    return 1;
-  optim_attach(&o, s);
-  printf("netc: training %s (batch %d, %d steps per epoch, %d train and %d "
-         "val images, %d skipped) for %d epochs into %s\n",
-         netc_model.name, netc_model.batch, a.r.steps_per_epoch, train.n,
-         val.n, train.skipped + val.skipped, a.r.epochs, a.out);
-  fflush(stdout);
-  /* Ctrl-C or a polite kill: finish the step, checkpoint, exit 1. */
-  signal(SIGINT, on_signal);
-  signal(SIGTERM, on_signal);
-  rc = train_epochs(&run, l, &val);
+  rc = run.s && start_run(&a, &run, &train, &l) == 0
+           ? train_run(&run, l, &train, &val)
+           : 1;
   loader_free(l);
   dataset_close(&train);
   dataset_close(&val);
-  netc_state_free(s);
+  netc_state_free(run.s);
   optim_free(&o);
   classes_free(&c);
   free(run.last);
@@ -673,38 +622,36 @@ int cmd_train(int argc, char **argv) {
 
 typedef struct {
   const char *data, *checkpoint;
-  int threads, resize;
-  int first_arg; /* predict: where the image paths start */
+  long threads;
+  int resize;
+  int nimages; /* predict: the image paths, moved to argv[0..nimages) */
 } EvalArgs;
 
 static int parse_eval(int argc, char **argv, EvalArgs *e, int predict) {
   *e = (EvalArgs){0};
-  int i = 0;
-  for (; i < argc; i++) {
-    const char *o = argv[i];
-    if (!strcmp(o, "--resize")) e->resize = 1;
-    else if (!strcmp(o, "--data") && i + 1 < argc) e->data = argv[++i];
-    else if (!strcmp(o, "--checkpoint") && i + 1 < argc)
-      e->checkpoint = argv[++i];
-    else if (!strcmp(o, "--threads") && i + 1 < argc)
-      e->threads = atoi(argv[++i]);
-    else if (o[0] == '-')
-      return opt_error("unknown or incomplete option '%s'", o);
-    else if (predict)
-      break;
-    else
-      return opt_error("unexpected argument '%s'", o);
-  }
-  e->first_arg = i;
-  if (!e->checkpoint)
-    return opt_error("%s", "--checkpoint FILE is required");
-  if (!predict && !e->data)
-    return opt_error("%s", "--data DIR is required");
-  if (predict && i >= argc)
-    return opt_error("%s", "predict needs at least one IMAGE");
-  if (e->threads > 0)
-    rt_set_threads(e->threads);
-  return 0;
+  const Option options[] = {
+      {"--data", "DIR", "TinyImageNet-200 (release or ImageFolder layout)",
+       .text = &e->data, .required = 1},
+      {"--checkpoint", "FILE", "a checkpoint of this model and batch size",
+       .text = &e->checkpoint, .required = 1},
+      threads_option(&e->threads),
+      {"--resize", NULL, "resize images that are not the input size",
+       .flag = &e->resize},
+      {NULL}};
+  const CommandSpec eval = {
+      .name = "eval", .options = options,
+      .about = "Top-1, top-5 and mean loss of a checkpoint on the val split; "
+               "the last line is\ntop1=.. top5=.. loss=.. images=.."};
+  const CommandSpec predict_spec = {
+      .name = "predict", .options = options + 1, /* no --data */
+      .args = "IMAGE...", .min_args = 1, .max_args = -1,
+      .about = "The 5 most likely classes of each image, with their "
+               "names."};
+  int rc = parse_command(predict ? &predict_spec : &eval, argc, argv,
+                         &e->nimages);
+  if (rc == OPTIONS_RUN && e->threads > 0)
+    rt_set_threads((int)e->threads);
+  return rc;
 }
 
 static int same_classes(const ClassList *c, const Dataset *d) {
@@ -719,26 +666,29 @@ static int same_classes(const ClassList *c, const Dataset *d) {
 int cmd_eval(int argc, char **argv) {
   EvalArgs e;
   int rc = parse_eval(argc, argv, &e, 0);
-  if (rc)
+  if (rc != OPTIONS_RUN)
     return rc;
   Dataset val;
-  NetcState *s = netc_state_new(&netc_model);
-  ClassList c;
-  if (!s || open_data(e.data, e.resize, NULL, &val) ||
-      checkpoint_load(e.checkpoint, s, NULL, NULL, &c))
+  if (open_data(e.data, e.resize, NULL, &val))
     return 1;
-  if (!same_classes(&c, &val)) {
+  NetcState *s = trainer_state_new(NULL);
+  ClassList c = {0};
+  rc = 1;
+  if (!s || checkpoint_load(e.checkpoint, s, NULL, NULL, &c)) {
+    /* said */
+  } else if (!same_classes(&c, &val)) {
     fprintf(stderr, "netc: %s was trained on other classes than %s has\n",
             e.checkpoint, e.data);
-    return 1;
+  } else {
+    EvalResult r = evaluate(s, &val);
+    printf("top1=%.2f top5=%.2f loss=%.4f images=%lld\n", r.top1, r.top5,
+           r.loss, (long long)r.images);
+    rc = 0;
   }
-  EvalResult r = evaluate(s, &val);
-  printf("top1=%.2f top5=%.2f loss=%.4f images=%lld\n", r.top1, r.top5,
-         r.loss, (long long)r.images);
   dataset_close(&val);
   netc_state_free(s);
   classes_free(&c);
-  return 0;
+  return rc;
 }
 
 static void print_top5(const NetcState *s, int row, const char *path,
@@ -759,70 +709,50 @@ static void print_top5(const NetcState *s, int row, const char *path,
            c->class_ids[best[j]], c->class_names[best[j]]);
 }
 
-int cmd_predict(int argc, char **argv) {
-  EvalArgs e;
-  int rc = parse_eval(argc, argv, &e, 1);
-  if (rc)
-    return rc;
-  NetcState *s = netc_state_new(&netc_model);
-  ClassList c;
-  if (!s || checkpoint_load(e.checkpoint, s, NULL, NULL, &c))
-    return 1;
+/* The top 5 of each image, a batch at a time; how many failed to load. */
+static int predict_images(NetcState *s, const ClassList *c, char **images,
+                          int nimages, int resize) {
   const NetcModel *m = &netc_model;
-  DataOptions o = {.resize = e.resize, .h = m->in_h, .w = m->in_w};
-  uint8_t *rgb = malloc((size_t)m->in_h * m->in_w * 3);
+  DataOptions o = {.resize = resize, .h = m->in_h, .w = m->in_w};
+  uint8_t *rgb = xmalloc((size_t)m->in_h * m->in_w * 3);
   float *x = (float *)(s->arena + m->input_offset);
   int64_t img = (int64_t)m->in_h * m->in_w * 3;
-  const char **paths = malloc(sizeof(char *) * (size_t)m->batch);
+  const char **paths = xmalloc(sizeof(char *) * (size_t)m->batch);
   int failed = 0;
-  for (int i = e.first_arg; i < argc;) {
+  for (int i = 0; i < nimages;) {
     int n = 0;
     memset(x, 0, sizeof(float) * (size_t)(img * m->batch));
     memset(s->arena + m->labels_offset, 0, sizeof(int32_t) * (size_t)m->batch);
-    for (; i < argc && n < m->batch; i++) {
-      if (image_load(argv[i], rgb, &o) != 0) {
+    for (; i < nimages && n < m->batch; i++) {
+      if (image_load(images[i], rgb, &o) != 0) {
         failed++;
         continue;
       }
       image_normalize(x + n * img, rgb, m->in_h, m->in_w);
-      paths[n++] = argv[i];
+      paths[n++] = images[i];
     }
     if (n == 0)
       continue;
     m->forward(s, 0);
     for (int k = 0; k < n; k++)
-      print_top5(s, k, paths[k], &c);
+      print_top5(s, k, paths[k], c);
   }
   free(rgb);
   free(paths);
-  netc_state_free(s);
-  classes_free(&c);
-  return failed ? 1 : 0;
+  return failed;
 }
 
-/* ---- inspect: a checkpoint, verified ------------------------------------ */
-
-int cmd_inspect(int argc, char **argv) {
-  if (argc != 1 || argv[0][0] == '-') {
-    fprintf(stderr, "usage: %s inspect FILE.ckpt\n", netc_model.name);
-    return 2;
-  }
-  NetcState *s = netc_state_new(&netc_model);
-  NetcOptimizer o = {0};
-  RunState r;
+int cmd_predict(int argc, char **argv) {
+  EvalArgs e;
+  int rc = parse_eval(argc, argv, &e, 1);
+  if (rc != OPTIONS_RUN)
+    return rc;
+  NetcState *s = trainer_state_new(NULL);
   ClassList c = {0};
-  if (!s || checkpoint_load(argv[0], s, &o, &r, &c)) {
-    netc_state_free(s);
-    classes_free(&c);
-    return 1;
-  }
-  printf("checkpoint=%s model=%s batch=%d epoch=%d step=%d global_step=%lld "
-         "completed=%d epochs=%d best_top1=%.2f classes=%d state_hash=%016llx\n",
-         argv[0], netc_model.name, netc_model.batch, r.epoch + 1, r.step,
-         (long long)r.global_step, r.completed, r.epochs, r.best_top1,
-         c.nclasses, (unsigned long long)checkpoint_state_hash(s, &o));
+  rc = 1;
+  if (s && checkpoint_load(e.checkpoint, s, NULL, NULL, &c) == 0)
+    rc = predict_images(s, &c, argv, e.nimages, e.resize) ? 1 : 0;
   netc_state_free(s);
-  optim_free(&o);
   classes_free(&c);
-  return 0;
+  return rc;
 }

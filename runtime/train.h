@@ -1,5 +1,5 @@
-/* train.h: the trainer's commands (train.c) and its checkpoints
- * (checkpoint.c), for any netc model. */
+/* train.h: where a training run is (RunState), the class list, and the
+ * checkpoints that hold them (checkpoint.c), for any netc model. */
 #ifndef NETC_TRAIN_H
 #define NETC_TRAIN_H
 
@@ -52,9 +52,7 @@ int checkpoint_load(const char *path, NetcState *s, NetcOptimizer *o,
  * optimizer state. Two runs that trained the same are equal in it. */
 uint64_t checkpoint_state_hash(const NetcState *s, const NetcOptimizer *o);
 
-int cmd_train(int argc, char **argv);
-int cmd_inspect(int argc, char **argv);
-int cmd_eval(int argc, char **argv);
-int cmd_predict(int argc, char **argv);
+/* Frees a class list's names (train.c). */
+void classes_free(ClassList *c);
 
 #endif

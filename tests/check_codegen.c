@@ -130,6 +130,34 @@ START_TEST(test_generated_code_golden) {
 }
 END_TEST
 
+/* A trainer allocates exactly the bytes the plan says: the arena and the
+ * persistent block, with SGD's state and with Adam's. */
+START_TEST(test_trainer_allocates_the_plan) {
+  const char *dir = temp_dir();
+  free(must("%s build -b 8 -o %s/alloc tests/golden/small.net", netc_path(),
+            dir));
+  char *plan = must("%s dump plan -b 8 tests/golden/small.net", netc_path());
+  const char *line = strstr(plan, "# a trainer allocates the arena and the "
+                                  "persistent block: ");
+  ck_assert_ptr_nonnull(line);
+  long long want[2];
+  ck_assert_int_eq(sscanf(strchr(line, ':') + 2,
+                          "%lld bytes with SGD, %lld with Adam", &want[0],
+                          &want[1]), 2);
+  static const char *const opt[] = {"sgd", "adam"};
+  for (int i = 0; i < 2; i++) {
+    char *out = must("%s/alloc/small info --optimizer %s", dir, opt[i]);
+    const char *t = strstr(out, " total=");
+    ck_assert_msg(t != NULL, "no total in:\n%s", out);
+    ck_assert_msg(atoll(t + 7) == want[i], "%s: the trainer allocates %lld "
+                  "bytes, the plan says %lld", opt[i], atoll(t + 7), want[i]);
+    free(out);
+  }
+  ck_assert_int_gt(want[1], want[0]); /* Adam keeps two moments */
+  free(plan);
+}
+END_TEST
+
 /* netc build --debug: -O0 -g3, and gdb shows a layer's shape struct and
  * its tensors' offsets by name, and reads a tensor through them. */
 START_TEST(test_debug_build_in_gdb) {
@@ -170,6 +198,7 @@ Suite *suite_codegen(void) {
   tcase_add_test(tc, test_generated_code_is_clean_and_deterministic);
   tcase_add_test(tc, test_generated_code_golden);
   tcase_add_test(tc, test_debug_build_in_gdb);
+  tcase_add_test(tc, test_trainer_allocates_the_plan);
   tcase_add_loop_test(tc, test_matches_pytorch, 0,
                       sizeof compared / sizeof compared[0]);
   tcase_add_test(tc, test_resnet50_step_on_random_data);

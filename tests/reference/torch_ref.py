@@ -279,7 +279,7 @@ def run_float64(args, graph, net, x, labels):
                 if k.startswith("grad:"))
     for key, ref in r64.items():
         rec.add(key, ref)
-        # As trainer.c measures: a gradient that is zero by construction
+        # As compare.c measures: a gradient that is zero by construction
         # is measured against 1e-4 of the model's largest gradient.
         floor = 1e-4 * scale if key.startswith("grad:") else 1e-30
         err = max(((r32[key].double() - ref).abs().max() /
