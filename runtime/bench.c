@@ -141,7 +141,10 @@ static int run_bench(NetcState *s, NetcOptimizer *o, Bench *b) {
   print_bench(b, ips);
   if (!b->profile)
     return 0;
-  s->profile = NETC_PROFILE_TIME;
+  if (netc_profile_enable(s, NETC_PROFILE_TIME)) {
+    fprintf(stderr, "%s: out of memory for the profile\n", netc_model.name);
+    return 1;
+  }
   if (steps(s, o, b->steps, b))
     return 1;
   print_profile(s, (int)b->steps);

@@ -94,6 +94,9 @@ struct NetcState {
  * checks what the op wrote (slow: for diagnosis after a non-finite loss or
  * gradient). */
 enum { NETC_PROFILE_TIME = 1, NETC_PROFILE_FINITE = 2 };
+/* Sets s->profile to `bits`, allocating the per-op times first (a step
+ * allocates nothing); -1 when out of memory. */
+int netc_profile_enable(NetcState *s, int bits);
 void netc_profile_start(NetcState *s);
 void netc_profile_mark(NetcState *s, int op);
 /* Whether n floats are all finite. */

@@ -12,11 +12,17 @@
 
 /* OpenMP and OpenBLAS calls return when their work is done, so the wall
  * time between two marks is the op's. */
-void netc_profile_start(NetcState *s) {
-  if (!s->prof_seconds)
+int netc_profile_enable(NetcState *s, int bits) {
+  if ((bits & NETC_PROFILE_TIME) && !s->prof_seconds) {
     s->prof_seconds = calloc((size_t)s->model->nops + 1, sizeof(double));
-  s->prof_last = now_seconds();
+    if (!s->prof_seconds)
+      return -1;
+  }
+  s->profile = bits;
+  return 0;
 }
+
+void netc_profile_start(NetcState *s) { s->prof_last = now_seconds(); }
 
 int netc_all_finite(const float *x, int64_t n) {
   int ok = 1;
