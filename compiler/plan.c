@@ -250,6 +250,81 @@ static void persistent(const Graph *g, Plan *p) {
                         p->optimizer_bytes[PLAN_SGD];
 }
 
+/* The buffers to place: one per group of tensors sharing storage, as
+ * large as its largest member, live over the union of their intervals. */
+typedef struct {
+  int n;
+  int *owner;         /* per buffer: the tensor that owns it */
+  int *of;            /* per owner tensor: its buffer */
+  int64_t *size;
+  int *first, *last;
+} Buffers;
+
+static Buffers buffers(const Graph *g, Plan *p, const int *gfirst,
+                       const int *glast) {
+  Pool *pool = g->pool;
+  size_t nt = (size_t)g->ntensors + 1;
+  Buffers b = {.owner = pool_alloc(pool, sizeof(int) * nt),
+               .of = pool_alloc(pool, sizeof(int) * nt)};
+  for (int t = 0; t < g->ntensors; t++) {
+    int s = find(p->storage, t);
+    p->storage[t] = s;
+    int64_t bytes = align_up(tensor_bytes(g, t));
+    if (bytes > p->size[s])
+      p->size[s] = bytes;
+    if (g->tensors[t].view_of < 0)
+      p->naive_bytes += bytes;
+  }
+  for (int t = 0; t < g->ntensors; t++)
+    if (p->storage[t] == t)
+      b.of[t] = b.n, b.owner[b.n++] = t;
+  size_t nb = (size_t)b.n + 1;
+  b.size = pool_alloc(pool, sizeof(int64_t) * nb);
+  b.first = pool_alloc(pool, sizeof(int) * nb);
+  b.last = pool_alloc(pool, sizeof(int) * nb);
+  for (int i = 0; i < b.n; i++) {
+    b.size[i] = p->size[b.owner[i]];
+    b.first[i] = gfirst[b.owner[i]];
+    b.last[i] = glast[b.owner[i]];
+  }
+  return b;
+}
+
+/* The lower bound: the most bytes live at one step. */
+static int64_t lower_bound(const Buffers *b, int nsteps, Pool *pool) {
+  int64_t *live = pool_alloc(pool, sizeof(int64_t) * (size_t)(nsteps + 1));
+  int64_t most = 0;
+  for (int i = 0; i < b->n; i++)
+    for (int s = b->first[i]; s <= b->last[i]; s++)
+      live[s] += b->size[i];
+  for (int s = 0; s < nsteps; s++)
+    if (live[s] > most)
+      most = live[s];
+  return most;
+}
+
+/* Every placement order; the smallest arena wins (the first to reach the
+ * lower bound stops the search). Writes the buffers' offsets to `best`. */
+static void place(const Buffers *b, Plan *p, int64_t *best, Pool *pool) {
+  static const char *const orders[] = {
+      "size, best fit",          "start, best fit",
+      "lifetime, best fit",      "size*lifetime, best fit",
+      "size, first fit",         "start, first fit",
+      "lifetime, first fit",     "size*lifetime, first fit"};
+  int64_t *off = pool_alloc(pool, sizeof(int64_t) * (size_t)(b->n + 1));
+  p->planned_bytes = -1;
+  for (int o = 0; o < 8; o++) {
+    int64_t arena = place_intervals(b->n, b->size, b->first, b->last, off, o);
+    if (p->planned_bytes < 0 || arena < p->planned_bytes) {
+      p->planned_bytes = arena;
+      p->strategy = orders[o];
+      memcpy(best, off, sizeof(int64_t) * (size_t)b->n);
+    }
+    if (arena == p->lower_bound_bytes)
+      break; /* optimal */
+  }
+}
+
 void plan_memory(const Graph *g, Plan *p) {
   Pool *pool = g->pool;
   size_t nt = (size_t)g->ntensors + 1;
@@ -265,60 +340,12 @@ void plan_memory(const Graph *g, Plan *p) {
   int *glast = pool_alloc(pool, sizeof(int) * nt);
   intervals(g, p);
   storage(g, p, p->storage, gfirst, glast);
-
-  /* Groups: one buffer each, as large as its largest member. */
-  int *owner = pool_alloc(pool, sizeof(int) * nt), n = 0;
-  int *of = pool_alloc(pool, sizeof(int) * nt);
-  for (int t = 0; t < g->ntensors; t++) {
-    int s = find(p->storage, t);
-    p->storage[t] = s;
-    int64_t b = align_up(tensor_bytes(g, t));
-    if (b > p->size[s])
-      p->size[s] = b;
-    if (g->tensors[t].view_of < 0)
-      p->naive_bytes += b;
-  }
+  Buffers b = buffers(g, p, gfirst, glast);
+  p->lower_bound_bytes = lower_bound(&b, p->nsteps, pool);
+  int64_t *best = pool_alloc(pool, sizeof(int64_t) * (size_t)(b.n + 1));
+  place(&b, p, best, pool);
   for (int t = 0; t < g->ntensors; t++)
-    if (p->storage[t] == t)
-      of[t] = n, owner[n++] = t;
-  int64_t *size = pool_alloc(pool, sizeof(int64_t) * (size_t)(n + 1));
-  int *first = pool_alloc(pool, sizeof(int) * (size_t)(n + 1));
-  int *last = pool_alloc(pool, sizeof(int) * (size_t)(n + 1));
-  for (int i = 0; i < n; i++) {
-    size[i] = p->size[owner[i]];
-    first[i] = gfirst[owner[i]];
-    last[i] = glast[owner[i]];
-  }
-
-  /* The lower bound: the most bytes live at one step. */
-  int64_t *live = pool_alloc(pool, sizeof(int64_t) * (size_t)(p->nsteps + 1));
-  for (int i = 0; i < n; i++)
-    for (int s = first[i]; s <= last[i]; s++)
-      live[s] += size[i];
-  for (int s = 0; s < p->nsteps; s++)
-    if (live[s] > p->lower_bound_bytes)
-      p->lower_bound_bytes = live[s];
-
-  static const char *const orders[] = {
-      "size, best fit",          "start, best fit",
-      "lifetime, best fit",      "size*lifetime, best fit",
-      "size, first fit",         "start, first fit",
-      "lifetime, first fit",     "size*lifetime, first fit"};
-  int64_t *off = pool_alloc(pool, sizeof(int64_t) * (size_t)(n + 1));
-  int64_t *best = pool_alloc(pool, sizeof(int64_t) * (size_t)(n + 1));
-  p->planned_bytes = -1;
-  for (int o = 0; o < 8; o++) {
-    int64_t arena = place_intervals(n, size, first, last, off, o);
-    if (p->planned_bytes < 0 || arena < p->planned_bytes) {
-      p->planned_bytes = arena;
-      p->strategy = orders[o];
-      memcpy(best, off, sizeof(int64_t) * (size_t)n);
-    }
-    if (arena == p->lower_bound_bytes)
-      break; /* optimal */
-  }
-  for (int t = 0; t < g->ntensors; t++)
-    p->offset[t] = best[of[p->storage[t]]];
+    p->offset[t] = best[b.of[p->storage[t]]];
   persistent(g, p);
 }
 
