@@ -50,65 +50,19 @@
 #include <omp.h>
 #include <pthread.h>
 #include <setjmp.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <jpeglib.h>
 
 #include "data.h"
+#include "util.h"
 
-/* ---- small helpers ------------------------------------------------------- */
-
-static void *xrealloc(void *p, size_t n) {
-  p = realloc(p, n ? n : 1);
-  if (!p) {
-    fprintf(stderr, "netc: error: out of memory (%zu bytes)\n", n);
-    exit(1);
-  }
-  return p;
-}
-
-static void *xmalloc(size_t n) { return xrealloc(NULL, n); }
-
-static void *xcalloc(size_t n, size_t size) {
-  void *p = calloc(n ? n : 1, size ? size : 1);
-  if (!p) {
-    fprintf(stderr, "netc: error: out of memory\n");
-    exit(1);
-  }
-  return p;
-}
-
-static char *xstrdup(const char *s) {
-  size_t n = strlen(s) + 1;
-  return memcpy(xmalloc(n), s, n);
-}
-
-static char *strf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static char *strf(const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  char *s = NULL;
-  int rc = vasprintf(&s, fmt, ap);
-  va_end(ap);
-  if (rc < 0) {
-    fprintf(stderr, "netc: error: out of memory\n");
-    exit(1);
-  }
-  return s;
-}
-
-static double now_seconds(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
+/* ---- text files ---------------------------------------------------------- */
 
 /* Reads a whole file, NUL-terminated; NULL with errno set on failure. */
 static char *read_text(const char *path, size_t *len) {
@@ -157,39 +111,7 @@ static char *trim(char *s) {
   return s;
 }
 
-/* ---- hashing ------------------------------------------------------------- */
-
-static uint64_t mix64(uint64_t x) { /* splitmix64's finalizer */
-  x ^= x >> 30;
-  x *= 0xbf58476d1ce4e5b9ULL;
-  x ^= x >> 27;
-  x *= 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
-
-static uint64_t rotl64(uint64_t x, int r) { return (x << r) | (x >> (64 - r)); }
-
-/* A fast 64-bit hash for checksums and fingerprints (not cryptographic):
- * four independent lanes keep it at memory speed. */
-static uint64_t hash_bytes(const void *data, size_t n, uint64_t seed) {
-  const uint8_t *p = data;
-  const uint64_t m = 0x9fb21c651e98df25ULL;
-  uint64_t a = seed ^ 0x243f6a8885a308d3ULL, b = seed ^ 0x13198a2e03707344ULL,
-           c = seed ^ 0xa4093822299f31d0ULL, e = seed ^ 0x082efa98ec4e6c89ULL;
-  size_t i = 0;
-  for (; i + 32 <= n; i += 32) {
-    uint64_t w[4];
-    memcpy(w, p + i, 32);
-    a = rotl64(a ^ w[0], 29) * m;
-    b = rotl64(b ^ w[1], 29) * m;
-    c = rotl64(c ^ w[2], 29) * m;
-    e = rotl64(e ^ w[3], 29) * m;
-  }
-  uint64_t t = n;
-  for (; i < n; i++)
-    t = (t ^ p[i]) * 0x100000001b3ULL;
-  return mix64(a ^ mix64(b ^ mix64(c ^ mix64(e ^ mix64(t)))));
-}
+/* ---- fingerprints -------------------------------------------------------- */
 
 typedef struct {
   uint64_t h;
@@ -318,7 +240,7 @@ static int is_jpeg_name(const char *name) {
  * message naming the directory. */
 static int scan_images(Source *s, const char *rel, int label,
                        const char *wnid) {
-  char *path = strf("%s/%s", s->dir, rel);
+  char *path = xprintf("%s/%s", s->dir, rel);
   Entry *v;
   int n = list_dir(path, &v);
   if (n < 0) {
@@ -335,7 +257,7 @@ static int scan_images(Source *s, const char *rel, int label,
   for (int i = 0; i < n; i++) {
     if (!v[i].is_file || !is_jpeg_name(v[i].name))
       continue;
-    char *file = strf("%s/%s", rel, v[i].name);
+    char *file = xprintf("%s/%s", rel, v[i].name);
     fp_str(&s->fp, file);
     fp_i64(&s->fp, v[i].size);
     fp_i64(&s->fp, v[i].mtime_ns);
@@ -372,7 +294,7 @@ static int id_lookup(const IdIndex *x, int n, const char *id) {
 
 /* Reads DIR/wnids.txt: the classes, in the release's order. */
 static int read_wnids(Source *s) {
-  char *path = strf("%s/wnids.txt", s->dir), *cur, *line;
+  char *path = xprintf("%s/wnids.txt", s->dir), *cur, *line;
   size_t len;
   char *text = read_text(path, &len);
   if (!text) {
@@ -412,7 +334,7 @@ static int read_wnids(Source *s) {
 /* Names the classes from DIR/words.txt (wnid<TAB>names) when it exists;
  * a class it does not name keeps its id as its name. */
 static void read_words(Source *s) {
-  char *path = strf("%s/words.txt", s->dir), *cur, *line;
+  char *path = xprintf("%s/words.txt", s->dir), *cur, *line;
   size_t len;
   char *text = read_text(path, &len);
   free(path);
@@ -453,7 +375,7 @@ static int add_val_line(Source *s, const IdIndex *x, char *line,
                       "'%s'\n", ann, lineno, file);
     return -1;
   }
-  char *rel = strf("val/images/%s", file), *path = strf("%s/%s", s->dir, rel);
+  char *rel = xprintf("val/images/%s", file), *path = xprintf("%s/%s", s->dir, rel);
   struct stat st;
   fp_str(&s->fp, rel);
   if (!stat(path, &st) && S_ISREG(st.st_mode)) {
@@ -465,7 +387,7 @@ static int add_val_line(Source *s, const IdIndex *x, char *line,
     fp_i64(&s->fp, -1);
     s->missing = xrealloc(s->missing, sizeof(char *) * (size_t)(s->nmissing + 1));
     s->missing[s->nmissing++] =
-        strf("%s: listed on line %d of %s but %s", path, lineno, ann,
+        xprintf("%s: listed on line %d of %s but %s", path, lineno, ann,
              errno == ENOENT || !errno ? "missing" : strerror(errno));
     free(rel);
   }
@@ -476,7 +398,7 @@ static int add_val_line(Source *s, const IdIndex *x, char *line,
 /* The release's val split: val/images/ labelled by val_annotations.txt, in
  * its order. */
 static int scan_release_val(Source *s) {
-  char *ann = strf("%s/val/val_annotations.txt", s->dir), *cur, *line;
+  char *ann = xprintf("%s/val/val_annotations.txt", s->dir), *cur, *line;
   size_t len;
   char *text = read_text(ann, &len);
   if (!text) {
@@ -503,7 +425,7 @@ static int scan_release(Source *s) {
   if (!strcmp(s->split, "val"))
     return scan_release_val(s);
   for (int c = 0; c < s->nclasses; c++) {
-    char *rel = strf("train/%s/images", s->ids[c]);
+    char *rel = xprintf("train/%s/images", s->ids[c]);
     int rc = scan_images(s, rel, c, s->ids[c]);
     free(rel);
     if (rc)
@@ -514,7 +436,7 @@ static int scan_release(Source *s) {
 
 /* ImageFolder's classes: train/'s subfolders, sorted by name. */
 static int scan_folder_classes(Source *s) {
-  char *train = strf("%s/train", s->dir);
+  char *train = xprintf("%s/train", s->dir);
   Entry *v;
   int n = list_dir(train, &v);
   if (n < 0)
@@ -535,7 +457,7 @@ static int scan_folder_classes(Source *s) {
 
 /* ImageFolder's val split: val/<class>/ folders, each a train class. */
 static int scan_folder_val(Source *s) {
-  char *val = strf("%s/val", s->dir);
+  char *val = xprintf("%s/val", s->dir);
   Entry *v;
   int n = list_dir(val, &v), rc = n < 0 ? -1 : 0;
   if (rc)
@@ -546,7 +468,7 @@ static int scan_folder_val(Source *s) {
     if (!v[i].is_dir)
       continue;
     int c = id_lookup(x, s->nclasses, v[i].name);
-    char *rel = strf("val/%s", v[i].name);
+    char *rel = xprintf("val/%s", v[i].name);
     if (c < 0)
       fprintf(stderr, "netc: error: %s/%s is a class that %s/train does not "
                       "have (every val class needs a train folder of the "
@@ -566,7 +488,7 @@ static int scan_folder(Source *s) {
   if (!strcmp(s->split, "val"))
     return scan_folder_val(s);
   for (int c = 0; c < s->nclasses; c++) {
-    char *rel = strf("train/%s", s->ids[c]);
+    char *rel = xprintf("train/%s", s->ids[c]);
     int rc = scan_images(s, rel, c, NULL);
     free(rel);
     if (rc)
@@ -588,7 +510,7 @@ static int source_scan(Source *s, const char *dir, const char *split,
             strerror(bad));
     return -1;
   }
-  char *wnids = strf("%s/wnids.txt", dir), *train = strf("%s/train", dir);
+  char *wnids = xprintf("%s/wnids.txt", dir), *train = xprintf("%s/train", dir);
   s->layout = access(wnids, F_OK) == 0 ? LAYOUT_RELEASE : LAYOUT_FOLDER;
   int has_train = !stat(train, &st) && S_ISDIR(st.st_mode);
   free(wnids);
@@ -908,7 +830,7 @@ static int decode_report(const Source *s, const DataOptions *o,
   }
   if (!bad)
     return 0;
-  char *path = strf("%s/%s", s->dir, s->files[first].rel);
+  char *path = xprintf("%s/%s", s->dir, s->files[first].rel);
   print_size_error(path, dims[2 * first], dims[2 * first + 1], o);
   if (bad > 1)
     fprintf(stderr, "netc: error: and %d more images of %s/%s are not "
@@ -1222,25 +1144,6 @@ static int out_commit(CacheOut *t, const char *path, size_t bytes) {
   return 0;
 }
 
-/* mkdir -p */
-static int make_dirs(const char *path) {
-  char *p = xstrdup(path);
-  int rc = 0;
-  for (char *q = p + 1; !rc; q++) {
-    if (*q && *q != '/')
-      continue;
-    char saved = *q;
-    *q = 0;
-    if (mkdir(p, 0755) && errno != EEXIST)
-      rc = -1;
-    *q = saved;
-    if (!saved)
-      break;
-  }
-  free(p);
-  return rc;
-}
-
 static const char *cache_dir_of(const DataOptions *o, char *buf, size_t cap) {
   const char *env = getenv("NETC_CACHE_DIR"), *home = getenv("HOME");
   if (env && *env)
@@ -1258,7 +1161,7 @@ static char *remote_path(const char *dir, const char *split,
   char buf[PATH_MAX], *abs = realpath(dir, NULL);
   const char *full = abs ? abs : dir, *base = strrchr(full, '/');
   base = base && base[1] ? base + 1 : full;
-  char *p = strf("%s/%s-%016llx-%s-%dx%d.bin", cache_dir_of(o, buf, sizeof buf),
+  char *p = xprintf("%s/%s-%016llx-%s-%dx%d.bin", cache_dir_of(o, buf, sizeof buf),
                  base, (unsigned long long)hash_bytes(full, strlen(full), 7),
                  split, o->h, o->w);
   free(abs);
@@ -1375,7 +1278,7 @@ int dataset_open(Dataset *d, const char *dir, const char *split,
   Source s;
   int rc = source_scan(&s, dir, split, &o);
   if (!rc) {
-    char *paths[2] = {strf("%s/.netc-cache-%s-%dx%d.bin", dir, split, o.h, o.w),
+    char *paths[2] = {xprintf("%s/.netc-cache-%s-%dx%d.bin", dir, split, o.h, o.w),
                       remote_path(dir, split, &o)};
     int found[2] = {CACHE_ABSENT, CACHE_ABSENT};
     found[0] = cache_open(d, paths[0], &s, &o, 1);

@@ -43,7 +43,7 @@ int make_dirs(const char *path) {
   return rc;
 }
 
-static uint64_t mix64(uint64_t x) { /* splitmix64's finalizer */
+uint64_t mix64(uint64_t x) {
   x ^= x >> 30;
   x *= 0xbf58476d1ce4e5b9ULL;
   x ^= x >> 27;

@@ -18,6 +18,10 @@ int make_dirs(const char *path);
  * four independent lanes keep it at memory speed. Chain calls by passing
  * the last result as the next seed. */
 uint64_t hash_bytes(const void *data, size_t n, uint64_t seed);
+/* splitmix64's finalizer: a bijection of 64-bit words that spreads every
+ * input bit over the output (hash_bytes ends with it; the data loader
+ * derives its shuffles and crops from it). */
+uint64_t mix64(uint64_t x);
 
 /* Allocation for code that cannot go on without the memory: on failure
  * they print "netc: error: out of memory (N bytes)" and exit(1). Never
