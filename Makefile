@@ -92,7 +92,10 @@ $(BUILD)/build.o: compiler/build.c compiler/netc.h $(BUILD)/parse.h
 $(BUILD)/trainer.o: runtime/trainer.c $(RT_HEADERS)
 	$(CC) $(ALLFLAGS) $(RT_FLAGS) -Iruntime -c -o $@ $<
 
+# Archives are made afresh: `ar r` keeps members whose source is gone (a
+# runtime/data.o left in libnetcrt.a would still define dataset_open).
 $(BUILD)/libnetc.a: $(COMPILER_OBJ)
+	rm -f $@
 	ar rcs $@ $^
 
 $(BUILD)/netc: $(BUILD)/main.o $(BUILD)/libnetc.a
@@ -103,6 +106,7 @@ $(BUILD)/rt/%.o: runtime/%.c $(RT_HEADERS)
 	$(CC) $(ALLFLAGS) $(RT_FLAGS) -Iruntime -c -o $@ $<
 
 $(BUILD)/libnetcrt.a: $(RT_OBJ)
+	rm -f $@
 	ar rcs $@ $^
 
 $(BUILD)/tests/%.o: tests/%.c tests/check_netc.h compiler/netc.h $(RT_HEADERS) $(BUILD)/parse.h

@@ -1,10 +1,11 @@
-/* check_data.c: the data pipeline (runtime/data.c). Every test builds its
- * own small data set under the run's temporary directory, writing JPEGs
- * with libjpeg: both layouts, grayscale and CMYK files, broken files, wrong
- * sizes, the cache's life cycle, and the loader's order, augmentation,
- * normalization, padding, seeking and prefetching. Tests that assert on
- * warnings capture stderr into a file (check forks each test, so the
- * redirection dies with it). */
+/* check_data.c: the data pipeline (data.h; runtime/data_list.c, jpeg.c,
+ * data_cache.c and loader.c). Every test builds its own small data set
+ * under the run's temporary directory, writing JPEGs with libjpeg: both
+ * layouts, grayscale and CMYK files, broken files, wrong sizes, the cache's
+ * life cycle, and the loader's order, augmentation, normalization,
+ * padding, seeking and prefetching. Tests that assert on warnings capture
+ * stderr into a file (check forks each test, so the redirection dies with
+ * it). */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -619,8 +620,8 @@ END_TEST
 
 /* A read-only data directory puts the cache in the cache directory. Root
  * ignores directory permissions, so as root NETC_CACHE_READONLY_DATA=1
- * stands in for the chmod (data.c treats both the same way: it finds out
- * by trying to create the file). */
+ * stands in for the chmod (data_cache.c treats both the same way: it finds
+ * out by trying to create the file). */
 START_TEST(test_cache_read_only_data) {
   char *root = make_release("read-only"), *msg;
   char *cachedir = pathf("%s/cache-read-only/deeper", temp_dir());
