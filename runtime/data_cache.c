@@ -463,14 +463,7 @@ int dataset_open(Dataset *d, const char *dir, const char *split,
 void dataset_close(Dataset *d) {
   if (d->map)
     munmap(d->map, d->map_size);
-  for (int i = 0; i < d->nclasses; i++) {
-    if (d->class_ids)
-      free(d->class_ids[i]);
-    if (d->class_names)
-      free(d->class_names[i]);
-  }
-  free(d->class_ids);
-  free(d->class_names);
+  class_lists_free(d->class_ids, d->class_names, d->nclasses);
   free((char *)d->cache_path);
   memset(d, 0, sizeof *d);
 }

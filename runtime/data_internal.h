@@ -50,6 +50,9 @@ typedef struct {
 int source_scan(Source *s, const char *dir, const char *split,
                 const DataOptions *o);
 void source_free(Source *s);
+/* Frees n class ids and names and their lists (either may be NULL): a
+ * Source's, or the Dataset's that took them over. */
+void class_lists_free(char **ids, char **names, int n);
 
 /* `opt` with its unset fields (size 0) at their defaults; opt may be NULL. */
 DataOptions options_or_defaults(const DataOptions *opt);

@@ -86,15 +86,19 @@ static void fp_i64(Fingerprint *f, int64_t v) { fp_add(f, &v, sizeof v); }
 
 const char *const layout_names[] = {"tiny-imagenet", "imagefolder"};
 
-void source_free(Source *s) {
-  for (int i = 0; i < s->nclasses; i++) {
-    if (s->ids)
-      free(s->ids[i]);
-    if (s->names)
-      free(s->names[i]);
+void class_lists_free(char **ids, char **names, int n) {
+  for (int i = 0; i < n; i++) {
+    if (ids)
+      free(ids[i]);
+    if (names)
+      free(names[i]);
   }
-  free(s->ids);
-  free(s->names);
+  free(ids);
+  free(names);
+}
+
+void source_free(Source *s) {
+  class_lists_free(s->ids, s->names, s->nclasses);
   for (int i = 0; i < s->nfiles; i++)
     free(s->files[i].rel);
   free(s->files);
