@@ -7,7 +7,8 @@
 
 #include "netc_model.h"
 
-enum { CKPT_VERSION = 1, MAX_CLASS_NAME = 80 };
+/* CKPT_VERSION 2: checksums by util.h's hash_bytes (1: an older hash). */
+enum { CKPT_VERSION = 2, MAX_CLASS_NAME = 80 };
 
 /* Where a run is: everything beyond the tensors that a resume needs to
  * continue exactly as if it had never stopped. */
