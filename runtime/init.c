@@ -4,9 +4,9 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "netc_model.h"
+#include "util.h"
 
 static void *alloc64(int64_t bytes) {
   void *p = NULL;
@@ -43,17 +43,11 @@ int netc_state_keep_grads(NetcState *s) {
 }
 
 /* Profiles: OpenMP and OpenBLAS calls return when their work is done, so
- * the wall time between two marks is the op's. */
-static double wall(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
+ * the wall time between two marks (now_seconds) is the op's. */
 void netc_profile_start(NetcState *s) {
   if (!s->prof_seconds)
     s->prof_seconds = calloc((size_t)s->model->nops + 1, sizeof(double));
-  s->prof_last = wall();
+  s->prof_last = now_seconds();
 }
 
 int netc_all_finite(const float *x, int64_t n) {
@@ -79,13 +73,13 @@ static int op_finite(const NetcState *s, const NetcOp *o) {
 }
 
 void netc_profile_mark(NetcState *s, int op) {
-  double t = wall();
+  double t = now_seconds();
   if (s->prof_seconds && (s->profile & NETC_PROFILE_TIME))
     s->prof_seconds[op] += t - s->prof_last;
   if (s->profile & NETC_PROFILE_FINITE) {
     if (s->first_nonfinite < 0 && !op_finite(s, &s->model->ops[op]))
       s->first_nonfinite = op;
-    t = wall(); /* the check is not the next op's time */
+    t = now_seconds(); /* the check is not the next op's time */
   }
   s->prof_last = t;
 }
