@@ -42,8 +42,9 @@ MODELS := $(filter-out models/blocks.net,$(wildcard models/*.net))
 
 COMPILER_SRC := pool.c diag.c ast.c ops.c graph.c infer.c autodiff.c plan.c \
                 load.c report.c dump.c codegen.c build.c
+# runtime/util.c serves the compiler too (build.c's make_dirs).
 COMPILER_OBJ := $(addprefix $(BUILD)/,$(COMPILER_SRC:.c=.o)) \
-                $(BUILD)/parse.o $(BUILD)/lex.o
+                $(BUILD)/parse.o $(BUILD)/lex.o $(BUILD)/util.o
 # The runtime: everything in runtime/ but the trainer's main().
 RT_SRC := $(filter-out runtime/trainer.c,$(wildcard runtime/*.c))
 RT_HEADERS := $(wildcard runtime/*.h)
@@ -83,9 +84,15 @@ $(BUILD)/lex.o: $(BUILD)/lex.c compiler/netc.h
 $(BUILD)/%.o: compiler/%.c compiler/netc.h $(BUILD)/parse.h
 	$(CC) $(ALLFLAGS) $(CPPFLAGS) -c -o $@ $<
 
+# The compiler's copy of the runtime's helpers: plain C, without the
+# runtime's OpenMP and -march flags, so netc runs on any x86-64.
+$(BUILD)/util.o: runtime/util.c runtime/util.h
+	@mkdir -p $(BUILD)
+	$(CC) $(ALLFLAGS) -c -o $@ $<
+
 # netc build compiles trainers against this tree's runtime.
-$(BUILD)/build.o: compiler/build.c compiler/netc.h $(BUILD)/parse.h
-	$(CC) $(ALLFLAGS) $(CPPFLAGS) -DNETC_RT_INCLUDE='"$(abspath runtime)"' \
+$(BUILD)/build.o: compiler/build.c compiler/netc.h runtime/util.h $(BUILD)/parse.h
+	$(CC) $(ALLFLAGS) $(CPPFLAGS) -Iruntime -DNETC_RT_INCLUDE='"$(abspath runtime)"' \
 	  -DNETC_RT_LIBDIR='"$(abspath $(BUILD))"' -DNETC_CC='"$(CC) $(SAN_FLAGS)"' \
 	  -DNETC_BLAS_LIBS='"$(BLAS_LIBS) -ljpeg"' -c -o $@ $<
 
