@@ -16,7 +16,9 @@ int make_dirs(const char *path);
 
 /* A fast 64-bit hash for checksums and fingerprints (not cryptographic):
  * four independent lanes keep it at memory speed. Chain calls by passing
- * the last result as the next seed. */
+ * the last result as the next seed. Data caches and checkpoints store its
+ * values: a change to it needs a new CACHE_VERSION (data_cache.c) and
+ * CKPT_VERSION (train.h); tests/check_util.c pins a few. */
 uint64_t hash_bytes(const void *data, size_t n, uint64_t seed);
 /* splitmix64's finalizer: a bijection of 64-bit words that spreads every
  * input bit over the output (hash_bytes ends with it; the data loader
