@@ -42,8 +42,9 @@ MODELS := $(filter-out models/blocks.net,$(wildcard models/*.net))
 
 COMPILER_SRC := pool.c diag.c ast.c ops.c graph.c infer.c autodiff.c plan.c \
                 load.c report.c dump.c codegen.c build.c
+# runtime/util.c serves the compiler too (build.c's make_dirs).
 COMPILER_OBJ := $(addprefix $(BUILD)/,$(COMPILER_SRC:.c=.o)) \
-                $(BUILD)/parse.o $(BUILD)/lex.o
+                $(BUILD)/parse.o $(BUILD)/lex.o $(BUILD)/util.o
 # The runtime: everything in runtime/ but the trainer's main().
 RT_SRC := $(filter-out runtime/trainer.c,$(wildcard runtime/*.c))
 RT_HEADERS := $(wildcard runtime/*.h)
@@ -86,8 +87,14 @@ $(BUILD)/%.o: compiler/%.c compiler/netc.h $(BUILD)/parse.h
 # The op table sizes kernel workspaces with the runtime's own formulas.
 $(BUILD)/ops.o: runtime/netc_rt.h
 
+# The compiler's copy of the runtime's helpers: plain C, without the
+# runtime's OpenMP and -march flags, so netc runs on any x86-64.
+$(BUILD)/util.o: runtime/util.c runtime/util.h
+	@mkdir -p $(BUILD)
+	$(CC) $(ALLFLAGS) -c -o $@ $<
+
 # netc build compiles trainers against this tree's runtime.
-$(BUILD)/build.o: compiler/build.c compiler/netc.h $(BUILD)/parse.h
+$(BUILD)/build.o: compiler/build.c compiler/netc.h runtime/util.h $(BUILD)/parse.h
 	$(CC) $(ALLFLAGS) $(CPPFLAGS) -DNETC_RT_INCLUDE='"$(abspath runtime)"' \
 	  -DNETC_RT_LIBDIR='"$(abspath $(BUILD))"' -DNETC_CC='"$(CC) $(SAN_FLAGS)"' \
 	  -DNETC_BLAS_LIBS='"$(BLAS_LIBS) -ljpeg"' -c -o $@ $<
@@ -95,7 +102,10 @@ $(BUILD)/build.o: compiler/build.c compiler/netc.h $(BUILD)/parse.h
 $(BUILD)/trainer.o: runtime/trainer.c $(RT_HEADERS)
 	$(CC) $(ALLFLAGS) $(RT_FLAGS) -Iruntime -c -o $@ $<
 
+# Archives are made afresh: `ar r` keeps members whose source is gone (a
+# runtime/data.o left in libnetcrt.a would still define dataset_open).
 $(BUILD)/libnetc.a: $(COMPILER_OBJ)
+	rm -f $@
 	ar rcs $@ $^
 
 $(BUILD)/netc: $(BUILD)/main.o $(BUILD)/libnetc.a
@@ -106,6 +116,7 @@ $(BUILD)/rt/%.o: runtime/%.c $(RT_HEADERS)
 	$(CC) $(ALLFLAGS) $(RT_FLAGS) -Iruntime -c -o $@ $<
 
 $(BUILD)/libnetcrt.a: $(RT_OBJ)
+	rm -f $@
 	ar rcs $@ $^
 
 $(BUILD)/tests/%.o: tests/%.c tests/check_netc.h compiler/netc.h $(RT_HEADERS) $(BUILD)/parse.h

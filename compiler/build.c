@@ -7,9 +7,9 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "netc.h"
+#include "util.h" /* runtime/util.h: make_dirs */
 
 #ifndef NETC_RT_INCLUDE
 #define NETC_RT_INCLUDE "runtime"
@@ -27,19 +27,6 @@
 static const char *env_or(const char *name, const char *def) {
   const char *v = getenv(name);
   return v && *v ? v : def;
-}
-
-static int make_dirs(const char *dir) {
-  char buf[4096];
-  snprintf(buf, sizeof buf, "%s", dir);
-  for (char *p = buf + 1; *p; p++)
-    if (*p == '/') {
-      *p = 0;
-      if (mkdir(buf, 0777) && errno != EEXIST)
-        return -1;
-      *p = '/';
-    }
-  return mkdir(buf, 0777) && errno != EEXIST ? -1 : 0;
 }
 
 /* Writes the sources; returns the model's file stem, or NULL. */

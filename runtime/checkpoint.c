@@ -1,12 +1,14 @@
 /* checkpoint.c: training checkpoints that survive crashes and full disks.
  *
- * Format (version 1, host byte order, x86-64): a fixed header (magic
+ * Format (version 2, host byte order, x86-64): a fixed header (magic
  * "NETCCKPT", version, the model's name, batch, parameter count and a hash
  * of its parameter table, the optimizer, the run state, a checksum of
  * everything), then the class list, the parameters, the batchnorm running
- * statistics and the optimizer state. A file is written to a temporary
- * name, synced and renamed, so a reader sees the old file or the new one,
- * never a mix. */
+ * statistics and the optimizer state. The hashes are util.h's hash_bytes;
+ * version 1 had the same layout with another hash, so its checksums cannot
+ * be verified and it is refused by its version. A file is written to a
+ * temporary name, synced and renamed, so a reader sees the old file or the
+ * new one, never a mix. */
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -16,6 +18,7 @@
 #include <unistd.h>
 
 #include "train.h"
+#include "util.h"
 
 typedef struct {
   char magic[8];
@@ -32,28 +35,13 @@ typedef struct {
   int32_t pad;
 } Header;
 
-/* A fast 64-bit hash of 8-byte words (the tail byte-wise). */
-static uint64_t hash_bytes(uint64_t h, const void *p, size_t n) {
-  const unsigned char *b = p;
-  size_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    uint64_t w;
-    memcpy(&w, b + i, 8);
-    h = (h ^ w) * 0x100000001b3ull;
-    h ^= h >> 29;
-  }
-  for (; i < n; i++)
-    h = (h ^ b[i]) * 0x100000001b3ull;
-  return h;
-}
-
 static uint64_t table_hash(const NetcModel *m) {
   uint64_t h = 0xcbf29ce484222325ull;
   for (int i = 0; i < m->nparam_tensors; i++) {
     const NetcParam *p = &m->params[i];
-    h = hash_bytes(h, p->name, strlen(p->name));
-    h = hash_bytes(h, &p->count, sizeof p->count);
-    h = hash_bytes(h, p->dims, sizeof p->dims);
+    h = hash_bytes(p->name, strlen(p->name), h);
+    h = hash_bytes(&p->count, sizeof p->count, h);
+    h = hash_bytes(p->dims, sizeof p->dims, h);
   }
   return h;
 }
@@ -82,12 +70,12 @@ static int parts_of(const NetcState *s, const NetcOptimizer *o,
 uint64_t checkpoint_state_hash(const NetcState *s, const NetcOptimizer *o) {
   const NetcModel *m = s->model;
   size_t pb = (size_t)m->param_bytes;
-  uint64_t h = hash_bytes(0, s->params, pb);
-  h = hash_bytes(h, s->bn_stats, (size_t)m->stats_bytes);
+  uint64_t h = hash_bytes(s->params, pb, 0);
+  h = hash_bytes(s->bn_stats, (size_t)m->stats_bytes, h);
   if (o->m1)
-    h = hash_bytes(h, o->m1, pb);
+    h = hash_bytes(o->m1, pb, h);
   if (o->m2)
-    h = hash_bytes(h, o->m2, pb);
+    h = hash_bytes(o->m2, pb, h);
   return h;
 }
 
@@ -112,9 +100,9 @@ static Header make_header(const NetcState *s, const NetcOptimizer *o,
   h.nclasses = c->nclasses;
   for (int i = 0; i < nparts; i++)
     h.payload_bytes += parts[i].n;
-  uint64_t sum = hash_bytes(0x9e3779b97f4a7c15ull, &h, sizeof h);
+  uint64_t sum = hash_bytes(&h, sizeof h, 0x9e3779b97f4a7c15ull);
   for (int i = 0; i < nparts; i++)
-    sum = hash_bytes(sum, parts[i].p, parts[i].n);
+    sum = hash_bytes(parts[i].p, parts[i].n, sum);
   h.checksum = sum;
   return h;
 }
@@ -162,6 +150,13 @@ int checkpoint_save(const char *path, const NetcState *s,
 static int check_header(const char *path, const Header *h, const NetcModel *m) {
   if (memcmp(h->magic, "NETCCKPT", 8)) {
     fprintf(stderr, "netc: %s is not a netc checkpoint\n", path);
+    return -1;
+  }
+  if (h->version >= 1 && h->version < CKPT_VERSION) {
+    fprintf(stderr, "netc: %s is checkpoint format version %u, written by an "
+                    "older netc; this trainer reads version %d only (use the "
+                    "netc that wrote it, or train again)\n",
+            path, h->version, CKPT_VERSION);
     return -1;
   }
   if (h->version != CKPT_VERSION || h->header_bytes != sizeof *h) {

@@ -7,6 +7,9 @@
 
 #include "netc_model.h"
 
+/* CKPT_VERSION 2: checksums by util.h's hash_bytes, and the plan's byte
+ * layout of the parameter, statistics and optimizer regions (1: an older
+ * hash and float counts). */
 enum { CKPT_VERSION = 2, MAX_CLASS_NAME = 80 };
 
 /* Where a run is: everything beyond the tensors that a resume needs to

@@ -43,7 +43,7 @@ int make_dirs(const char *path) {
   return rc;
 }
 
-static uint64_t mix64(uint64_t x) { /* splitmix64's finalizer */
+uint64_t mix64(uint64_t x) {
   x ^= x >> 30;
   x *= 0xbf58476d1ce4e5b9ULL;
   x ^= x >> 27;
@@ -53,24 +53,35 @@ static uint64_t mix64(uint64_t x) { /* splitmix64's finalizer */
 
 static uint64_t rotl64(uint64_t x, int r) { return (x << r) | (x >> (64 - r)); }
 
+/* One lane's step, xxHash64's round: the multiply before the rotation
+ * spreads a difference in w over the high bits, the rotation brings them
+ * down, the second multiply spreads them again. (A rotate-then-multiply
+ * step leaves a difference in bit 62 or 63 alone, which the lane's next
+ * word could cancel: two flipped bits 32 bytes apart did not change the
+ * hash.) */
+static uint64_t lane(uint64_t acc, uint64_t w) {
+  return rotl64(acc + w * 0xc2b2ae3d27d4eb4fULL, 31) * 0x9e3779b185ebca87ULL;
+}
+
 uint64_t hash_bytes(const void *data, size_t n, uint64_t seed) {
   const unsigned char *p = data;
-  const uint64_t m = 0x9fb21c651e98df25ULL;
   uint64_t a = seed ^ 0x243f6a8885a308d3ULL, b = seed ^ 0x13198a2e03707344ULL,
            c = seed ^ 0xa4093822299f31d0ULL, e = seed ^ 0x082efa98ec4e6c89ULL;
   size_t i = 0;
   for (; i + 32 <= n; i += 32) {
     uint64_t w[4];
     memcpy(w, p + i, 32);
-    a = rotl64(a ^ w[0], 29) * m;
-    b = rotl64(b ^ w[1], 29) * m;
-    c = rotl64(c ^ w[2], 29) * m;
-    e = rotl64(e ^ w[3], 29) * m;
+    a = lane(a, w[0]);
+    b = lane(b, w[1]);
+    c = lane(c, w[2]);
+    e = lane(e, w[3]);
   }
-  uint64_t t = n;
+  /* The tail, FNV-1a; the length is mixed in on its own (with t = n to
+   * start, "" and "\x01" both left t at 0). */
+  uint64_t t = 0xcbf29ce484222325ULL;
   for (; i < n; i++)
     t = (t ^ p[i]) * 0x100000001b3ULL;
-  return mix64(a ^ mix64(b ^ mix64(c ^ mix64(e ^ mix64(t)))));
+  return mix64(a ^ mix64(b ^ mix64(c ^ mix64(e ^ mix64(t ^ mix64(n))))));
 }
 
 static void *out_of_memory(size_t n) {

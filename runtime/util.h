@@ -16,8 +16,14 @@ int make_dirs(const char *path);
 
 /* A fast 64-bit hash for checksums and fingerprints (not cryptographic):
  * four independent lanes keep it at memory speed. Chain calls by passing
- * the last result as the next seed. */
+ * the last result as the next seed. Data caches and checkpoints store its
+ * values: a change to it needs a new CACHE_VERSION (data_cache.c) and
+ * CKPT_VERSION (train.h); tests/check_util.c pins a few. */
 uint64_t hash_bytes(const void *data, size_t n, uint64_t seed);
+/* splitmix64's finalizer: a bijection of 64-bit words that spreads every
+ * input bit over the output (hash_bytes ends with it; the data loader
+ * derives its shuffles and crops from it). */
+uint64_t mix64(uint64_t x);
 
 /* Allocation for code that cannot go on without the memory: on failure
  * they print "netc: error: out of memory (N bytes)" and exit(1). Never

@@ -1,10 +1,11 @@
-/* check_data.c: the data pipeline (runtime/data.c). Every test builds its
- * own small data set under the run's temporary directory, writing JPEGs
- * with libjpeg: both layouts, grayscale and CMYK files, broken files, wrong
- * sizes, the cache's life cycle, and the loader's order, augmentation,
- * normalization, padding, seeking and prefetching. Tests that assert on
- * warnings capture stderr into a file (check forks each test, so the
- * redirection dies with it). */
+/* check_data.c: the data pipeline (data.h; runtime/data_list.c, jpeg.c,
+ * data_cache.c and loader.c). Every test builds its own small data set
+ * under the run's temporary directory, writing JPEGs with libjpeg: both
+ * layouts, grayscale and CMYK files, broken files, wrong sizes, the cache's
+ * life cycle, and the loader's order, augmentation, normalization,
+ * padding, seeking and prefetching. Tests that assert on warnings capture
+ * stderr into a file (check forks each test, so the redirection dies with
+ * it). */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -606,6 +607,25 @@ START_TEST(test_cache_damaged) {
     ck_assert_int_eq(d.labels[k], val_class[k]);
   dataset_close(&d);
   free(msg);
+  /* Another format version (the field after the magic; its checksums are
+   * another hash's) is out of date, not damaged: rebuilt with a note. */
+  int fd = open(cache, O_RDWR);
+  uint32_t version = 1, now = 0;
+  ck_assert_int_eq(pread(fd, &now, 4, 8), 4);
+  ck_assert_uint_ge(now, 2);
+  ck_assert_int_eq(pwrite(fd, &version, 4, 8), 4);
+  close(fd);
+  ck_assert_int_eq(open_captured(&d, root, "val", &o, &msg), 0);
+  p = pathf("netc: cache %s was written by another version of netc; "
+            "rebuilding it", cache);
+  assert_contains(msg, p);
+  free(p);
+  ck_assert_ptr_null(strstr(msg, "ignoring the damaged cache"));
+  assert_contains(msg, "netc: decoded 6 images");
+  for (int k = 0; k < 6; k++)
+    ck_assert_int_eq(d.labels[k], val_class[k]);
+  dataset_close(&d);
+  free(msg);
   write_text(cache, "garbage");
   ck_assert_int_eq(open_captured(&d, root, "val", &o, &msg), 0);
   assert_contains(msg, "not a netc data cache");
@@ -619,8 +639,8 @@ END_TEST
 
 /* A read-only data directory puts the cache in the cache directory. Root
  * ignores directory permissions, so as root NETC_CACHE_READONLY_DATA=1
- * stands in for the chmod (data.c treats both the same way: it finds out
- * by trying to create the file). */
+ * stands in for the chmod (data_cache.c treats both the same way: it finds
+ * out by trying to create the file). */
 START_TEST(test_cache_read_only_data) {
   char *root = make_release("read-only"), *msg;
   char *cachedir = pathf("%s/cache-read-only/deeper", temp_dir());

@@ -103,6 +103,7 @@ int main(void) {
     return EXIT_FAILURE;
   }
   SRunner *sr = srunner_create(suite_pool());
+  srunner_add_suite(sr, suite_util());
   srunner_add_suite(sr, suite_diag());
   srunner_add_suite(sr, suite_parse());
   srunner_add_suite(sr, suite_ops());

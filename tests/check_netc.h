@@ -21,6 +21,7 @@ Suite *suite_errors(void);
 Suite *suite_cli(void);
 Suite *suite_runtime(void);
 Suite *suite_data(void);
+Suite *suite_util(void);
 Suite *suite_fuzz(void);
 
 /* One compilation of a source text (written to a temporary file `name`,

@@ -212,6 +212,19 @@ START_TEST(test_foreign_checkpoints_refused) {
   snprintf(why, sizeof why, "%s/last.ckpt is checkpoint format version 3; "
            "this trainer reads version 2", run);
   refused(cmd, run, why);
+  /* Version 1: the same layout, but checksums by a hash this netc no longer
+   * has; refused by its version, for resume and eval alike. */
+  MUST("printf '\\001' | dd of=%s/last.ckpt bs=1 seek=8 conv=notrunc "
+       "2>/dev/null", run);
+  snprintf(why, sizeof why, "netc: %s/last.ckpt is checkpoint format version "
+           "1, written by an older netc; this trainer reads version 2 only",
+           run);
+  refused(cmd, run, why);
+  snprintf(cmd, sizeof cmd, "%s eval --data %s --checkpoint %s/last.ckpt",
+           tiny, data, run);
+  refused(cmd, run, why);
+  snprintf(cmd, sizeof cmd, "%s train --data %s --out %s --resume --no-plots",
+           tiny, data, run);
   /* One flipped byte in the parameters; a truncated file. */
   MUST("cp %s/good.ckpt %s/last.ckpt && printf 'x' | dd of=%s/last.ckpt "
        "bs=1 seek=30000 conv=notrunc 2>/dev/null", run, run, run);
