@@ -181,75 +181,80 @@ static int read_part(FILE *f, void *p, size_t n) {
   return n == 0 || fread(p, 1, n, f) == n ? 0 : -1;
 }
 
-int checkpoint_load(const char *path, NetcState *s, NetcOptimizer *o,
-                    RunState *r, ClassList *c) {
-  const NetcModel *m = s->model;
+/* Opens a checkpoint and reads its header for model m; NULL after a
+ * message naming the file. */
+static FILE *open_checkpoint(const char *path, const NetcModel *m, Header *h) {
   FILE *f = fopen(path, "rb");
   if (!f) {
     fprintf(stderr, "netc: cannot open checkpoint %s: %s\n", path,
             strerror(errno));
-    return -1;
+    return NULL;
   }
-  Header h;
-  if (fread(&h, sizeof h, 1, f) != 1) {
+  if (fread(h, sizeof *h, 1, f) != 1) {
     fprintf(stderr, "netc: %s is truncated (no header)\n", path);
     fclose(f);
-    return -1;
+    return NULL;
   }
-  if (check_header(path, &h, m) || h.nclasses < 0 || h.nclasses > 100000) {
+  if (check_header(path, h, m) || h->nclasses < 0 || h->nclasses > 100000) {
     fclose(f);
+    return NULL;
+  }
+  return f;
+}
+
+/* A verified checkpoint's optimizer state, into o's plan-owned region. */
+static int commit_optimizer(const char *path, NetcOptimizer *o,
+                            const NetcModel *m, const Header *h,
+                            const NetcOptimizer *from) {
+  if (o->state && (int32_t)o->kind != h->optimizer)
+    optim_free(o);
+  o->kind = h->optimizer;
+  if (!o->state && optim_init(o, m)) {
+    fprintf(stderr, "netc: out of memory loading %s\n", path);
     return -1;
   }
+  memcpy(o->m1, from->m1, (size_t)m->param_bytes);
+  if (o->m2 && from->m2)
+    memcpy(o->m2, from->m2, (size_t)m->param_bytes);
+  o->step = h->run.global_step;
+  return 0;
+}
+
+int checkpoint_load(const char *path, NetcState *s, NetcOptimizer *o,
+                    RunState *r, ClassList *c) {
+  const NetcModel *m = s->model;
+  Header h;
+  FILE *f = open_checkpoint(path, m, &h);
+  if (!f)
+    return -1;
   /* Read into scratch copies; commit only after the checksum holds. */
-  NetcOptimizer tmp = {.kind = h.optimizer};
-  c->nclasses = h.nclasses;
-  c->class_ids = calloc((size_t)h.nclasses + 1, MAX_CLASS_NAME);
-  c->class_names = calloc((size_t)h.nclasses + 1, MAX_CLASS_NAME);
   size_t pb = (size_t)m->param_bytes;
-  unsigned char *params = malloc(pb + 4);
-  unsigned char *bn = malloc((size_t)m->stats_bytes + 4);
-  tmp.m1 = malloc(pb + 4);
-  tmp.m2 = h.has_m2 ? malloc(pb + 4) : NULL;
+  NetcOptimizer tmp = {.kind = h.optimizer, .m1 = xmalloc(pb + 4),
+                       .m2 = h.has_m2 ? xmalloc(pb + 4) : NULL};
   NetcState copy = *s;
-  copy.params = params;
-  copy.bn_stats = bn;
+  copy.params = xmalloc(pb + 4);
+  copy.bn_stats = xmalloc((size_t)m->stats_bytes + 4);
+  c->nclasses = h.nclasses;
+  c->class_ids = xcalloc((size_t)h.nclasses + 1, MAX_CLASS_NAME);
+  c->class_names = xcalloc((size_t)h.nclasses + 1, MAX_CLASS_NAME);
   Part parts[8];
-  int n = parts_of(&copy, &tmp, c, parts);
-  int bad = 0;
+  int n = parts_of(&copy, &tmp, c, parts), bad = 0;
   for (int i = 0; i < n && !bad; i++)
     bad = read_part(f, (void *)parts[i].p, parts[i].n);
   fclose(f);
-  uint64_t want = h.checksum;
   Header again = make_header(&copy, &tmp, &h.run, c, parts, n);
-  if (bad || again.checksum != want) {
+  int rc = 0;
+  if (bad || again.checksum != h.checksum) {
     fprintf(stderr, "netc: %s is %s; not loaded\n", path,
             bad ? "truncated" : "corrupt (checksum mismatch)");
-    free(params), free(bn), free(tmp.m1), free(tmp.m2);
-    return -1;
+    rc = -1;
+  } else if (!o || (rc = commit_optimizer(path, o, m, &h, &tmp)) == 0) {
+    memcpy(s->params, copy.params, pb);
+    if (m->stats_bytes)
+      memcpy(s->bn_stats, copy.bn_stats, (size_t)m->stats_bytes);
+    if (r)
+      *r = h.run;
   }
-  int rc = 0;
-  memcpy(s->params, params, pb);
-  if (m->stats_bytes)
-    memcpy(s->bn_stats, bn, (size_t)m->stats_bytes);
-  if (o) { /* into the optimizer's plan-owned state region */
-    if (o->state && (int32_t)o->kind != h.optimizer)
-      optim_free(o);
-    o->kind = h.optimizer;
-    if (!o->state && optim_init(o, m)) {
-      fprintf(stderr, "netc: out of memory loading %s\n", path);
-      rc = -1;
-    } else {
-      memcpy(o->m1, tmp.m1, pb);
-      if (o->m2 && tmp.m2)
-        memcpy(o->m2, tmp.m2, pb);
-      o->step = h.run.global_step;
-    }
-  }
-  free(tmp.m1), free(tmp.m2);
-  if (rc)
-    return rc;
-  if (r)
-    *r = h.run;
-  free(params), free(bn);
-  return 0;
+  free(copy.params), free(copy.bn_stats), free(tmp.m1), free(tmp.m2);
+  return rc;
 }
