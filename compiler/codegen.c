@@ -31,6 +31,7 @@ typedef struct {
   const char **tname;  /* per tensor: its arena offset constant, T_... */
   const char **wname;  /* per weight: its parameter offset, P_... */
   const char **windex; /* per weight: its parameter index, W_... */
+  const char **sname;  /* per weight: its statistics' prefix, S_..., or NULL */
   const char **lname;  /* per node: its shape struct, L_..., or NULL */
 } Gen;
 
@@ -85,9 +86,12 @@ static void names(Gen *x) {
   int nw = g->nweights + 1;
   x->wname = pool_alloc(p, sizeof(char *) * (size_t)nw);
   x->windex = pool_alloc(p, sizeof(char *) * (size_t)nw);
+  x->sname = pool_alloc(p, sizeof(char *) * (size_t)nw);
   for (int w = 0; w < g->nweights; w++) {
     x->wname[w] = ident(p, "P_", g->weights[w].name);
     x->windex[w] = ident(p, "W_", g->weights[w].name);
+    if (x->p->stats_offset[w] >= 0) /* named after its batchnorm layer */
+      x->sname[w] = ident(p, "S_", g->nodes[g->weights[w].first_node].path);
   }
   x->lname = pool_alloc(p, sizeof(char *) * (size_t)(g->nnodes + 1));
   for (int i = 0; i < g->nnodes; i++) {
@@ -186,15 +190,10 @@ static void emit_header(Gen *x, const char *source) {
   fputs("\n/* Batchnorm running statistics: byte offsets into bn_stats. */\n",
         o);
   for (int w = 0; w < g->nweights; w++)
-    if (p->stats_offset[w] >= 0) {
-      const char *s = ident(x->pool, "S_", g->nodes[g->weights[w]
-                                                       .first_node].path);
-      fprintf(o, "#define %s_mean %lldLL\n#define %s_var %lldLL\n", s,
-              (long long)p->stats_offset[w], s,
-              (long long)(p->stats_offset[w] +
-                          (g->weights[w].count * 4 + PLAN_ALIGN - 1) /
-                              PLAN_ALIGN * PLAN_ALIGN));
-    }
+    if (x->sname[w])
+      fprintf(o, "#define %s_mean %lldLL\n#define %s_var %lldLL\n",
+              x->sname[w], (long long)p->stats_offset[w], x->sname[w],
+              (long long)p->stats_var_offset[w]);
   fputs("\n/* Parameter indices into netc_model.params. */\nenum {\n", o);
   for (int w = 0; w < g->nweights; w++)
     fprintf(o, "  %s = %d,\n", x->windex[w], w);
@@ -337,9 +336,7 @@ static const char *wptr(const Gen *x, int w) {
 }
 
 static const char *stats(const Gen *x, int w, const char *which) {
-  const Node *n = &x->g->nodes[x->g->weights[w].first_node];
-  return pool_printf(x->pool, "SF(%s_%s)", ident(x->pool, "S_", n->path),
-                     which);
+  return pool_printf(x->pool, "SF(%s_%s)", x->sname[w], which);
 }
 
 static const char *acc(bool add) { return add ? "NETC_ADD" : "NETC_WRITE"; }
@@ -434,7 +431,7 @@ static void emit_params(Gen *x) {
     int64_t fan_in = 1, fan_out = 1, st = p->stats_offset[w];
     op->fans(&g->tensors[n->in[0]].shape, n->attr, &fan_in, &fan_out);
     const int64_t *d = p->wdims[w];
-    const char *sname = ident(x->pool, "S_", n->path);
+    const char *sname = x->sname[w];
     const char *it[] = {
         pool_printf(x->pool, "{\"%s\"", wt->name), op->init[j],
         layout_enum(x, p->wlayout[w]),

@@ -505,8 +505,8 @@ typedef struct {
   WeightLayout *wlayout;     /* per weight: how its elements are ordered */
   int64_t (*wdims)[4];       /* per weight: its dims in that layout */
   int64_t *stats_offset;     /* per weight: a batchnorm gamma's running
-                                mean in the statistics region (its
-                                variance follows, aligned), else -1 */
+                                mean in the statistics region, else -1 */
+  int64_t *stats_var_offset; /* and its running variance, else -1 */
   int64_t param_bytes;       /* the parameter region */
   int64_t stats_bytes;       /* the batchnorm statistics region */
   int64_t optimizer_bytes[PLAN_OPTIMIZERS]; /* each optimizer's state */

@@ -230,6 +230,7 @@ static void persistent(const Graph *g, Plan *p) {
   p->wlayout = pool_alloc(pool, sizeof(WeightLayout) * nw);
   p->wdims = pool_alloc(pool, sizeof(int64_t[4]) * nw);
   p->stats_offset = pool_alloc(pool, sizeof(int64_t) * nw);
+  p->stats_var_offset = pool_alloc(pool, sizeof(int64_t) * nw);
   for (int w = 0; w < g->nweights; w++) {
     const Weight *wt = &g->weights[w];
     const Node *n = &g->nodes[wt->first_node];
@@ -238,9 +239,10 @@ static void persistent(const Graph *g, Plan *p) {
     layout_dims(wt, p->wlayout[w], p->wdims[w]);
     p->woffset[w] = p->param_bytes;
     p->param_bytes += align_up(wt->count * 4);
-    p->stats_offset[w] = -1;
+    p->stats_offset[w] = p->stats_var_offset[w] = -1;
     if (n->op == OP_BATCHNORM && j == 0) { /* mean, then variance */
       p->stats_offset[w] = p->stats_bytes;
+      p->stats_var_offset[w] = p->stats_bytes + align_up(wt->count * 4);
       p->stats_bytes += 2 * align_up(wt->count * 4);
     }
   }
