@@ -40,15 +40,22 @@ RT_LIBS     = -fopenmp $(BLAS_LIBS) -ljpeg -lm -lpthread
 MODEL  ?= models/resnet18.net
 MODELS := $(filter-out models/blocks.net,$(wildcard models/*.net))
 
-COMPILER_SRC := pool.c diag.c ast.c ops.c graph.c infer.c autodiff.c plan.c \
-                load.c report.c dump.c codegen.c build.c
+COMPILER_SRC := pool.c diag.c ast.c ops.c graph.c infer.c algo.c tune.c \
+                autodiff.c plan.c load.c report.c dump.c codegen.c build.c
 # runtime/util.c serves the compiler too (build.c's make_dirs).
 COMPILER_OBJ := $(addprefix $(BUILD)/,$(COMPILER_SRC:.c=.o)) \
                 $(BUILD)/parse.o $(BUILD)/lex.o $(BUILD)/util.o
 # The runtime: everything in runtime/ but the trainer's main().
-RT_SRC := $(filter-out runtime/trainer.c,$(wildcard runtime/*.c))
+RT_SRC := $(filter-out runtime/trainer.c runtime/tune_main.c,$(wildcard runtime/*.c))
 RT_HEADERS := $(wildcard runtime/*.h)
 RT_OBJ := $(patsubst runtime/%.c,$(BUILD)/rt/%.o,$(RT_SRC))
+# runtime/isa/ holds kernels compiled once per instruction set; the
+# trainer picks one at run time (rt_set_isa). -ffp-contract=fast: their
+# vector a += s * v is one FMA.
+ISA_ARCH_avx2   := -march=x86-64-v3
+ISA_ARCH_avx512 := -march=x86-64-v4
+ISA_SRC := $(wildcard runtime/isa/*.c)
+RT_OBJ += $(foreach i,avx2 avx512,$(patsubst runtime/isa/%.c,$(BUILD)/rt/%_$(i).o,$(ISA_SRC)))
 TEST_SRC := $(wildcard tests/check_*.c)
 TEST_OBJ := $(patsubst tests/%.c,$(BUILD)/tests/%.o,$(TEST_SRC)) \
             $(BUILD)/tests/fuzz_front.o
@@ -57,7 +64,7 @@ TEST_OBJ := $(patsubst tests/%.c,$(BUILD)/tests/%.o,$(TEST_SRC)) \
         plans bench fuzz
 .DEFAULT_GOAL := all
 
-all: deps $(BUILD)/netc $(BUILD)/libnetcrt.a $(BUILD)/trainer.o
+all: deps $(BUILD)/netc $(BUILD)/libnetcrt.a $(BUILD)/trainer.o $(BUILD)/netc-tune
 
 deps:
 	@sh .ci/deps build
@@ -102,6 +109,11 @@ $(BUILD)/build.o: compiler/build.c compiler/netc.h runtime/util.h $(BUILD)/parse
 $(BUILD)/trainer.o: runtime/trainer.c $(RT_HEADERS)
 	$(CC) $(ALLFLAGS) $(RT_FLAGS) -Iruntime -c -o $@ $<
 
+# netc-tune: each conv pass timed with every algorithm (netc build --tune,
+# make bench-algos).
+$(BUILD)/netc-tune: runtime/tune_main.c $(BUILD)/libnetcrt.a $(RT_HEADERS)
+	$(CC) $(ALLFLAGS) $(RT_FLAGS) -Iruntime -o $@ $< $(BUILD)/libnetcrt.a $(RT_LIBS)
+
 # Archives are made afresh: `ar r` keeps members whose source is gone (a
 # runtime/data.o left in libnetcrt.a would still define dataset_open).
 $(BUILD)/libnetc.a: $(COMPILER_OBJ)
@@ -114,6 +126,14 @@ $(BUILD)/netc: $(BUILD)/main.o $(BUILD)/libnetc.a
 $(BUILD)/rt/%.o: runtime/%.c $(RT_HEADERS)
 	@mkdir -p $(BUILD)/rt
 	$(CC) $(ALLFLAGS) $(RT_FLAGS) -Iruntime -c -o $@ $<
+
+$(BUILD)/rt/%_avx2.o: runtime/isa/%.c $(RT_HEADERS)
+	@mkdir -p $(BUILD)/rt
+	$(CC) $(ALLFLAGS) $(RT_FLAGS) $(ISA_ARCH_avx2) -ffp-contract=fast -Wno-psabi -Iruntime -c -o $@ $<
+
+$(BUILD)/rt/%_avx512.o: runtime/isa/%.c $(RT_HEADERS)
+	@mkdir -p $(BUILD)/rt
+	$(CC) $(ALLFLAGS) $(RT_FLAGS) $(ISA_ARCH_avx512) -ffp-contract=fast -Wno-psabi -Iruntime -c -o $@ $<
 
 $(BUILD)/libnetcrt.a: $(RT_OBJ)
 	rm -f $@

@@ -51,11 +51,12 @@ static void add_extras(AD *a, Node *n, OpKind k, const Node *f,
   const OpInfo *op = op_info(k);
   for (int j = 0; j < op->nextras; j++) {
     const ExtraSpec *e = &op->extras[j];
-    if (e->if_columns && !conv_needs_columns(f->attr))
-      continue;
     bool batched;
-    Shape s = op_extra_shape(e->shape, a->g->tensors[f->in[0]].shape,
-                             a->g->tensors[f->out].shape, f->attr, &batched);
+    Shape s = op_extra_shape(e, a->g->tensors[f->in[0]].shape,
+                             a->g->tensors[f->out].shape, f, a->g->batch,
+                             &batched);
+    if (e->if_work && shape_elems(s) == 0)
+      continue;
     int t = new_tensor(a, s, e->scratch ? TK_SCRATCH : TK_SAVED, producer, f,
                        pool_printf(a->g->pool, "%s.%s", f->path, e->suffix));
     a->g->tensors[t].batched = batched;

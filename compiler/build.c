@@ -61,12 +61,18 @@ static const char *write_sources(Diag *d, const Graph *g, const Plan *p,
   return stem;
 }
 
+const char *netc_tuner(Pool *pool) {
+  return pool_printf(pool, "%s/netc-tune",
+                     env_or("NETC_LIBDIR", NETC_RT_LIBDIR));
+}
+
 int build_trainer(Diag *d, const Graph *g, const Plan *p, const char *source,
-                  const char *dir, bool compile, bool debug) {
+                  const char *dir, const BuildOptions *bo) {
   const char *stem = write_sources(d, g, p, source, dir);
   if (!stem)
     return 1;
-  if (!compile) {
+  bool debug = bo->debug;
+  if (!bo->compile) {
     printf("netc: wrote %s/%s.c and %s/%s.h\n", dir, stem, dir, stem);
     return 0;
   }
@@ -74,19 +80,23 @@ int build_trainer(Diag *d, const Graph *g, const Plan *p, const char *source,
   const char *lib = env_or("NETC_LIBDIR", NETC_RT_LIBDIR);
   char *cmd = pool_printf(
       g->pool,
-      "%s -std=c11 %s -Wall -Wextra -Werror -fopenmp -I'%s' -I'%s' "
+      "%s -std=c11 %s %s -Wall -Wextra -Werror -fopenmp -I'%s' -I'%s' "
       "-o '%s/%s' '%s/%s.c' '%s/trainer.o' '%s/libnetcrt.a' %s -lm -lpthread",
       env_or("NETC_CC", NETC_CC),
       /* -g3 keeps the macros: gdb can `print *F(T_conv1)@8` by name. */
-      debug ? "-O0 -g3" : "-O2", rt, dir, dir, stem, dir, stem, lib, lib,
-      NETC_BLAS_LIBS);
+      debug ? "-O0 -g3" : "-O2",
+      /* The generated code asks for the kernels of the instruction set it
+       * is compiled for (NETC_ISA in codegen.c). */
+      bo->portable ? "-march=x86-64-v3" : "-march=native", rt, dir, dir,
+      stem, dir, stem, lib, lib, NETC_BLAS_LIBS);
   int rc = system(cmd);
   if (rc != 0) {
     fprintf(stderr, "netc: compiling the trainer failed:\n  %s\n", cmd);
     return 1;
   }
-  printf("netc: built %s/%s (from %s, batch %lld; arena %lld bytes%s)\n",
+  printf("netc: built %s/%s (from %s, batch %lld; arena %lld bytes; %s%s)\n",
          dir, stem, source, (long long)g->batch, (long long)p->planned_bytes,
+         bo->portable ? "portable, AVX2" : "for this CPU",
          debug ? "; -O0 -g3 for gdb" : "");
   return 0;
 }

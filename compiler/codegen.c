@@ -175,6 +175,10 @@ static void emit_header(Gen *x, const char *source) {
           (long long)in->shape.w, (long long)g->classes,
           (long long)p->planned_bytes, (long long)p->param_bytes,
           (long long)p->stats_bytes);
+  /* netc build compiles this with -march=native (or x86-64-v3 when
+   * --portable): the kernels follow what that enables. */
+  fputs("#ifdef __AVX512F__\n#define NETC_ISA RT_ISA_AVX512\n#else\n"
+        "#define NETC_ISA RT_ISA_AVX2\n#endif\n\n", o);
   fputs("/* Parameters: byte offsets into the parameter region (and into\n"
         " * each optimizer state region), with the layout the plan chose. */\n",
         o);
@@ -245,6 +249,34 @@ static void emit_plan_table(Gen *x) {
         "      netc_profile_mark(s, i); \\\n  } while (0)\n\n", o);
 }
 
+/* CONV_DIRECT for CONV_DIRECT: the runtime's name of an algorithm. */
+static const char *algo_macro(Pool *p, int algo) {
+  char *m = pool_printf(p, "CONV_%s", conv_algo_name(algo));
+  for (char *c = m; *c; c++)
+    *c = (char)(*c >= 'a' && *c <= 'z' ? *c - 'a' + 'A' : *c);
+  return m;
+}
+
+/* "fwd:direct=20;dx:direct=15,gemm=4;dw:gemm=20": the model's
+ * conv_algos, per pass. */
+static const char *algo_counts(const Gen *x) {
+  const Graph *g = x->g;
+  char *s = "";
+  static const char *const pass_name[CONV_PASSES] = {"fwd", "dx", "dw"};
+  for (int pass = 0; pass < CONV_PASSES; pass++) {
+    s = pool_printf(x->pool, "%s%s%s:", s, pass ? ";" : "", pass_name[pass]);
+    for (int a = 0, sep = 0; a < CONV_ALGO_COUNT; a++) {
+      int count = 0;
+      for (int i = 0; i < g->nforward; i++)
+        count += g->nodes[i].op == OP_CONV && g->nodes[i].algo[pass] == a;
+      if (count)
+        s = pool_printf(x->pool, "%s%s%s=%d", s, sep++ ? "," : "",
+                        conv_algo_name(a), count);
+    }
+  }
+  return s;
+}
+
 /* The fields of node i's shape struct, from its tensors and attributes. */
 static int shape_fields(const Gen *x, int i, const char **f) {
   const Graph *g = x->g;
@@ -269,6 +301,12 @@ static int shape_fields(const Gen *x, int i, const char **f) {
     f[k++] = pool_printf(p, ".pad = %lld", (long long)a[ak + 2]);
     f[k++] = pool_printf(p, ".OH = %lld", (long long)out.h);
     f[k++] = pool_printf(p, ".OW = %lld", (long long)out.w);
+    static const char *const field[CONV_PASSES] = {"algo", "algo_dx",
+                                                   "algo_dw"};
+    if (conv)
+      for (int pass = 0; pass < CONV_PASSES; pass++)
+        f[k++] = pool_printf(p, ".%s = %s", field[pass],
+                             algo_macro(p, n->algo[pass]));
     return k;
   }
   case SK_BN:
@@ -311,7 +349,7 @@ static void emit_shapes(Gen *x) {
     if (!x->lname[i])
       continue;
     const Node *n = &g->nodes[i];
-    const char *f[12];
+    const char *f[16];
     int k = shape_fields(x, i, f);
     fprintf(x->out, "/* %s: %s -> %s */\n", n->path, shape_of(x, n->in[0]),
             shape_of(x, n->out));
@@ -506,13 +544,15 @@ static void emit_model(Gen *x, const char *source) {
           "    .input_offset = %s,\n    .labels_offset = %s,\n"
           "    .logits_offset = %s,\n    .probs_offset = %s,\n"
           "    .nops = %d,\n    .ops = ops,\n    .flops_per_step = %.0f,\n"
+          "    .isa = NETC_ISA,\n    .conv_algos = \"%s\",\n"
           "    .forward = forward,\n    .backward = backward,\n};\n",
           g->name, source, NETC_VERSION, g->nweights,
           (long long)p->optimizer_bytes[PLAN_SGD],
           (long long)p->optimizer_bytes[PLAN_ADAM],
           (long long)p->optimizer_bytes[PLAN_ADAM], x->tname[g->input],
           x->tname[g->labels], x->tname[g->nodes[sm].in[0]],
-          x->tname[g->nodes[sm].extra[0]], g->nnodes, step_flops(g));
+          x->tname[g->nodes[sm].extra[0]], g->nnodes, step_flops(g),
+          algo_counts(x));
 }
 
 static void emit_c(Gen *x, const char *source, const char *header) {

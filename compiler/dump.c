@@ -159,6 +159,64 @@ static void dump_persistent(FILE *out, const Graph *g, const Plan *p) {
   pool_free(&pool);
 }
 
+/* Node i's workspace tensor (its if_work extra), or -1. */
+static int conv_work_tensor(const Graph *g, int i) {
+  const Node *n = &g->nodes[i];
+  return n->nextra > 0 && g->tensors[n->extra[0]].kind == TK_SCRATCH
+             ? n->extra[0]
+             : -1;
+}
+
+/* The backward node of forward conv i, or -1 (no gradient reaches it). */
+static int conv_backward_node(const Graph *g, int i) {
+  for (int b = g->nforward; b < g->nnodes; b++)
+    if (g->nodes[b].op == OP_CONV_BWD && g->nodes[b].fwd == i)
+      return b;
+  return -1;
+}
+
+/* Each convolution's algorithm per pass, and where its workspace is (dX
+ * and dW share the backward op's). */
+static void dump_convs(FILE *out, const Graph *g, const Plan *p, bool json) {
+  static const char *const pass_name[CONV_PASSES] = {"fwd", "dx", "dw"};
+  if (!json)
+    fprintf(out, "# convolutions: each pass's algorithm and the workspace "
+                 "the plan placed for it\n%-4s %-6s %-6s %12s %12s  %s\n",
+            "pass", "algo", "work", "bytes", "offset", "layer");
+  bool first = true;
+  for (int i = 0; i < g->nforward; i++) {
+    if (g->nodes[i].op != OP_CONV)
+      continue;
+    int node[CONV_PASSES] = {i, conv_backward_node(g, i),
+                             conv_backward_node(g, i)};
+    for (int pass = 0; pass < CONV_PASSES; pass++) {
+      if (node[pass] < 0 ||
+          (pass == CONV_PASS_DX && g->nodes[node[pass]].out < 0))
+        continue; /* no gradient reaches it, or no dX (the first layer) */
+      int t = conv_work_tensor(g, node[pass]);
+      long long bytes = t >= 0 ? (long long)tensor_bytes(g, t) : 0;
+      long long off = t >= 0 ? (long long)p->offset[t] : -1;
+      const char *algo = conv_algo_name(g->nodes[i].algo[pass]);
+      if (json) {
+        fprintf(out, "%s    {\"layer\": ", first ? "" : ",\n");
+        json_string(out, g->nodes[i].path);
+        fprintf(out, ", \"pass\": \"%s\", \"algo\": \"%s\", \"work\": %d, "
+                     "\"bytes\": %lld, \"offset\": %lld}",
+                pass_name[pass], algo, t, bytes, off);
+      } else {
+        char work[16] = "-";
+        if (t >= 0)
+          snprintf(work, sizeof work, "t%d", t);
+        fprintf(out, "%-4s %-6s %-6s %12lld %12lld  %s\n", pass_name[pass],
+                algo, work, bytes, off, g->nodes[i].path);
+      }
+      first = false;
+    }
+  }
+  if (json)
+    fputs("\n", out);
+}
+
 void dump_plan(FILE *out, const Graph *g, const Plan *p) {
   Pool pool = {0};
   fprintf(out, "# memory plan of %s, batch %lld: %d steps (%d forward), "
@@ -179,6 +237,7 @@ void dump_plan(FILE *out, const Graph *g, const Plan *p) {
             (long long)tensor_bytes(g, t), (long long)p->offset[t],
             p->first[t], p->last[t], shares, x->label);
   }
+  dump_convs(out, g, p, false);
   dump_persistent(out, g, p);
   fprintf(out, "# placement order: %s; planned / lower bound = %.4f\n",
           p->strategy,
@@ -206,6 +265,8 @@ void dump_plan_json(FILE *out, const Graph *g, const Plan *p) {
             (long long)p->offset[t], p->first[t], p->last[t], p->storage[t],
             p->inplace[t], x->view_of, t + 1 < g->ntensors ? "," : "");
   }
+  fputs("  ],\n  \"convolutions\": [\n", out);
+  dump_convs(out, g, p, true);
   fputs("  ],\n  \"weights\": [\n", out);
   for (int w = 0; w < g->nweights; w++)
     fprintf(out, "    {\"id\": %d, \"layout\": \"%s\", \"offset\": %lld, "

@@ -4,6 +4,7 @@
  *   load.c      read FILE.net and its imports
  *   parse.y     tokens (lex.l) -> AST (ast.c)
  *   infer.c     AST -> forward graph: blocks expanded, shapes inferred
+ *   algo.c      each convolution's algorithm, per layer and pass
  *   autodiff.c  forward graph -> training graph: the backward pass
  *   plan.c      every tensor of a training step placed in one arena
  *   codegen.c   graph + plan -> C; build.c compiles it with the runtime
@@ -17,6 +18,7 @@
 #include <string.h>
 
 #include "netc.h"
+#include "util.h" /* runtime/util.h: make_dirs */
 
 static const char usage[] =
     "usage: netc <command> [options] FILE.net\n"
@@ -44,7 +46,19 @@ static const char usage[] =
     "  --json                  with dump plan or dump graph: JSON\n"
     "  -o FILE                 write the output to FILE instead of stdout\n"
     "                          (with build: the output directory)\n"
+    "  --conv ALGO             how convolutions are computed: auto (the\n"
+    "                          cost model, default), gemm (im2col + BLAS)\n"
+    "                          or direct (netc's kernels); FWD,DX,DW sets\n"
+    "                          each pass apart (direct,direct,gemm)\n"
+    "  --tune                  with build: time each convolution pass with\n"
+    "                          every algorithm here, write DIR/NET.tune and\n"
+    "                          build with it (--threads N: as training will)\n"
+    "  --tuning FILE           the algorithms a tuning file lists (shapes it\n"
+    "                          lacks: the cost model); the same file gives\n"
+    "                          the same C\n"
     "  --no-compile            with build: write the C files only\n"
+    "  --portable              with build: a trainer for any AVX2 machine,\n"
+    "                          not tuned to this one's CPU (-march=native)\n"
     "  -h, --help              print this help and exit\n"
     "  --version               print the version and exit\n"
     "\n"
@@ -64,6 +78,11 @@ typedef struct {
   bool json;
   bool no_compile;
   bool debug;
+  bool portable;
+  int conv_policy;
+  bool tune;          /* build: time the layers, write and use a tuning */
+  const char *tuning; /* a tuning file to use */
+  int threads;        /* for --tune; 0: all cores */
 } Options;
 
 static int bad_usage(const char *fmt, const char *arg) {
@@ -71,6 +90,11 @@ static int bad_usage(const char *fmt, const char *arg) {
   fprintf(stderr, fmt, arg);
   fprintf(stderr, "\nTry 'netc --help'.\n");
   return 2;
+}
+
+/* build's output directory: -o, or build/<network>. */
+static const char *out_dir(const Options *o, const Graph *g) {
+  return o->out_path ? o->out_path : pool_printf(g->pool, "build/%s", g->name);
 }
 
 static int emit(FILE *out, Diag *d, const Options *o, Graph *g) {
@@ -97,14 +121,41 @@ static int emit(FILE *out, Diag *d, const Options *o, Graph *g) {
     break;
   case CMD_MEMORY: dump_memory_svg(out, g, &plan); break;
   case CMD_BUILD:
-    return build_trainer(d, g, &plan, o->path,
-                         o->out_path ? o->out_path
-                                     : pool_printf(g->pool, "build/%s",
-                                                   g->name),
-                         !o->no_compile, o->debug);
+    return build_trainer(d, g, &plan, o->path, out_dir(o, g),
+                         &(BuildOptions){.compile = !o->no_compile,
+                                         .debug = o->debug,
+                                         .portable = o->portable});
   case CMD_AST: break;
   }
   return 0;
+}
+
+/* The front end with the convolution algorithms of the options: a
+ * tuning file read (--tuning), or one made here first (--tune). */
+static int compile(Diag *d, Pool *pool, const Options *o, Graph *g) {
+  Tuning tuning;
+  const char *file = o->tuning;
+  if (file && !tuning_load(file, pool, &tuning))
+    return 1;
+  int rc = compile_front_conv(d, pool, o->path, o->batch, o->conv_policy,
+                              file ? &tuning : NULL, g);
+  if (rc || !o->tune)
+    return rc;
+  const char *dir = out_dir(o, g);
+  file = pool_printf(pool, "%s/%s.tune", dir, g->name);
+  if (make_dirs(dir)) {
+    fprintf(stderr, "netc: cannot create '%s': %s\n", dir, strerror(errno));
+    return 1;
+  }
+  if (tuning_measure(g, netc_tuner(pool), o->threads, file) ||
+      !tuning_load(file, pool, &tuning))
+    return 1;
+  Diag again; /* the sources once more, as if for the first time */
+  diag_init(&again, pool, d->out);
+  rc = compile_front_conv(&again, pool, o->path, o->batch, o->conv_policy,
+                          &tuning, g);
+  d->errors += again.errors;
+  return rc;
 }
 
 static int run(const Options *o) {
@@ -127,7 +178,7 @@ static int run(const Options *o) {
       dump_ast(out, &d, decls);
   } else {
     Graph g;
-    rc = compile_front(&d, &pool, o->path, o->batch, &g, NULL);
+    rc = compile(&d, &pool, o, &g);
     if (rc == 0)
       rc = emit(out, &d, o, &g);
   }
@@ -189,6 +240,30 @@ static int parse_options(int argc, char **argv, int argi, Options *o) {
       o->no_compile = true;
     } else if (!strcmp(a, "--debug")) {
       o->debug = true;
+    } else if (!strcmp(a, "--portable")) {
+      o->portable = true;
+    } else if (!strcmp(a, "--tune")) {
+      o->tune = true;
+    } else if (!strcmp(a, "--tuning")) {
+      if (++argi >= argc)
+        return bad_usage("%s needs a tuning file (netc build --tune "
+                         "writes one)", a);
+      o->tuning = argv[argi];
+    } else if (!strcmp(a, "--threads")) {
+      char *end;
+      errno = 0;
+      long t = ++argi < argc ? strtol(argv[argi], &end, 10) : -1;
+      if (t < 1 || t > 1024 || *end || errno)
+        return bad_usage("--threads needs a number 1..1024, not '%s'",
+                         argi < argc ? argv[argi] : "");
+      o->threads = (int)t;
+    } else if (!strcmp(a, "--conv")) {
+      if (++argi >= argc)
+        return bad_usage("%s needs an algorithm: auto, gemm or direct", a);
+      o->conv_policy = conv_policy_lookup(argv[argi]);
+      if (o->conv_policy < CONV_POLICY_AUTO)
+        return bad_usage("unknown convolution algorithm '%s' (auto, gemm, "
+                         "direct, or FWD,DX,DW of those)", argv[argi]);
     } else if (!strcmp(a, "-o")) {
       if (++argi >= argc)
         return bad_usage("%s needs a file name", a);
@@ -209,6 +284,18 @@ static int parse_options(int argc, char **argv, int argi, Options *o) {
     return bad_usage("%s", "--no-compile goes with build");
   if (o->debug && o->cmd != CMD_BUILD)
     return bad_usage("%s", "--debug goes with build");
+  if (o->portable && o->cmd != CMD_BUILD)
+    return bad_usage("%s", "--portable goes with build");
+  if ((o->tune || o->threads) && o->cmd != CMD_BUILD)
+    return bad_usage("%s", "--tune and --threads go with build");
+  if (o->threads && !o->tune)
+    return bad_usage("%s", "--threads goes with --tune");
+  if (o->tune && (o->tuning || o->conv_policy != CONV_POLICY_AUTO))
+    return bad_usage("%s", "--tune makes the tuning: it goes with neither "
+                           "--tuning nor --conv");
+  if (o->tuning && o->conv_policy != CONV_POLICY_AUTO)
+    return bad_usage("%s", "--conv sets every layer: it does not go with "
+                           "--tuning");
   return 0;
 }
 
@@ -227,7 +314,7 @@ int main(int argc, char **argv) {
     printf("netc %s\n", NETC_VERSION);
     return 0;
   }
-  Options o = {.batch = 64};
+  Options o = {.batch = 64, .conv_policy = CONV_POLICY_AUTO};
   int argi = 2;
   int rc = parse_command(argc, argv, &argi, &o);
   if (rc == 0)

@@ -14,6 +14,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "netc_rt.h" /* ConvShape, CONV_*: the runtime's shapes */
+
 #define NETC_VERSION "0.1.0"
 
 /* Limits that keep netc bounded on any input (see docs/language.md). */
@@ -253,7 +255,9 @@ typedef enum {
   XS_CHANNEL,  /* C x 1 x 1 of input 0, not batched: batch statistics */
   XS_OUTPUT,   /* the output's shape */
   XS_INPUT,    /* input 0's shape */
-  XS_COLUMNS,  /* im2col columns: (C*K*K) x OH x OW */
+  XS_CONV_WORK, /* a conv pass's workspace (conv_work_floats): im2col
+                   columns (C*K*K) x OH x OW per image for CONV_GEMM,
+                   packed weights and tables, unbatched, for CONV_DIRECT */
   XS_BN_WORK,  /* batchnorm's workspace (BATCHNORM_WORK_BYTES), unbatched */
 } ExtraShape;
 
@@ -262,7 +266,8 @@ typedef struct {
   ExtraShape shape;
   bool scratch;        /* TK_SCRATCH, else TK_SAVED */
   bool is_int;
-  bool if_columns;     /* only for a conv that needs im2col columns */
+  bool if_work;        /* only if the conv pass needs a workspace */
+  bool backward;       /* the workspace of the backward pass */
 } ExtraSpec;
 
 /* What a backward op reads, in order (autodiff.c builds its inputs). */
@@ -368,13 +373,12 @@ int op_weights(OpKind k, const Shape *in, const int64_t *a,
                WeightShape w[MAX_WEIGHTS_PER_NODE]);
 double op_flops(OpKind k, const Shape *in, const Shape *out,
                 const int64_t *a);
-/* The shape of an extra tensor of a node whose forward op has input 0 of
- * shape `in`, output `out` and attributes `a`; *batched says whether the
- * batch multiplies it. */
-Shape op_extra_shape(ExtraShape e, Shape in, Shape out, const int64_t *a,
-                     bool *batched);
-/* Whether a conv with these attributes needs im2col columns. */
-bool conv_needs_columns(const int64_t *a);
+typedef struct Node Node;
+/* The shape of extra tensor e of a node whose forward node is f (input 0
+ * of shape `in`, output `out`) at `batch` images per step; *batched
+ * says whether the batch multiplies it. */
+Shape op_extra_shape(const ExtraSpec *e, Shape in, Shape out, const Node *f,
+                     int64_t batch, bool *batched);
 
 /* ---- graph.c: the graph IR --------------------------------------------- */
 
@@ -419,7 +423,7 @@ typedef struct {
 } Weight;
 
 
-typedef struct {
+struct Node {
   OpKind op;
   int in[MAX_NODE_IN];
   int nin;
@@ -436,9 +440,12 @@ typedef struct {
   int fwd;
   int wgrad[MAX_WEIGHTS_PER_NODE];
   bool wgrad_accumulate[MAX_WEIGHTS_PER_NODE];
+  /* conv nodes: how each pass (CONV_PASS_FWD, _DX, _DW) is computed,
+   * a CONV_* of runtime/netc_rt.h (algo.c chooses). */
+  int algo[CONV_PASSES];
   Loc loc;
   const char *path;                 /* hierarchical layer name */
-} Node;
+};
 
 typedef struct {
   Node *nodes;
@@ -479,6 +486,48 @@ int graph_verify(const Graph *g, FILE *err);
  * each forward op saves for its backward op, scratch, and the backward ops
  * that compute every weight's gradient. */
 void autodiff(Graph *g);
+
+/* ---- algo.c: how each convolution is computed ----------------------- */
+
+/* Who chooses: the cost model (CONV_POLICY_AUTO), or the user, one
+ * algorithm for each pass of every layer (netc build --conv direct, or
+ * --conv direct,gemm,direct for the forward, dX and dW passes). */
+enum { CONV_POLICY_AUTO = -1 };
+#define CONV_POLICY(fwd, dx, dw) ((fwd) | (dx) << 8 | (dw) << 16)
+
+/* ---- tune.c: tuning files (netc build --tune) ------------------------ */
+
+/* A conv shape (N H W C OC K stride pad) and its passes' algorithms. */
+typedef struct {
+  int64_t shape[8];
+  int algo[CONV_PASSES];
+} TuneEntry;
+
+typedef struct {
+  TuneEntry *entries;
+  int n;
+} Tuning;
+
+/* Reads a tuning file into t; false with a message naming file:line. */
+bool tuning_load(const char *path, Pool *pool, Tuning *t);
+/* The algorithms t lists for shape s, or NULL (t may be NULL). */
+const int *tuning_find(const Tuning *t, const ConvShape *s);
+/* Times every distinct conv shape of g with the netc-tune program
+ * `tuner` on `threads` threads and writes the tuning file `path`; 0, or 1
+ * with a message. */
+int tuning_measure(const Graph *g, const char *tuner, int threads,
+                   const char *path);
+
+/* Sets algo[] of every conv node of the forward graph: by the policy, or
+ * for CONV_POLICY_AUTO by the tuning (if given and it lists the layer's
+ * shape), else by the cost model. */
+void choose_conv_algos(Graph *g, int policy, const Tuning *tuning);
+const char *conv_algo_name(int algo);
+/* The policy "auto", "gemm", "direct" or "FWD,DX,DW" names; -2 if
+ * none. */
+int conv_policy_lookup(const char *name);
+/* The runtime's ConvShape of conv node i (forward or backward). */
+ConvShape node_conv_shape(const Graph *g, int i);
 
 /* ---- plan.c: the memory plan -------------------------------------------- */
 
@@ -555,11 +604,19 @@ void codegen(FILE *c_out, FILE *h_out, Diag *d, const Graph *g,
 
 /* ---- build.c: netc build ------------------------------------------------- */
 
-/* Writes DIR/<network>.c and .h and, if `compile`, builds the trainer
- * DIR/<network> (with `debug`: -O0 -g3, to step through in gdb). Returns
- * 0, or 1 with a message. */
+/* Writes DIR/<network>.c and .h and, if bo->compile, builds the trainer
+ * DIR/<network>. Returns 0, or 1 with a message. */
+typedef struct {
+  bool compile;  /* else write the sources only */
+  bool debug;    /* -O0 -g3 */
+  bool portable; /* -march=x86-64-v3 and the AVX2 kernels, not this
+                    machine's (-march=native) */
+} BuildOptions;
+
 int build_trainer(Diag *d, const Graph *g, const Plan *p, const char *source,
-                  const char *dir, bool compile, bool debug);
+                  const char *dir, const BuildOptions *bo);
+/* The netc-tune program that came with this netc's runtime. */
+const char *netc_tuner(Pool *pool);
 
 /* ---- report.c: what `netc check` and `netc dump shapes` print ---------- */
 
@@ -573,6 +630,11 @@ void dump_shapes(FILE *out, Diag *d, const Graph *g);
  * (reported to d->out). */
 int compile_front(Diag *d, Pool *pool, const char *path, int64_t batch,
                   Graph *g, Decl **decls_out);
+
+/* The same with the convolution algorithms chosen by `conv_policy` (a
+ * CONV_* for every layer, or CONV_POLICY_AUTO: the cost model). */
+int compile_front_conv(Diag *d, Pool *pool, const char *path, int64_t batch,
+                       int conv_policy, const Tuning *tuning, Graph *g);
 
 /* The same for source text in memory named `name` (imports resolve from
  * the current directory): the fuzz target's entry. */

@@ -235,8 +235,9 @@ static double softmax_flops(const Shape *in, const Shape *out,
 #define SAVED(sfx, sh) {.suffix = sfx, .shape = sh}
 #define SAVED_INT(sfx, sh) {.suffix = sfx, .shape = sh, .is_int = true}
 #define SCRATCH(sfx, sh) {.suffix = sfx, .shape = sh, .scratch = true}
-#define COLUMNS(sfx)                                                         \
-  {.suffix = sfx, .shape = XS_COLUMNS, .scratch = true, .if_columns = true}
+#define CONV_WORK(sfx, bwd)                                                  \
+  {.suffix = sfx, .shape = XS_CONV_WORK, .scratch = true, .if_work = true,   \
+   .backward = bwd}
 
 static const OpInfo table[OP_COUNT] = {
     [OP_CONV] = {
@@ -247,7 +248,7 @@ static const OpInfo table[OP_COUNT] = {
         .weights = conv_weights, .layout = {WL_OHWI, WL_VECTOR},
         .init = {"NP_CONV_WEIGHT", "NP_CONV_BIAS"}, .fans = conv_fans,
         .flops = conv_flops,
-        .extras = {COLUMNS("cols")},
+        .extras = {CONV_WORK("work", false)},
         .nextras = 1, .shape = SK_CONV,
         .kernel = {"conv_forward", NULL,
                    ARGS(KA_OUT, KA_EXTRA0, KA_IN0, KA_W0, KA_W1, KA_SHAPE)}},
@@ -327,7 +328,7 @@ static const OpInfo table[OP_COUNT] = {
         .name = "conv_backward", .doc = "dX, dW, db from dY, X, W",
         .ninputs = 2, .backward = OP_NONE, .bwd_flops = BF_GEMMS,
         .bwd_in = {BI_DY, BI_X_KEPT}, .nbwd_in = 2,
-        .extras = {COLUMNS("dcols")},
+        .extras = {CONV_WORK("dwork", true)},
         .nextras = 1, .shape = SK_CONV,
         .kernel = {"conv_backward", NULL,
                    ARGS(KA_OUT, KA_WGRAD0, KA_WGRAD1, KA_EXTRA0, KA_IN0,
@@ -453,24 +454,34 @@ double op_flops(OpKind k, const Shape *in, const Shape *out,
   return op->flops ? op->flops(in, out, a) : 0;
 }
 
-Shape op_extra_shape(ExtraShape e, Shape in, Shape out, const int64_t *a,
-                     bool *batched) {
+Shape op_extra_shape(const ExtraSpec *e, Shape in, Shape out, const Node *f,
+                     int64_t batch, bool *batched) {
   *batched = true;
-  switch (e) {
+  switch (e->shape) {
   case XS_CHANNEL:
     *batched = false;
     return (Shape){in.c, 1, 1};
   case XS_OUTPUT: return out;
   case XS_INPUT: return in;
-  case XS_COLUMNS: return (Shape){in.c * a[CONV_K] * a[CONV_K], out.h, out.w};
+  case XS_CONV_WORK: {
+    /* Unbatched: the direct kernel's tables and packed weights, and
+     * GEMM's columns of one chunk of images, do not grow with the batch
+     * (past a few images). */
+    ConvShape s = {.N = (int)batch, .H = (int)in.h, .W = (int)in.w, .C = (int)in.c,
+                   .OC = (int)out.c, .K = (int)f->attr[CONV_K],
+                   .stride = (int)f->attr[CONV_STRIDE],
+                   .pad = (int)f->attr[CONV_PAD], .OH = (int)out.h,
+                   .OW = (int)out.w, .algo = f->algo[CONV_PASS_FWD],
+                   .algo_dx = f->algo[CONV_PASS_DX],
+                   .algo_dw = f->algo[CONV_PASS_DW]};
+    *batched = false;
+    return (Shape){conv_work_floats(&s, e->backward), 1, 1};
+  }
   case XS_BN_WORK:
     *batched = false;
     return (Shape){BATCHNORM_WORK_BYTES(in.c) / 4, 1, 1};
   }
-  fprintf(stderr, "netc: internal error: extra shape %d unknown\n", (int)e);
+  fprintf(stderr, "netc: internal error: extra shape %d unknown\n",
+          (int)e->shape);
   exit(1);
-}
-
-bool conv_needs_columns(const int64_t *a) {
-  return a[CONV_K] != 1 || a[CONV_STRIDE] != 1 || a[CONV_PAD] != 0;
 }

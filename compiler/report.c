@@ -43,9 +43,19 @@ void print_summary(FILE *out, const Graph *g) {
       snprintf(params, sizeof params, "shared");
     else
       snprintf(params, sizeof params, "%lld", (long long)node_params(g, i));
-    fprintf(out, "%-*s  %-21s  %-12s  %10s  %9.2f\n", width, n->path,
+    fprintf(out, "%-*s  %-21s  %-12s  %10s  %9.2f", width, n->path,
             op_info(n->op)->name, shape_str(&p, g->tensors[n->out].shape),
             params, mf);
+    if (n->op == OP_CONV) { /* each pass's algorithm, the workspaces */
+      ConvShape cs = node_conv_shape(g, i);
+      fprintf(out, "  fwd=%s dx=%s dw=%s work=%lld+%lldB",
+              conv_algo_name(n->algo[CONV_PASS_FWD]),
+              conv_algo_name(n->algo[CONV_PASS_DX]),
+              conv_algo_name(n->algo[CONV_PASS_DW]),
+              (long long)conv_work_floats(&cs, 0) * 4,
+              (long long)conv_work_floats(&cs, 1) * 4);
+    }
+    fputc('\n', out);
   }
   fprintf(out, "network=%s input=%s classes=%lld layers=%d params=%lld "
                "weights=%d mflops=%.2f\n",

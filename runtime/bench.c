@@ -10,6 +10,7 @@
 #include <cblas.h>
 
 #include "commands.h"
+#include "netc_rt.h"
 #include "data.h"
 #include "netc_rt.h"
 #include "options.h"
@@ -105,10 +106,11 @@ static void print_bench(const Bench *b, double ips) {
   double peak = sgemm_peak();
   printf("netc model=%s batch=%d threads=%d steps_per_s=%.3f img_per_s=%.2f "
          "gflops=%.2f sgemm_peak_gflops=%.2f peak_frac=%.3f rss_mib=%ld "
-         "blas_kernel=%s first_loss=%.6f last_loss=%.6f\n",
+         "blas_kernel=%s conv_kernel=%s conv_algos=%s first_loss=%.6f "
+         "last_loss=%.6f\n",
          m->name, m->batch, rt_threads(), ips / m->batch, ips, gflops, peak,
-         gflops / peak, rss, openblas_get_corename(), b->first_loss,
-         b->last_loss);
+         gflops / peak, rss, openblas_get_corename(), rt_conv_kernel_name(),
+         m->conv_algos, b->first_loss, b->last_loss);
 }
 
 static int parse_bench(int argc, char **argv, Bench *b) {

@@ -4,6 +4,7 @@
 #include <stdio.h>
 
 #include "commands.h"
+#include "netc_rt.h"
 #include "options.h"
 #include "step.h"
 #include "train.h"
@@ -28,10 +29,12 @@ int cmd_info(int argc, char **argv) {
     return rc;
   const NetcModel *m = &netc_model;
   printf("model=%s source=%s netc=%s batch=%d input=%dx%dx%d classes=%d "
-         "param_bytes=%lld param_tensors=%d arena_bytes=%lld\n",
+         "param_bytes=%lld param_tensors=%d arena_bytes=%lld isa=%s "
+         "conv_kernel=%s conv_algos=%s\n",
          m->name, m->source, m->netc_version, m->batch, m->in_c, m->in_h,
          m->in_w, m->classes, (long long)m->param_bytes, m->nparam_tensors,
-         (long long)m->arena_bytes);
+         (long long)m->arena_bytes, rt_isa_name(m->isa),
+         rt_conv_kernel_name(), m->conv_algos);
   NetcOptimizer o = {.kind = (NetcOptKind)optimizer};
   NetcState *s = trainer_state_new(&o);
   if (!s)

@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "conv_direct.h"
 #include "netc_rt.h"
 
 void rt_set_threads(int n) {
@@ -82,7 +83,7 @@ static void clip_window(int start, int K, int len, int *k0, int *k1) {
 
 /* A 1x1, stride-1, pad-0 convolution is a plain GEMM on x: im2col would
  * only copy x, so it is skipped whether or not cols is given. */
-static int conv_is_direct(const ConvShape *s) {
+static int conv_is_pointwise(const ConvShape *s) {
   return s->K == 1 && s->stride == 1 && s->pad == 0;
 }
 
@@ -144,48 +145,100 @@ static void col2im(float *dx, const float *cols, const ConvShape *s,
   }
 }
 
-void conv_forward(float *y, float *cols, const float *x, const float *w,
-                  const float *b, const ConvShape *s) {
-  int M = s->N * s->OH * s->OW, KKC = s->K * s->K * s->C;
-  const float *a = x;
-  if (!conv_is_direct(s)) {
-    assert(cols && "cols may be NULL only for a 1x1/s1/p0 convolution");
-    im2col(cols, x, s);
-    a = cols;
+/* CONV_GEMM: per chunk of conv_gemm_chunk() images, im2col into `cols`
+ * (OH*OW rows of K*K*C per image), then one sgemm. */
+static void gemm_forward(float *y, float *cols, const float *x,
+                         const float *w, const float *b, const ConvShape *s) {
+  int KKC = s->K * s->K * s->C, pointwise = conv_is_pointwise(s);
+  int nb = pointwise ? s->N : conv_gemm_chunk(s);
+  int64_t xi = (int64_t)s->H * s->W * s->C, yi = (int64_t)s->OH * s->OW * s->OC;
+  for (int n0 = 0; n0 < s->N; n0 += nb) {
+    ConvShape c = *s;
+    c.N = s->N - n0 < nb ? s->N - n0 : nb;
+    int M = c.N * s->OH * s->OW;
+    const float *a = x + n0 * xi;
+    if (!pointwise) {
+      assert(cols && "cols may be NULL only for a 1x1/s1/p0 convolution");
+      im2col(cols, a, &c);
+      a = cols;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, s->OC, KKC,
+                1.0f, a, KKC, w, KKC, 0.0f, y + n0 * yi, s->OC);
   }
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, s->OC, KKC, 1.0f,
-              a, KKC, w, KKC, 0.0f, y, s->OC);
   if (b)
-    add_bias(y, b, M, s->OC);
+    add_bias(y, b, (int64_t)s->N * s->OH * s->OW, s->OC);
 }
 
-void conv_backward(float *dx, float *dw, float *db, float *cols,
+/* Per chunk: dW (+)= dY^T cols. */
+static void gemm_bwd_weights(float *dw, float *cols, const float *dy,
+                             const float *x, const ConvShape *s, int acc) {
+  int KKC = s->K * s->K * s->C, OC = s->OC, pointwise = conv_is_pointwise(s);
+  int nb = pointwise ? s->N : conv_gemm_chunk(s);
+  int64_t xi = (int64_t)s->H * s->W * s->C, yi = (int64_t)s->OH * s->OW * OC;
+  for (int n0 = 0; n0 < s->N; n0 += nb) {
+    ConvShape c = *s;
+    c.N = s->N - n0 < nb ? s->N - n0 : nb;
+    int M = c.N * s->OH * s->OW;
+    const float *a = x + n0 * xi, *d = dy + n0 * yi;
+    if (!pointwise) {
+      assert(cols && "cols may be NULL only for a 1x1/s1/p0 convolution");
+      im2col(cols, a, &c);
+      a = cols;
+    }
+    float beta = n0 > 0 || acc ? 1.0f : 0.0f;
+    /* dw (OC, KKC) (+)= dy^T (OC, M) * cols (M, KKC) */
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, KKC, M, 1.0f, d,
+                OC, a, KKC, beta, dw, KKC);
+  }
+}
+
+/* Per chunk: dcols = dY W, then col2im into dX (1x1/s1/p0: dX = dY W). */
+static void gemm_bwd_data(float *dx, float *cols, const float *dy,
+                          const float *w, const ConvShape *s, int acc) {
+  int KKC = s->K * s->K * s->C, OC = s->OC, pointwise = conv_is_pointwise(s);
+  int nb = pointwise ? s->N : conv_gemm_chunk(s);
+  int64_t xi = (int64_t)s->H * s->W * s->C, yi = (int64_t)s->OH * s->OW * OC;
+  for (int n0 = 0; n0 < s->N; n0 += nb) {
+    ConvShape c = *s;
+    c.N = s->N - n0 < nb ? s->N - n0 : nb;
+    int M = c.N * s->OH * s->OW;
+    const float *d = dy + n0 * yi;
+    float *dxc = dx + n0 * xi;
+    if (pointwise) { /* dx (M, C) = dy (M, OC) * w (OC, C) */
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, s->C, OC,
+                  1.0f, d, OC, w, s->C, acc ? 1.0f : 0.0f, dxc, s->C);
+      continue;
+    }
+    assert(cols && "cols may be NULL only for a 1x1/s1/p0 convolution");
+    /* dcols (M, KKC) = dy (M, OC) * w (OC, KKC) */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, KKC, OC, 1.0f,
+                d, OC, w, KKC, 0.0f, cols, KKC);
+    col2im(dxc, cols, &c, acc);
+  }
+}
+
+void conv_forward(float *y, float *work, const float *x, const float *w,
+                  const float *b, const ConvShape *s) {
+  if (s->algo == CONV_DIRECT)
+    conv_direct_forward(y, work, x, w, b, s);
+  else
+    gemm_forward(y, work, x, w, b, s);
+}
+
+void conv_backward(float *dx, float *dw, float *db, float *work,
                    const float *dy, const float *x, const float *w,
                    const ConvShape *s, int acc_dx, int acc_dw) {
-  int M = s->N * s->OH * s->OW, KKC = s->K * s->K * s->C, OC = s->OC;
-  int direct = conv_is_direct(s);
-  const float *a = x;
-  if (!direct) {
-    assert(cols && "cols may be NULL only for a 1x1/s1/p0 convolution");
-    im2col(cols, x, s);
-    a = cols;
-  }
-  /* dw (OC, KKC) = dy^T (OC, M) * cols (M, KKC) */
-  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, KKC, M, 1.0f, dy,
-              OC, a, KKC, acc_dw ? 1.0f : 0.0f, dw, KKC);
+  /* dW first: a GEMM dW's columns and a dX's workspace share `work`. */
+  if (s->algo_dw == CONV_DIRECT)
+    conv_direct_bwd_weights(dw, dy, x, s, acc_dw);
+  else
+    gemm_bwd_weights(dw, work, dy, x, s, acc_dw);
+  if (dx && s->algo_dx == CONV_DIRECT)
+    conv_direct_bwd_data(dx, work, dy, w, s, acc_dx);
+  else if (dx)
+    gemm_bwd_data(dx, work, dy, w, s, acc_dx);
   if (db)
-    column_sums(db, dy, M, OC, acc_dw);
-  if (!dx)
-    return;
-  if (direct) { /* dx (M, C) = dy (M, OC) * w (OC, C) */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, s->C, OC, 1.0f,
-                dy, OC, w, s->C, acc_dx ? 1.0f : 0.0f, dx, s->C);
-    return;
-  }
-  /* dcols (M, KKC) = dy (M, OC) * w (OC, KKC), in cols now dw is done. */
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, KKC, OC, 1.0f, dy,
-              OC, w, KKC, 0.0f, cols, KKC);
-  col2im(dx, cols, s, acc_dx);
+    column_sums(db, dy, (int64_t)s->N * s->OH * s->OW, s->OC, acc_dw);
 }
 
 /* ---- batch normalization ------------------------------------------------ */

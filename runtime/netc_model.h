@@ -125,6 +125,9 @@ struct NetcModel {
   int nops;               /* forward and backward ops, schedule order */
   const NetcOp *ops;
   double flops_per_step;  /* forward + backward FLOPs of one batch */
+  int isa;                /* the RT_ISA_* its kernels were built for */
+  const char *conv_algos; /* how many conv passes use each algorithm:
+                             "fwd:direct=19,gemm=1;bwd:direct=19,gemm=1" */
   /* training = 1: batch statistics (and running statistics updated);
    * 0: running statistics. Sets state->loss. */
   void (*forward)(NetcState *s, int training);

@@ -36,11 +36,23 @@ enum { NETC_WRITE = 0, NETC_ADD = 1 };
 
 /* ---- layer shapes: one const struct per layer in generated code -------- */
 
+/* How a convolution pass is computed: the compiler chooses per layer and
+ * per pass (compiler/algo.c) and writes it into the layer's ConvShape.
+ * CONV_GEMM, im2col plus one OpenBLAS sgemm, is the reference and the
+ * fallback; CONV_DIRECT is netc's own register-blocked kernel
+ * (conv_direct.c), which never multiplies a padding tap. */
+enum { CONV_GEMM = 0, CONV_DIRECT = 1, CONV_ALGO_COUNT };
+/* The three passes of a convolution, each with its own algorithm. */
+enum { CONV_PASS_FWD, CONV_PASS_DX, CONV_PASS_DW, CONV_PASSES };
+
 /* A convolution: N images of H x W x C in, OH x OW x OC out. */
 typedef struct {
   int N, H, W, C;   /* input */
   int OC, K, stride, pad;
   int OH, OW;       /* output */
+  int algo;         /* the forward pass's CONV_* (0: GEMM) */
+  int algo_dx;      /* the input gradient's */
+  int algo_dw;      /* the weight gradient's */
 } ConvShape;
 
 /* A pooling window over N images of H x W x C. */
@@ -86,16 +98,75 @@ enum { BN_CHUNKS = 16 };
 #define BATCHNORM_WORK_BYTES(C)                                              \
   ((int64_t)BN_CHUNKS * 2 * (C) * 8 + (int64_t)4 * (C) * 4)
 
+/* The instruction sets netc's own kernels are built for. A trainer runs
+ * the one it was compiled for (netc build: the build machine's, or AVX2
+ * with --portable); rt_set_isa() refuses one this CPU lacks. */
+enum { RT_ISA_AVX2 = 0, RT_ISA_AVX512 = 1, RT_ISA_COUNT };
+int rt_cpu_has_isa(int isa);
+/* 0, or -1 (and nothing changes) if this CPU lacks `isa`. */
+int rt_set_isa(int isa);
+int rt_isa(void);
+const char *rt_isa_name(int isa);           /* "avx2", "avx512" */
+/* What bench and info print: "avx2-fma-direct-6x16" (ISA, algorithm,
+ * register tile in pixels x channels). */
+const char *rt_conv_kernel_name(void);
+
+/* The bytes of a 4-byte element count rounded up to whole cache lines. */
+#define RT_LINE_FLOATS(n) (((int64_t)(n) + 15) / 16 * 16)
+/* CONV_GEMM runs over the batch in chunks of this many images, so that
+ * its im2col columns stay near 8 MiB instead of growing with the batch
+ * (a 7x7 stem at batch 64 would take 38 MB); the chunks are as even as
+ * the batch allows. */
+static inline int conv_gemm_chunk(const ConvShape *s) {
+  int64_t per = (int64_t)s->OH * s->OW * s->K * s->K * s->C * 4;
+  int64_t chunks = per > 0 ? (per * s->N + (8 << 20) - 1) / (8 << 20) : 1;
+  chunks = chunks < 1 ? 1 : chunks > s->N ? s->N : chunks;
+  return (int)((s->N + chunks - 1) / chunks);
+}
+
+/* The workspace a convolution pass takes, in floats (the compiler's plan
+ * places it; conv_forward and conv_backward use nothing else). The
+ * backward pass's is the larger of its dW's and its dX's:
+ * - CONV_GEMM: the im2col columns of one chunk of conv_gemm_chunk()
+ *   images, OH*OW rows of K*K*C each, or none for a 1x1, stride-1, pad-0
+ *   convolution (it multiplies x directly);
+ * - CONV_DIRECT forward: the weights repacked in blocks of 32 output
+ *   channels, (OC/32, K, K, C, 32), then the class tables (5 ints per
+ *   output row and column);
+ * - CONV_DIRECT dX: the class tables of dX (5 ints per input row and
+ *   column), then the weights repacked for dX in blocks of 32 input
+ *   channels, (C/32, K, K, OC, 32); CONV_DIRECT dW: none. */
+static inline int64_t conv_gemm_cols(const ConvShape *s) {
+  if (s->K == 1 && s->stride == 1 && s->pad == 0)
+    return 0;
+  return (int64_t)conv_gemm_chunk(s) * s->OH * s->OW * s->K * s->K * s->C;
+}
+
+static inline int64_t conv_work_floats(const ConvShape *s, int backward) {
+  if (!backward)
+    return s->algo == CONV_DIRECT
+               ? RT_LINE_FLOATS(5 * (s->OH + s->OW)) +
+                     ((int64_t)s->OC + 31) / 32 * 32 * s->K * s->K * s->C
+               : conv_gemm_cols(s);
+  /* dW runs first, then dX, in the same workspace. */
+  int64_t dx = s->algo_dx == CONV_DIRECT
+                   ? RT_LINE_FLOATS(5 * (s->H + s->W)) +
+                         ((int64_t)s->C + 31) / 32 * 32 * s->K * s->K * s->OC
+                   : conv_gemm_cols(s);
+  int64_t dw = s->algo_dw == CONV_DIRECT ? 0 : conv_gemm_cols(s);
+  return dx > dw ? dx : dw;
+}
+
 /* ---- kernels ------------------------------------------------------------ */
 
-/* Convolution over the whole batch: im2col into `cols` (N*OH*OW rows of
- * K*K*C), then one sgemm. cols may be NULL for a 1x1, stride-1, pad-0
- * convolution, which multiplies x directly. b may be NULL (no bias). */
-void conv_forward(float *y, float *cols, const float *x, const float *w,
+/* Convolution over the whole batch, by s->algo. `work` is the pass's
+ * workspace (conv_work_floats(s, 0) floats, 64-byte aligned; NULL when
+ * that is 0), clobbered. b may be NULL (no bias). */
+void conv_forward(float *y, float *work, const float *x, const float *w,
                   const float *b, const ConvShape *s);
-/* dx may be NULL (no input gradient: the first layer). dw always, db if
- * non-NULL. cols as in conv_forward (scratch, clobbered). */
-void conv_backward(float *dx, float *dw, float *db, float *cols,
+/* dW by s->algo_dw, then dX by s->algo_dx. dx may be NULL (no input gradient: the first layer).
+ * dw always, db if non-NULL. work: conv_work_floats(s, 1) floats. */
+void conv_backward(float *dx, float *dw, float *db, float *work,
                    const float *dy, const float *x, const float *w,
                    const ConvShape *s, int acc_dx, int acc_dw);
 

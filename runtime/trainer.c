@@ -7,6 +7,7 @@
 
 #include "commands.h"
 #include "netc_model.h"
+#include "netc_rt.h"
 #include "options.h"
 
 static const struct {
@@ -57,5 +58,14 @@ int main(int argc, char **argv) {
    * training run gets to write its checkpoint first (train.c), and the
    * trainer ends quietly (output_status). */
   signal(SIGPIPE, SIG_IGN);
+  /* netc build compiled this trainer for one instruction set; a CPU that
+   * lacks it would die of SIGILL in the first convolution. */
+  if (rt_set_isa(netc_model.isa)) {
+    fprintf(stderr,
+            "%s: this trainer was built for %s, which this CPU lacks; "
+            "rebuild it here, or with netc build --portable\n",
+            netc_model.name, rt_isa_name(netc_model.isa));
+    return 1;
+  }
   return output_status(dispatch(argc, argv));
 }

@@ -133,34 +133,38 @@ END_TEST
 
 START_TEST(test_batch_scales_activations) {
   Pool pool = {0};
-  Diag d8, d64;
+  Diag d16, d128;
   FILE *null = fopen("/dev/null", "w");
-  diag_init(&d8, &pool, null);
-  diag_init(&d64, &pool, null);
-  Graph g8, g64;
-  ck_assert_int_eq(compile_front(&d8, &pool, "models/resnet18.net", 8, &g8,
+  diag_init(&d16, &pool, null);
+  diag_init(&d128, &pool, null);
+  /* Batches 16 and 128: at 8 the convolutions' workspaces (weight sized,
+   * not batched) are too large a share of the step for the test to say
+   * much. */
+  Graph g16, g128;
+  ck_assert_int_eq(compile_front(&d16, &pool, "models/resnet18.net", 16, &g16,
                                  NULL), 0);
-  ck_assert_int_eq(compile_front(&d64, &pool, "models/resnet18.net", 64,
-                                 &g64, NULL), 0);
-  Plan p8, p64;
-  plan_memory(&g8, &p8);
-  plan_memory(&g64, &p64);
-  ck_assert_int_eq(p8.persistent_bytes, p64.persistent_bytes);
-  /* At the batch-8 peak, every live byte but the unbatched tensors'
-   * (weight gradients, batch statistics) is 8 times larger at batch 64. */
+  ck_assert_int_eq(compile_front(&d128, &pool, "models/resnet18.net", 128,
+                                 &g128, NULL), 0);
+  Plan p16, p128;
+  plan_memory(&g16, &p16);
+  plan_memory(&g128, &p128);
+  ck_assert_int_eq(p16.persistent_bytes, p128.persistent_bytes);
+  /* At the batch-16 peak, every live byte but the unbatched tensors'
+   * (weight gradients, batch statistics, workspaces) is 8 times larger at
+   * batch 128. */
   int64_t unbatched = 0;
-  for (int s = 0; s < p8.nsteps; s++) {
+  for (int s = 0; s < p16.nsteps; s++) {
     int64_t live = 0;
-    for (int t = 0; t < g8.ntensors; t++)
-      if (!g8.tensors[t].batched && p8.storage[t] == t &&
-          p8.first[t] <= s && s <= p8.last[t])
-        live += p8.size[t];
+    for (int t = 0; t < g16.ntensors; t++)
+      if (!g16.tensors[t].batched && p16.storage[t] == t &&
+          p16.first[t] <= s && s <= p16.last[t])
+        live += p16.size[t];
     unbatched = live > unbatched ? live : unbatched;
   }
   ck_assert_int_gt(unbatched, 0);
-  ck_assert_int_lt(unbatched, p8.lower_bound_bytes / 2);
-  ck_assert_int_ge(p64.lower_bound_bytes,
-                   8 * (p8.lower_bound_bytes - unbatched));
+  ck_assert_int_lt(unbatched, p16.lower_bound_bytes / 2);
+  ck_assert_int_ge(p128.lower_bound_bytes,
+                   8 * (p16.lower_bound_bytes - unbatched));
   fclose(null);
   pool_free(&pool);
 }

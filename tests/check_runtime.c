@@ -30,8 +30,11 @@ static float frand(void) {
   return (float)((double)(r >> 11) / 9007199254740992.0 * 2.0 - 1.0);
 }
 
+/* 64-byte aligned, as the plan places every tensor (the direct conv's
+ * packed weights rely on it). */
 static float *alloc_f(int64_t n) {
-  float *p = malloc((size_t)(n > 0 ? n : 1) * sizeof *p);
+  size_t bytes = ((size_t)(n > 0 ? n : 1) * sizeof(float) + 63) / 64 * 64;
+  float *p = aligned_alloc(64, bytes);
   ck_assert_ptr_nonnull(p);
   return p;
 }
@@ -99,85 +102,147 @@ static double dot(const float *y, const float *r, int64_t n) {
 }
 
 /* Compares the analytic gradient g of loss() with respect to p against
- * central differences, on every element. The step is taken as the float
- * difference actually applied, so the division is exact. */
+ * central differences, on every element of a small tensor and on 400
+ * spread over a big one (every (n/400)-th, and the last). The step is
+ * taken as the float difference actually applied, so the division is
+ * exact. */
+static void fd_one(const char *what, float *p, const float *g, int64_t i,
+                   double (*loss)(void *), void *ctx) {
+  const float h = 1e-2f;
+  float keep = p[i], hi = keep + h, lo = keep - h;
+  p[i] = hi;
+  double lp = loss(ctx);
+  p[i] = lo;
+  double lm = loss(ctx);
+  p[i] = keep;
+  double num = (lp - lm) / ((double)hi - lo);
+  ck_assert_msg(fabs(g[i] - num) <= 1e-3 + 1e-2 * fabs(num),
+                "d%s[%lld]: analytic %.7g, numeric %.7g", what, (long long)i,
+                g[i], num);
+}
+
 static void expect_fd(const char *what, float *p, const float *g, int64_t n,
                       double (*loss)(void *), void *ctx) {
-  const float h = 1e-2f;
-  for (int64_t i = 0; i < n; i++) {
-    float keep = p[i], hi = keep + h, lo = keep - h;
-    p[i] = hi;
-    double lp = loss(ctx);
-    p[i] = lo;
-    double lm = loss(ctx);
-    p[i] = keep;
-    double num = (lp - lm) / ((double)hi - lo);
-    ck_assert_msg(fabs(g[i] - num) <= 1e-3 + 1e-2 * fabs(num),
-                  "d%s[%lld]: analytic %.7g, numeric %.7g", what,
-                  (long long)i, g[i], num);
-  }
+  int64_t step = n > 400 ? n / 400 : 1;
+  for (int64_t i = 0; i < n; i += step)
+    fd_one(what, p, g, i, loss, ctx);
+  if ((n - 1) % step)
+    fd_one(what, p, g, n - 1, loss, ctx);
 }
 
 /* ---- convolution fixtures ----------------------------------------------- */
 
 /* A test convolution: N, H, W, C, OC, K, stride, pad (conv_make fills in
- * OH and OW), and whether cols is NULL (allowed for 1x1/s1/p0 only). */
+ * OH and OW), and whether cols is NULL (allowed for 1x1/s1/p0 GEMM only). */
 typedef struct {
   ConvShape s;
   int null_cols;
 } ConvCase;
 
-/* Odd sizes: strides that drop edges, pad >= K/2, 1x1 both ways. */
+/* Odd sizes: strides that drop edges, pad >= K/2, 1x1 both ways; then
+ * the maps the residual stages end on (2x2, 1x1, 4x4) with channel counts
+ * that fill one register block and spill into the next; pad 3 on a 3x3,
+ * whose corner windows see no input at all; batch 1. */
 static const ConvCase conv_cases[] = {
-    {{2, 7, 5, 3, 4, 3, 2, 1, 0, 0}, 0}, {{1, 9, 9, 5, 6, 1, 1, 0, 0, 0}, 1},
-    {{3, 6, 7, 2, 5, 5, 3, 2, 0, 0}, 0}, {{2, 4, 4, 3, 2, 1, 2, 0, 0, 0}, 0},
-    {{1, 5, 5, 4, 3, 7, 1, 3, 0, 0}, 0}, {{2, 3, 5, 4, 3, 1, 1, 0, 0, 0}, 0},
+    {{2, 7, 5, 3, 4, 3, 2, 1, 0, 0, 0, 0, 0}, 0},
+    {{1, 9, 9, 5, 6, 1, 1, 0, 0, 0, 0, 0, 0}, 1},
+    {{3, 6, 7, 2, 5, 5, 3, 2, 0, 0, 0, 0, 0}, 0},
+    {{2, 4, 4, 3, 2, 1, 2, 0, 0, 0, 0, 0, 0}, 0},
+    {{1, 5, 5, 4, 3, 7, 1, 3, 0, 0, 0, 0, 0}, 0},
+    {{2, 3, 5, 4, 3, 1, 1, 0, 0, 0, 0, 0, 0}, 0},
+    {{3, 2, 2, 17, 33, 3, 1, 1, 0, 0, 0, 0, 0}, 0},
+    {{2, 1, 1, 20, 7, 3, 1, 1, 0, 0, 0, 0, 0}, 0},
+    {{2, 4, 4, 40, 35, 3, 2, 1, 0, 0, 0, 0, 0}, 0},
+    {{1, 4, 4, 33, 18, 3, 1, 3, 0, 0, 0, 0, 0}, 0},
+    {{1, 2, 2, 16, 32, 1, 1, 0, 0, 0, 0, 0, 0}, 0},
 };
 #define NCONV ((int)(sizeof conv_cases / sizeof conv_cases[0]))
+
+/* Every way a convolution can run: im2col + sgemm, then netc's direct
+ * kernels for each instruction set. The loop tests run case x variant for
+ * the variants this CPU can run (conv_variants(), set up in the suite). */
+typedef struct {
+  int algo[CONV_PASSES], isa; /* forward, dX, dW */
+  const char *name;
+} ConvVariant;
+enum { G = CONV_GEMM, D = CONV_DIRECT };
+static const ConvVariant variants[] = {
+    {{G, G, G}, RT_ISA_AVX2, "gemm"},
+    {{D, D, D}, RT_ISA_AVX2, "direct avx2"},
+    /* mixed: a backward workspace must hold what each of its passes needs */
+    {{D, G, D}, RT_ISA_AVX2, "direct, gemm dX, direct dW"},
+    {{G, D, G}, RT_ISA_AVX2, "gemm, direct dX, gemm dW"},
+    {{D, D, D}, RT_ISA_AVX512, "direct avx512"},
+};
+static int nvariants; /* the leading entries of variants[] this CPU runs */
+
+static int conv_variants(void) {
+  if (!nvariants) {
+    nvariants = rt_cpu_has_isa(RT_ISA_AVX512) ? 5 : 4;
+    if (nvariants < 5)
+      fprintf(stderr, "note: this CPU has no AVX-512: the avx512 direct "
+                      "kernels are not tested here\n");
+  }
+  return nvariants;
+}
 
 typedef struct {
   ConvShape s;
   int64_t nx, nw, ny;
-  float *x, *w, *b, *cols, *y, *r; /* r: the weights of L = sum(y .* r) */
+  float *x, *w, *b, *work, *y, *r; /* r: the weights of L = sum(y .* r) */
+  const char *variant;
 } Conv;
 
-static Conv conv_make(const ConvCase *cc) {
-  Conv c = {.s = cc->s};
+/* Case i of the loop tests: conv_cases[i / nvariants] computed the way
+ * of variants[i % nvariants]. */
+static Conv conv_make(const ConvCase *cc, int variant) {
+  const ConvVariant *v = &variants[variant];
+  Conv c = {.s = cc->s, .variant = v->name};
   ConvShape *s = &c.s;
   s->OH = (s->H + 2 * s->pad - s->K) / s->stride + 1;
   s->OW = (s->W + 2 * s->pad - s->K) / s->stride + 1;
+  s->algo = v->algo[CONV_PASS_FWD];
+  s->algo_dx = v->algo[CONV_PASS_DX];
+  s->algo_dw = v->algo[CONV_PASS_DW];
+  ck_assert_msg(rt_set_isa(v->isa) == 0, "cannot run %s", v->name);
   c.nx = (int64_t)s->N * s->H * s->W * s->C;
   c.nw = (int64_t)s->OC * s->K * s->K * s->C;
   c.ny = (int64_t)s->N * s->OH * s->OW * s->OC;
   c.x = randv(c.nx);
   c.w = randv(c.nw);
   c.b = randv(s->OC);
-  /* NaN scratch: im2col must write every element, padding included. */
-  c.cols = cc->null_cols ? NULL
-                         : filled((int64_t)s->N * s->OH * s->OW * s->K *
-                                      s->K * s->C,
-                                  NAN);
+  /* NaN workspace: every kernel must write what it reads, im2col the
+   * padding included. */
+  int64_t nwork = conv_work_floats(s, 0) > conv_work_floats(s, 1)
+                      ? conv_work_floats(s, 0)
+                      : conv_work_floats(s, 1);
+  c.work = nwork == 0 && cc->null_cols ? NULL : filled(nwork, NAN);
   c.y = alloc_f(c.ny);
   c.r = randv(c.ny);
   return c;
+}
+
+static Conv conv_make_case(int i) {
+  int nv = conv_variants();
+  return conv_make(&conv_cases[i / nv], i % nv);
 }
 
 static void conv_free(Conv *c) {
   free(c->x);
   free(c->w);
   free(c->b);
-  free(c->cols);
+  free(c->work);
   free(c->y);
   free(c->r);
 }
 
 static void conv_fwd(Conv *c, float *y, const float *b) {
-  conv_forward(y, c->cols, c->x, c->w, b, &c->s);
+  conv_forward(y, c->work, c->x, c->w, b, &c->s);
 }
 
 static void conv_bwd(Conv *c, float *dx, float *dw, float *db, int acc_dx,
                      int acc_dw) {
-  conv_backward(dx, dw, db, c->cols, c->r, c->x, c->w, &c->s, acc_dx,
+  conv_backward(dx, dw, db, c->work, c->r, c->x, c->w, &c->s, acc_dx,
                 acc_dw);
 }
 
@@ -264,13 +329,13 @@ static double pooling_loss(void *ctx) {
 
 START_TEST(test_conv_forward) {
   seed(100 + (uint64_t)_i);
-  Conv c = conv_make(&conv_cases[_i]);
+  Conv c = conv_make_case(_i);
   float *want = alloc_f(c.ny);
   for (int bias = 0; bias < 2; bias++) {
     const float *b = bias ? c.b : NULL;
     conv_fwd(&c, c.y, b);
     rt_ref_conv_forward(want, c.x, c.w, b, &c.s);
-    expect_close("conv y", c.y, want, c.ny, 1e-5, 1e-5);
+    expect_close(c.variant, c.y, want, c.ny, 1e-5, 1e-5);
   }
   free(want);
   conv_free(&c);
@@ -437,7 +502,7 @@ END_TEST
 /* Also against rt_ref_conv_backward, which shares no code with it. */
 START_TEST(test_conv_grad) {
   seed(700 + (uint64_t)_i);
-  Conv c = conv_make(&conv_cases[_i]);
+  Conv c = conv_make_case(_i);
   const ConvShape *s = &c.s;
   float *dx = filled(c.nx, NAN), *dw = filled(c.nw, NAN);
   float *db = filled(s->OC, NAN);
@@ -668,7 +733,7 @@ END_TEST
 /* Both flags independently, on the im2col path and on the direct 1x1. */
 START_TEST(test_acc_conv) {
   seed(1400 + (uint64_t)_i);
-  Conv c = conv_make(&conv_cases[_i]);
+  Conv c = conv_make_case(_i);
   int64_t noc = c.s.OC;
   float *dx0 = filled(c.nx, NAN), *dw0 = filled(c.nw, NAN);
   float *db0 = filled(noc, NAN);
@@ -897,8 +962,8 @@ static void conv_all(Conv *c, int n, float **out) {
  * sum, the same bits for 1, 2 and 3 threads. */
 START_TEST(test_threads_agree) {
   seed(2200);
-  ConvCase cc = {{4, 13, 11, 8, 16, 3, 1, 1, 0, 0}, 0};
-  Conv c = conv_make(&cc);
+  ConvCase cc = {{4, 13, 11, 8, 16, 3, 1, 1, 0, 0, 0, 0, 0}, 0};
+  Conv c = conv_make(&cc, 0);
   int before = rt_threads();
   float *one[4], *more[4];
   conv_all(&c, 1, one);
@@ -916,6 +981,33 @@ START_TEST(test_threads_agree) {
                   "conv db: %d threads differ from 1", threads);
     for (int k = 0; k < 4; k++)
       free(more[k]);
+  }
+  rt_set_threads(before);
+  for (int k = 0; k < 4; k++)
+    free(one[k]);
+  conv_free(&c);
+}
+END_TEST
+
+/* netc's direct kernels sum every output in one fixed order: the same
+ * bits for 1, 2 and 3 threads, in all three passes, at stride 1 and 2. */
+START_TEST(test_direct_threads_bits) {
+  seed(2300 + (uint64_t)_i);
+  ConvCase cc = {{5, 9, 7, 24, 40, 3, 1 + _i, 1, 0, 0, 0, 0, 0}, 0};
+  Conv c = conv_make(&cc, _i == 1 && conv_variants() == 5 ? 4 : 1);
+  int before = rt_threads();
+  float *one[4], *more[4];
+  conv_all(&c, 1, one);
+  int64_t n[4] = {c.ny, c.nx, c.nw, c.s.OC};
+  const char *what[4] = {"y", "dx", "dw", "db"};
+  for (int threads = 2; threads <= 3; threads++) {
+    conv_all(&c, threads, more);
+    for (int k = 0; k < 4; k++) {
+      ck_assert_msg(!memcmp(more[k], one[k], (size_t)n[k] * sizeof(float)),
+                    "%s %s: %d threads differ from 1", c.variant, what[k],
+                    threads);
+      free(more[k]);
+    }
   }
   rt_set_threads(before);
   for (int k = 0; k < 4; k++)
@@ -1113,6 +1205,8 @@ END_TEST
 /* One of every kernel's operands, made before counting starts. */
 typedef struct {
   Conv conv, conv1; /* 3x3 through cols; 1x1 with cols NULL */
+  Conv dconv, dconv2; /* the direct kernels: stride 1, stride 2 */
+  float *dcdx[2], *dcdw[2];
   BN bn;
   Pooling maxp, avgp;
   Dense dense;
@@ -1123,8 +1217,10 @@ typedef struct {
 } Operands;
 
 static Operands operands_make(void) {
-  Operands o = {.conv = conv_make(&conv_cases[0]),
-                .conv1 = conv_make(&conv_cases[1]),
+  Operands o = {.conv = conv_make(&conv_cases[0], 0),
+                .conv1 = conv_make(&conv_cases[1], 0),
+                .dconv = conv_make(&conv_cases[6], 1),
+                .dconv2 = conv_make(&conv_cases[8], 1),
                 .bn = bn_make(37, 5),
                 .maxp = pooling_make(&pool_windows[0], 0),
                 .avgp = pooling_make(&pool_windows[0], 1),
@@ -1132,6 +1228,10 @@ static Operands operands_make(void) {
                 .labels = {4, 0, 2}};
   o.cdx = alloc_f(o.conv.nx), o.cdw = alloc_f(o.conv.nw);
   o.cdb = alloc_f(o.conv.s.OC);
+  for (int k = 0; k < 2; k++) {
+    Conv *c = k ? &o.dconv2 : &o.dconv;
+    o.dcdx[k] = filled(c->nx, 0.0f), o.dcdw[k] = alloc_f(c->nw);
+  }
   o.c1dx = alloc_f(o.conv1.nx), o.c1dw = alloc_f(o.conv1.nw);
   o.c1db = alloc_f(o.conv1.s.OC);
   o.bdx = alloc_f(37 * 5), o.bdg = alloc_f(5), o.bdb = alloc_f(5);
@@ -1146,6 +1246,9 @@ static Operands operands_make(void) {
 
 static void operands_free(Operands *o) {
   conv_free(&o->conv), conv_free(&o->conv1), bn_free(&o->bn);
+  conv_free(&o->dconv), conv_free(&o->dconv2);
+  for (int k = 0; k < 2; k++)
+    free(o->dcdx[k]), free(o->dcdw[k]);
   pooling_free(&o->maxp), pooling_free(&o->avgp), dense_free(&o->dense);
   float *f[] = {o->cdx, o->cdw, o->cdb, o->c1dx, o->c1dw, o->c1db,
                 o->bdx, o->bdg, o->bdb, o->rm,   o->rv,   o->mdx,
@@ -1163,6 +1266,11 @@ static void every_kernel(Operands *o) {
   conv_bwd(&o->conv, o->cdx, o->cdw, o->cdb, NETC_WRITE, NETC_WRITE);
   conv_fwd(&o->conv1, o->conv1.y, o->conv1.b);
   conv_bwd(&o->conv1, o->c1dx, o->c1dw, o->c1db, NETC_ADD, NETC_ADD);
+  for (int k = 0; k < 2; k++) {
+    Conv *c = k ? &o->dconv2 : &o->dconv;
+    conv_fwd(c, c->y, c->b);
+    conv_bwd(c, o->dcdx[k], o->dcdw[k], NULL, NETC_ADD, NETC_WRITE);
+  }
   batchnorm_forward(b->y, b->mean, b->invstd, b->work, o->rm, o->rv, b->x,
                     b->gamma, b->beta, &b->s, 0.1f, 1e-5f, 1);
   batchnorm_forward(b->y, NULL, NULL, b->work, o->rm, o->rv, b->x, b->gamma,
@@ -1212,7 +1320,7 @@ Suite *suite_runtime(void) {
   Suite *s = suite_create("runtime");
   TCase *tc = tcase_create("forward");
   tcase_set_timeout(tc, 60);
-  tcase_add_loop_test(tc, test_conv_forward, 0, NCONV);
+  tcase_add_loop_test(tc, test_conv_forward, 0, NCONV * conv_variants());
   tcase_add_loop_test(tc, test_pool_forward, 0, NPOOL);
   tcase_add_test(tc, test_pool_padding);
   tcase_add_test(tc, test_dense_forward);
@@ -1223,7 +1331,7 @@ Suite *suite_runtime(void) {
   suite_add_tcase(s, tc);
   tc = tcase_create("gradients");
   tcase_set_timeout(tc, 60);
-  tcase_add_loop_test(tc, test_conv_grad, 0, NCONV);
+  tcase_add_loop_test(tc, test_conv_grad, 0, NCONV * conv_variants());
   tcase_add_test(tc, test_batchnorm_grad);
   tcase_add_loop_test(tc, test_pool_grad, 0, NPOOL);
   tcase_add_test(tc, test_global_avgpool_grad);
@@ -1233,7 +1341,7 @@ Suite *suite_runtime(void) {
   suite_add_tcase(s, tc);
   tc = tcase_create("contracts");
   tcase_set_timeout(tc, 60);
-  tcase_add_loop_test(tc, test_acc_conv, 0, NCONV);
+  tcase_add_loop_test(tc, test_acc_conv, 0, NCONV * conv_variants());
   tcase_add_test(tc, test_acc_dense);
   tcase_add_test(tc, test_acc_pool);
   tcase_add_test(tc, test_acc_batchnorm);
@@ -1243,6 +1351,7 @@ Suite *suite_runtime(void) {
   tcase_add_test(tc, test_batchnorm_relu_recompute);
   tcase_add_test(tc, test_batchnorm_running_stats);
   tcase_add_test(tc, test_threads_agree);
+  tcase_add_loop_test(tc, test_direct_threads_bits, 0, 2);
   tcase_add_loop_test(tc, test_batchnorm_threads, 0, NBNTHREADS);
   tcase_add_test(tc, test_alloc_counter);
   tcase_add_test(tc, test_kernels_do_not_allocate);

@@ -1,0 +1,99 @@
+/* algo.c: how each convolution pass is computed, chosen per layer at
+ * compile time (after infer.c, before autodiff.c sizes the workspaces).
+ *
+ * The candidates are the runtime's CONV_* (runtime/netc_rt.h):
+ * - CONV_GEMM: im2col + OpenBLAS sgemm; the reference and the fallback;
+ * - CONV_DIRECT: netc's register-blocked kernel, which skips padding taps
+ *   and packs its weights itself (runtime/conv_direct.c).
+ * The cost model below says which one wins for a layer's shape; it was
+ * fitted to per-layer measurements of both (docs/kernels.md). */
+#include <string.h>
+
+#include "netc.h"
+
+static const char *const names[CONV_ALGO_COUNT] = {
+    [CONV_GEMM] = "gemm", [CONV_DIRECT] = "direct"};
+
+const char *conv_algo_name(int algo) {
+  return algo >= 0 && algo < CONV_ALGO_COUNT ? names[algo] : "?";
+}
+
+static int algo_lookup(const char *name, size_t len) {
+  for (int a = 0; a < CONV_ALGO_COUNT; a++)
+    if (strlen(names[a]) == len && !strncmp(name, names[a], len))
+      return a;
+  return -1;
+}
+
+int conv_policy_lookup(const char *name) {
+  if (!strcmp(name, "auto"))
+    return CONV_POLICY_AUTO;
+  int a[CONV_PASSES], n = 0;
+  for (const char *p = name;; n++) {
+    const char *comma = strchr(p, ',');
+    size_t len = comma ? (size_t)(comma - p) : strlen(p);
+    if (n == CONV_PASSES || (a[n] = algo_lookup(p, len)) < 0)
+      return -2;
+    if (!comma)
+      break;
+    p = comma + 1;
+  }
+  if (n == 0) /* one name: every pass */
+    return CONV_POLICY(a[0], a[0], a[0]);
+  return n == 2 ? CONV_POLICY(a[0], a[1], a[2]) : -2;
+}
+
+ConvShape node_conv_shape(const Graph *g, int i) {
+  const Node *n = &g->nodes[i];
+  if (op_info(n->op)->shape != SK_CONV)
+    op_unhandled("node_conv_shape", n->op);
+  const Node *f = n->op == OP_CONV ? n : &g->nodes[n->fwd];
+  Shape in = g->tensors[f->in[0]].shape, out = g->tensors[f->out].shape;
+  return (ConvShape){.N = (int)g->batch, .H = (int)in.h, .W = (int)in.w,
+                     .C = (int)in.c, .OC = (int)out.c,
+                     .K = (int)f->attr[CONV_K],
+                     .stride = (int)f->attr[CONV_STRIDE],
+                     .pad = (int)f->attr[CONV_PAD], .OH = (int)out.h,
+                     .OW = (int)out.w, .algo = f->algo[CONV_PASS_FWD],
+                     .algo_dx = f->algo[CONV_PASS_DX],
+                     .algo_dw = f->algo[CONV_PASS_DW]};
+}
+
+/* The cost model: rules fitted to per-layer times of both algorithms on
+ * every conv shape of ResNet-18 and ResNet-50 at 64x64 and batch 64, two
+ * threads, AVX2 (docs/kernels.md has the table and how to remeasure).
+ * - forward: the direct kernel wins on every KxK layer, the 7x7 stem on
+ *   RGB included (1.1x-1.9x); a 1x1 layer is a plain GEMM with no im2col,
+ *   which OpenBLAS does as well or better once it has over 64 channels.
+ * - dX: direct wins at stride 1 (it is the forward tiles on the flipped
+ *   kernel); at stride 2 its taps scatter, and GEMM wins below 16x16.
+ * - dW: GEMM ties or wins everywhere but the 2x2 maps, where the direct
+ *   kernel's walk across the batch beats a GEMM with only 256 rows. */
+static int model(const ConvShape *s, int pass) {
+  bool pointwise = s->K == 1, small = s->C <= 64 || s->OC <= 64;
+  switch (pass) {
+  case CONV_PASS_FWD:
+    return !pointwise || s->C <= 64 ? CONV_DIRECT : CONV_GEMM;
+  case CONV_PASS_DX:
+    if (pointwise)
+      return small && s->stride == 1 ? CONV_DIRECT : CONV_GEMM;
+    return s->stride == 1 || s->H >= 16 ? CONV_DIRECT : CONV_GEMM;
+  default:
+    return !pointwise && s->stride == 1 && s->OH * s->OW <= 4 ? CONV_DIRECT
+                                                              : CONV_GEMM;
+  }
+}
+
+void choose_conv_algos(Graph *g, int policy, const Tuning *tuning) {
+  for (int i = 0; i < g->nnodes; i++) { /* the forward graph */
+    Node *n = &g->nodes[i];
+    if (n->op != OP_CONV)
+      continue;
+    ConvShape s = node_conv_shape(g, i);
+    const int *tuned = tuning_find(tuning, &s);
+    for (int pass = 0; pass < CONV_PASSES; pass++)
+      n->algo[pass] = policy != CONV_POLICY_AUTO ? policy >> (8 * pass) & 0xff
+                      : tuned                    ? tuned[pass]
+                                                 : model(&s, pass);
+  }
+}
