@@ -158,8 +158,10 @@ train: all
 	$(BUILD)/train/$$name/$$name train --data $$data --epochs $(EPOCHS) \
 	  --out runs/$$name $(TRAIN_ARGS)
 
-# Training throughput of netc and PyTorch on this machine (tests/bench/).
-# BENCH_MODELS, THREADS, STEPS and PROFILE=1 are the knobs.
+# Training throughput of netc and PyTorch on this machine (tests/bench/,
+# docs/benchmarks.md): netc's bench, PyTorch in both memory formats, and
+# netc's real train command end to end on TinyImageNet (E2E=0 skips it).
+# BENCH_MODELS, BATCH, THREADS, STEPS, PROFILE=1, E2E, E2E_STEPS, DATA.
 BENCH_MODELS ?= models/resnet18.net models/resnet50.net
 bench: all
 	@sh .ci/deps test
