@@ -71,14 +71,17 @@ nclasses=$classes
 if [ -f "$src/wnids.txt" ]; then
   nclasses=$(tr -d '\r' < "$src/wnids.txt" | grep -c . || true)
 else
-  nclasses=$(ls "$src/train" | grep -c . || true)
+  nclasses=0
+  for d in "$src/train"/*/; do
+    if [ -d "$d" ]; then nclasses=$((nclasses + 1)); fi
+  done
 fi
 [ "$nclasses" = "$classes" ] ||
   skip "the model has $classes classes, $src has $nclasses"
 
 k=$(( (want * batch + nclasses - 1) / nclasses ))
-v=$(( (k + 9) / 10 ))
 [ $k -le 500 ] || k=500 # the release has 500 a class: then all of them
+v=$(( (k + 9) / 10 ))
 
 # ---- the subset ----------------------------------------------------------
 stamp="source=$src kind=$kind train_per_class=$k val_per_class=$v"
@@ -120,17 +123,18 @@ if [ "$(cat "$sub/.subset" 2>/dev/null)" != "$stamp" ]; then
         mkdir -p "$tmp/train/$w/images"
         ls "$src/train/$w/images" | grep -i '\.jpe\?g$' | sort -t_ -k2n |
           head -n "$k" | sed "s|^|$src/train/$w/images/|" |
-          xargs ln -s -t "$tmp/train/$w/images"
+          xargs -r ln -s -t "$tmp/train/$w/images"
       done < "$tmp/wnids.txt"
       awk -v d="$src/val/images/" '{ print d $1 }' \
-        "$tmp/val/val_annotations.txt" | xargs ln -s -t "$tmp/val/images"
+        "$tmp/val/val_annotations.txt" | xargs -r ln -s -t "$tmp/val/images"
     fi
   else # ImageFolder: train/<class>/, val/<class>/
     for split in train val; do
       n=$k
-      [ $split = val ] && n=$v
-      for c in $(ls "$src/$split"); do
-        [ -d "$src/$split/$c" ] || continue
+      if [ $split = val ]; then n=$v; fi
+      for d in "$src/$split"/*/; do
+        [ -d "$d" ] || continue
+        c=$(basename "$d")
         mkdir -p "$tmp/$split/$c"
         ls "$src/$split/$c" | grep -i '\.jpe\?g$' | sort | head -n "$n" |
           sed "s|^|$src/$split/$c/|" | xargs -r ln -s -t "$tmp/$split/$c"
