@@ -61,7 +61,7 @@ TEST_OBJ := $(patsubst tests/%.c,$(BUILD)/tests/%.o,$(TEST_SRC)) \
             $(BUILD)/tests/fuzz_front.o
 
 .PHONY: all deps test-deps train test check-models warnings clean golden graphs \
-        plans bench fuzz
+        plans bench bench-layers fuzz
 .DEFAULT_GOAL := all
 
 all: deps $(BUILD)/netc $(BUILD)/libnetcrt.a $(BUILD)/trainer.o $(BUILD)/netc-tune
@@ -178,12 +178,25 @@ train: all
 	$(BUILD)/train/$$name/$$name train --data $$data --epochs $(EPOCHS) \
 	  --out runs/$$name $(TRAIN_ARGS)
 
-# Training throughput of netc and PyTorch on this machine (tests/bench/).
-# BENCH_MODELS, THREADS, STEPS and PROFILE=1 are the knobs.
+# Training throughput of netc and PyTorch on this machine (tests/bench/,
+# docs/benchmarks.md): netc's bench, PyTorch in both memory formats, and
+# netc's real train command end to end on TinyImageNet (E2E=0 skips it).
+# BENCH_MODELS, BATCH, THREADS, STEPS, PROFILE=1, E2E, E2E_STEPS, DATA.
 BENCH_MODELS ?= models/resnet18.net models/resnet50.net
 bench: all
 	@sh .ci/deps test
 	@sh tests/bench/run.sh $(BUILD)/netc $(BUILD)/bench $(BENCH_MODELS)
+
+# netc's and PyTorch's time per convolution shape and pass, as a Markdown
+# table (tests/bench/layers.py, docs/benchmarks.md). MODEL (here
+# models/resnet50.net unless given), BATCH, THREADS, STEPS, TORCH_FORMAT.
+LAYERS_MODEL = $(if $(filter command line environment,$(origin MODEL)),$(MODEL),models/resnet50.net)
+bench-layers: all
+	@sh .ci/deps test
+	@/usr/bin/python3 tests/bench/layers.py --netc $(BUILD)/netc \
+	  --out $(BUILD)/bench --batch $(BATCH) --threads $${THREADS:-2} \
+	  --steps $${STEPS:-3} --format $${TORCH_FORMAT:-channels_last} \
+	  $(LAYERS_MODEL)
 
 # The three numbers of every model's memory plan at batch $(BATCH), as a
 # Markdown table (docs/memory-plan.md quotes it).

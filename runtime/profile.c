@@ -1,7 +1,9 @@
 /* profile.c: what the generated code calls after every op when s->profile
  * is set (netc_model.h): the op's time (NETC_PROFILE_TIME), or whether what
  * it wrote is finite (NETC_PROFILE_FINITE, to name the op that produced
- * the first NaN or Inf); and the printed profile of bench --profile. */
+ * the first NaN or Inf); and the printed profile of bench --profile, with
+ * every op's own line too when NETC_PROFILE_ALL=1 (tests/bench/layers.py
+ * reads them). */
 #include "profile.h"
 
 #include <stdio.h>
@@ -87,6 +89,26 @@ static int bucket_ops(const NetcState *s, Bucket *b, int by_layer) {
   return n;
 }
 
+/* NETC_PROFILE_ALL=1: one line per op of the step, in the step's order,
+ * for scripts (each op runs once per step, so its ms/step is its ms per
+ * call):
+ *   profile_op index=I layer=L op=O pass=forward|backward ms_per_step=T
+ *              flops=F where=FILE:LINE:COL
+ * after a header line "profile_ops model=M batch=B steps=S ops=N". */
+static void print_all_ops(const NetcState *s, int steps) {
+  const NetcModel *m = s->model;
+  printf("profile_ops model=%s batch=%d steps=%d ops=%d\n", m->name, m->batch,
+         steps, m->nops);
+  for (int i = 0; i < m->nops; i++) {
+    const NetcOp *op = &m->ops[i];
+    printf("profile_op index=%d layer=%s op=%s pass=%s ms_per_step=%.4f "
+           "flops=%.0f where=%s\n",
+           i, op->layer, op->op, op->backward ? "backward" : "forward",
+           1e3 * s->prof_seconds[i] / steps, op->flops,
+           op->where ? op->where : "-");
+  }
+}
+
 void print_profile(const NetcState *s, int steps) {
   const NetcModel *m = s->model;
   Bucket *b = xcalloc((size_t)m->nops + 1, sizeof *b);
@@ -105,4 +127,7 @@ void print_profile(const NetcState *s, int steps) {
              100 * b[i].seconds / total);
   }
   free(b);
+  const char *all = getenv("NETC_PROFILE_ALL");
+  if (all && *all && strcmp(all, "0"))
+    print_all_ops(s, steps);
 }

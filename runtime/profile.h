@@ -6,7 +6,9 @@
 #include "netc_model.h"
 
 /* Prints s->prof_seconds, gathered over `steps` steps, by op kind and by
- * layer (the 25 slowest), each split into forward and backward. */
+ * layer (the 25 slowest), each split into forward and backward; then, when
+ * the environment has NETC_PROFILE_ALL set (and not to 0), one
+ * machine-readable "profile_op" line per op (profile.c says its fields). */
 void print_profile(const NetcState *s, int steps);
 
 #endif

@@ -1,14 +1,31 @@
 #!/bin/sh
-# tests/bench/run.sh: `make bench`. Builds each model at batch BATCH, measures
-# netc's training throughput (median of timed windows after warm-up) and,
-# when Debian's python3-torch is installed, PyTorch's on the same machine in
-# the same run, then prints one line per model:
-#   bench model=... batch=... threads=... netc_img_per_s=... torch_img_per_s=...
-#         speedup=... gflops=... sgemm_peak_gflops=... peak_frac=...
+# tests/bench/run.sh: `make bench`. Builds each model at batch BATCH and
+# measures, on this machine and in the same run:
+#  1. netc's `bench`: training steps on one random batch (median of timed
+#     windows after warm-up); its line "netc model=..." is printed.
+#  2. PyTorch (when Debian's python3-torch is installed): the idiomatic loop
+#     in both memory formats, contiguous (NCHW) and channels_last, each in
+#     its own process (tests/bench/torch_bench.py); the faster counts.
+#     Its lines "torch_run ..." and "torch ..." are printed.
+#  3. End to end (E2E=0 skips it; skipped with a line when there is no
+#     data): the trainer's real `train` command, loader, augmentation,
+#     evaluation and checkpoints included, for one epoch of at least
+#     E2E_STEPS (200) steps on a TinyImageNet-200 subset; the whole wall
+#     time counts (tests/bench/e2e.sh says exactly what is counted). Its
+#     line "train model=..." is printed.
+# and then one line per model:
+#   bench model=... batch=... threads=... netc_img_per_s=...
+#         torch_img_per_s=... torch_format=... torch_nchw_img_per_s=...
+#         torch_cl_img_per_s=... speedup=... train_img_per_s=...
+#         train_vs_bench=...% gflops=... sgemm_peak_gflops=... peak_frac=...
 #         netc_rss_mib=... torch_rss_mib=... blas_kernel=...
-# OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE are unset for both, so OpenBLAS
-# picks its own kernel for this CPU (reported as blas_kernel).
-# Usage: run.sh NETC OUTDIR [models...]; env BATCH, THREADS, STEPS, PROFILE=1
+# torch_img_per_s, torch_format and torch_rss_mib are the faster format's;
+# speedup is netc_img_per_s / torch_img_per_s; train_vs_bench is
+# train_img_per_s against netc_img_per_s, in percent. docs/benchmarks.md
+# describes every field. OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE are unset
+# for all, so OpenBLAS picks its own kernel for this CPU (blas_kernel).
+# Usage: run.sh NETC OUTDIR [models...]; env BATCH, THREADS, STEPS,
+# PROFILE=1, E2E=0, E2E_STEPS, DATA. Exits 1 if an end-to-end run failed.
 set -e
 netc=$1 out=$2
 shift 2
@@ -17,6 +34,7 @@ batch=${BATCH:-64} threads=${THREADS:-2} steps=${STEPS:-5}
 torch=na
 if /usr/bin/python3 -c "import torch" 2>/dev/null; then torch=yes; fi
 field() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
+status=0
 for m in $models; do
   name=$($netc check "$m" | tail -n 1 | sed 's/^network=\([^ ]*\).*/\1/')
   $netc build -b "$batch" -o "$out/$name" "$m" >/dev/null
@@ -28,19 +46,39 @@ for m in $models; do
       "$out/$name/$name" bench --threads "$threads" --steps "$steps" \
       --windows 1 --warmup 1 --profile | tail -n +2
   fi
-  ti=na tr=na
+  ni=$(field "$line" img_per_s)
+  ti=na tf=na tn=na tc=na tr=na
   if [ $torch = yes ]; then
     t=$(env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE /usr/bin/python3 \
         tests/bench/torch_bench.py "$name" --batch "$batch" \
         --threads "$threads" --steps "$steps" 2>/dev/null) || t=""
-    [ -n "$t" ] && echo "$t" && ti=$(field "$t" img_per_s) && tr=$(field "$t" rss_mib)
+    [ -n "$t" ] && echo "$t"
+    t=$(echo "$t" | grep '^torch ' | tail -n 1)
+    if [ -n "$t" ]; then
+      ti=$(field "$t" img_per_s) tf=$(field "$t" format)
+      tn=$(field "$t" nchw_img_per_s) tc=$(field "$t" cl_img_per_s)
+      tr=$(field "$t" rss_mib)
+    fi
   fi
-  ni=$(field "$line" img_per_s)
+  ei=na ev=na
+  if [ "${E2E:-1}" = 0 ]; then
+    echo "train model=$name skipped: E2E=0"
+  else
+    e=$(THREADS=$threads sh tests/bench/e2e.sh "$out/$name/$name" "$out" "$ni") ||
+      status=1
+    echo "$e"
+    case $e in
+      *" img_per_s="*) ei=$(field "$e" img_per_s) ev=$(field "$e" vs_bench) ;;
+    esac
+  fi
   sp=na
   [ "$ti" != na ] && sp=$(awk -v a="$ni" -v b="$ti" 'BEGIN { printf "%.2f", a / b }')
   echo "bench model=$name batch=$batch threads=$threads netc_img_per_s=$ni" \
-       "torch_img_per_s=$ti speedup=$sp gflops=$(field "$line" gflops)" \
+       "torch_img_per_s=$ti torch_format=$tf torch_nchw_img_per_s=$tn" \
+       "torch_cl_img_per_s=$tc speedup=$sp train_img_per_s=$ei" \
+       "train_vs_bench=$ev gflops=$(field "$line" gflops)" \
        "sgemm_peak_gflops=$(field "$line" sgemm_peak_gflops)" \
        "peak_frac=$(field "$line" peak_frac) netc_rss_mib=$(field "$line" rss_mib)" \
        "torch_rss_mib=$tr blas_kernel=$(field "$line" blas_kernel)"
 done
+exit $status

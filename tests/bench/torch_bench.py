@@ -2,15 +2,35 @@
 """torch_bench.py: PyTorch training throughput for the netc benchmark.
 
     python3 torch_bench.py resnet18|resnet50 [--batch 64] [--threads 2]
+        [--steps 5] [--warmup 2] [--windows 3]
+        [--format both|contiguous|channels_last]
 
 An idiomatic PyTorch training loop (torchvision's ResNet definition, written
-out here so that no extra package is needed; NCHW, SGD with momentum, weight
-decay, set_to_none gradients) on random 64x64 images and 200 classes. Prints
-one line: torch model=... img_per_s=... rss_mib=... params=...
-(median of timed windows after warm-up)."""
+out here so that no extra package is needed; SGD with momentum, weight
+decay, set_to_none gradients) on random 64x64 images and 200 classes, timed
+as the median of timed windows after warm-up.
+
+It runs in both of PyTorch's memory formats: contiguous (NCHW) and
+channels_last (NHWC: model and input converted with
+.to(memory_format=torch.channels_last), as PyTorch's tutorial does it). With
+--format both (the default) each format runs in its own Python process, so
+that each one's peak RSS is its own, and the lines are
+
+    torch_run model=... format=contiguous img_per_s=... rss_mib=... ...
+    torch_run model=... format=channels_last img_per_s=... rss_mib=... ...
+    torch model=... img_per_s=BEST format=FASTER nchw_img_per_s=...
+          cl_img_per_s=... rss_mib=... nchw_rss_mib=... cl_rss_mib=...
+          params=... torch=VERSION
+
+where img_per_s and rss_mib of the last line are the faster format's
+(a format that failed is na, and the other one wins). With one --format,
+only that format runs, in this process, and prints its torch_run line."""
 import argparse
+import os
 import resource
 import statistics
+import subprocess
+import sys
 import time
 
 import torch
@@ -92,21 +112,19 @@ MODELS = {"resnet18": (BasicBlock, [2, 2, 2, 2]),
           "resnet50": (Bottleneck, [3, 4, 6, 3])}
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("model", choices=sorted(MODELS))
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--steps", type=int, default=5)
-    ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--windows", type=int, default=3)
-    args = ap.parse_args()
+FORMATS = {"contiguous": torch.contiguous_format,
+           "channels_last": torch.channels_last}
+
+
+def run_one(args):
+    """The loop in one memory format, in this process: its torch_run line."""
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = ResNet(*MODELS[args.model]).train()
+    fmt = FORMATS[args.format]
+    model = ResNet(*MODELS[args.model]).train().to(memory_format=fmt)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9,
                           weight_decay=5e-4)
-    x = torch.randn(args.batch, 3, 64, 64)
+    x = torch.randn(args.batch, 3, 64, 64).to(memory_format=fmt)
     y = torch.randint(0, 200, (args.batch,))
 
     def step():
@@ -123,12 +141,70 @@ def main():
         for _ in range(args.steps):
             step()
         rates.append(args.steps * args.batch / (time.perf_counter() - t))
+    # the peak of this process, which ran this format only
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
     params = sum(p.numel() for p in model.parameters())
-    print(f"torch model={args.model} batch={args.batch} threads={args.threads} "
+    print(f"torch_run model={args.model} format={args.format} "
+          f"batch={args.batch} threads={args.threads} "
           f"img_per_s={statistics.median(rates):.2f} rss_mib={rss} "
-          f"params={params} torch={torch.__version__}")
+          f"params={params} torch={torch.__version__}", flush=True)
+
+
+def fields(line):
+    return dict(kv.split("=", 1) for kv in line.split()[1:] if "=" in kv)
+
+
+def run_both(args):
+    """Each format in its own process; then the line with the faster one."""
+    runs = {}
+    for name in FORMATS:
+        cmd = [sys.executable, os.path.abspath(__file__), args.model,
+               "--format", name, "--batch", str(args.batch),
+               "--threads", str(args.threads), "--steps", str(args.steps),
+               "--warmup", str(args.warmup), "--windows", str(args.windows)]
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+        lines = [l for l in p.stdout.splitlines() if l.startswith("torch_run ")]
+        if p.returncode == 0 and lines:
+            print(lines[-1], flush=True)
+            runs[name] = fields(lines[-1])
+        else:
+            print(f"torch_bench: the {name} run failed (status "
+                  f"{p.returncode})", file=sys.stderr)
+    if not runs:
+        return 1
+    best = max(runs, key=lambda n: float(runs[n]["img_per_s"]))
+
+    def get(name, key):
+        return runs[name][key] if name in runs else "na"
+
+    r = runs[best]
+    print(f"torch model={args.model} batch={args.batch} "
+          f"threads={args.threads} img_per_s={r['img_per_s']} format={best} "
+          f"nchw_img_per_s={get('contiguous', 'img_per_s')} "
+          f"cl_img_per_s={get('channels_last', 'img_per_s')} "
+          f"rss_mib={r['rss_mib']} "
+          f"nchw_rss_mib={get('contiguous', 'rss_mib')} "
+          f"cl_rss_mib={get('channels_last', 'rss_mib')} "
+          f"params={r['params']} torch={r['torch']}")
+    return 0
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("model", choices=sorted(MODELS))
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--windows", type=int, default=3)
+    ap.add_argument("--format", default="both",
+                    choices=["both"] + sorted(FORMATS))
+    args = ap.parse_args()
+    if args.format == "both":
+        return run_both(args)
+    run_one(args)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
