@@ -61,7 +61,7 @@ TEST_OBJ := $(patsubst tests/%.c,$(BUILD)/tests/%.o,$(TEST_SRC)) \
             $(BUILD)/tests/fuzz_front.o
 
 .PHONY: all deps test-deps train test check-models warnings clean golden graphs \
-        plans bench bench-layers fuzz
+        plans bench bench-layers bench-algos fuzz
 .DEFAULT_GOAL := all
 
 all: deps $(BUILD)/netc $(BUILD)/libnetcrt.a $(BUILD)/trainer.o $(BUILD)/netc-tune
@@ -88,7 +88,8 @@ $(BUILD)/parse.o: $(BUILD)/parse.c $(BUILD)/lex.h compiler/netc.h
 $(BUILD)/lex.o: $(BUILD)/lex.c compiler/netc.h
 	$(CC) $(ALLFLAGS) $(GEN_FLAGS) $(CPPFLAGS) -c -o $@ $<
 
-$(BUILD)/%.o: compiler/%.c compiler/netc.h $(BUILD)/parse.h
+# netc.h includes runtime/netc_rt.h (ConvShape, the algorithms' sizes).
+$(BUILD)/%.o: compiler/%.c compiler/netc.h runtime/netc_rt.h $(BUILD)/parse.h
 	$(CC) $(ALLFLAGS) $(CPPFLAGS) -c -o $@ $<
 
 # The op table sizes kernel workspaces with the runtime's own formulas.
@@ -191,6 +192,13 @@ bench: all
 # table (tests/bench/layers.py, docs/benchmarks.md). MODEL (here
 # models/resnet50.net unless given), BATCH, THREADS, STEPS, TORCH_FORMAT.
 LAYERS_MODEL = $(if $(filter command line environment,$(origin MODEL)),$(MODEL),models/resnet50.net)
+# Each conv shape of MODEL timed with every algorithm, per pass, on this
+# machine: the tuning file netc build --tune would write (docs/kernels.md).
+bench-algos: all
+	@env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(BUILD)/netc build --tune \
+	  --threads $${THREADS:-2} --no-compile -b $(BATCH) -o $(BUILD)/bench/algos $(MODEL)
+	@cat $(BUILD)/bench/algos/*.tune
+
 bench-layers: all
 	@sh .ci/deps test
 	@/usr/bin/python3 tests/bench/layers.py --netc $(BUILD)/netc \

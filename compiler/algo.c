@@ -4,7 +4,10 @@
  * The candidates are the runtime's CONV_* (runtime/netc_rt.h):
  * - CONV_GEMM: im2col + OpenBLAS sgemm; the reference and the fallback;
  * - CONV_DIRECT: netc's register-blocked kernel, which skips padding taps
- *   and packs its weights itself (runtime/conv_direct.c).
+ *   and packs its weights itself (runtime/conv_direct.c);
+ * - CONV_WINOGRAD: F(2x2, 3x3) for 3x3 stride-1 layers, as 16 sgemms
+ *   between transforms (runtime/conv_winograd.c); asked of another layer,
+ *   a pass gets GEMM.
  * The cost model below says which one wins for a layer's shape; it was
  * fitted to per-layer measurements of both (docs/kernels.md). */
 #include <string.h>
@@ -12,7 +15,8 @@
 #include "netc.h"
 
 static const char *const names[CONV_ALGO_COUNT] = {
-    [CONV_GEMM] = "gemm", [CONV_DIRECT] = "direct"};
+    [CONV_GEMM] = "gemm", [CONV_DIRECT] = "direct",
+    [CONV_WINOGRAD] = "winograd"};
 
 const char *conv_algo_name(int algo) {
   return algo >= 0 && algo < CONV_ALGO_COUNT ? names[algo] : "?";
@@ -59,28 +63,39 @@ ConvShape node_conv_shape(const Graph *g, int i) {
                      .algo_dw = f->algo[CONV_PASS_DW]};
 }
 
-/* The cost model: rules fitted to per-layer times of both algorithms on
+/* The cost model: rules fitted to per-layer times of every algorithm on
  * every conv shape of ResNet-18 and ResNet-50 at 64x64 and batch 64, two
- * threads, AVX2 (docs/kernels.md has the table and how to remeasure).
- * - forward: the direct kernel wins on every KxK layer, the 7x7 stem on
- *   RGB included (1.1x-1.9x); a 1x1 layer is a plain GEMM with no im2col,
+ * threads, AVX2 (make bench-algos; docs/kernels.md has the table).
+ * - Winograd F(2x2, 3x3), where it applies (3x3, stride 1), wins all three
+ *   passes on maps of 8x8 and more (1.2x-1.4x over direct, 1.3x-1.8x over
+ *   GEMM), and dW on 4x4; on 2x2 maps its tiles are mostly padding.
+ * - forward: otherwise the direct kernel wins on every KxK layer, the 7x7
+ *   stem on RGB included; a 1x1 layer is a plain GEMM with no im2col,
  *   which OpenBLAS does as well or better once it has over 64 channels.
  * - dX: direct wins at stride 1 (it is the forward tiles on the flipped
  *   kernel); at stride 2 its taps scatter, and GEMM wins below 16x16.
- * - dW: GEMM ties or wins everywhere but the 2x2 maps, where the direct
- *   kernel's walk across the batch beats a GEMM with only 256 rows. */
+ * - dW: GEMM ties or wins everywhere else but the 2x2 maps, where the
+ *   direct kernel's walk across the batch beats a GEMM of 256 rows. */
 static int model(const ConvShape *s, int pass) {
   bool pointwise = s->K == 1, small = s->C <= 64 || s->OC <= 64;
+  bool wino = conv_wino_fits(s);
+  int map = s->OH * s->OW;
   switch (pass) {
   case CONV_PASS_FWD:
+    if (wino && s->OH >= 8 && s->OW >= 8)
+      return CONV_WINOGRAD;
     return !pointwise || s->C <= 64 ? CONV_DIRECT : CONV_GEMM;
   case CONV_PASS_DX:
+    if (wino && s->OH >= 8 && s->OW >= 8)
+      return CONV_WINOGRAD;
     if (pointwise)
       return small && s->stride == 1 ? CONV_DIRECT : CONV_GEMM;
     return s->stride == 1 || s->H >= 16 ? CONV_DIRECT : CONV_GEMM;
   default:
-    return !pointwise && s->stride == 1 && s->OH * s->OW <= 4 ? CONV_DIRECT
-                                                              : CONV_GEMM;
+    if (wino && s->OH >= 4 && s->OW >= 4)
+      return CONV_WINOGRAD;
+    return !pointwise && s->stride == 1 && map <= 4 ? CONV_DIRECT
+                                                    : CONV_GEMM;
   }
 }
 
@@ -91,9 +106,13 @@ void choose_conv_algos(Graph *g, int policy, const Tuning *tuning) {
       continue;
     ConvShape s = node_conv_shape(g, i);
     const int *tuned = tuning_find(tuning, &s);
-    for (int pass = 0; pass < CONV_PASSES; pass++)
-      n->algo[pass] = policy != CONV_POLICY_AUTO ? policy >> (8 * pass) & 0xff
-                      : tuned                    ? tuned[pass]
-                                                 : model(&s, pass);
+    for (int pass = 0; pass < CONV_PASSES; pass++) {
+      int a = policy != CONV_POLICY_AUTO ? policy >> (8 * pass) & 0xff
+              : tuned                    ? tuned[pass]
+                                         : model(&s, pass);
+      /* What the runtime would run: Winograd only fits 3x3 stride 1. */
+      n->algo[pass] = a == CONV_WINOGRAD && !conv_wino_fits(&s) ? CONV_GEMM
+                                                               : a;
+    }
   }
 }

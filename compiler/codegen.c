@@ -258,13 +258,15 @@ static const char *algo_macro(Pool *p, int algo) {
 }
 
 /* "fwd:direct=20;dx:direct=15,gemm=4;dw:gemm=20": the model's
- * conv_algos, per pass. */
+ * conv_algos, per pass, as C string literals. */
 static const char *algo_counts(const Gen *x) {
   const Graph *g = x->g;
   char *s = "";
   static const char *const pass_name[CONV_PASSES] = {"fwd", "dx", "dw"};
   for (int pass = 0; pass < CONV_PASSES; pass++) {
-    s = pool_printf(x->pool, "%s%s%s:", s, pass ? ";" : "", pass_name[pass]);
+    /* One string literal per pass, a line each (lines stay short). */
+    s = pool_printf(x->pool, "%s%s\"%s:", s, pass ? ";\"\n                  " : "",
+                    pass_name[pass]);
     for (int a = 0, sep = 0; a < CONV_ALGO_COUNT; a++) {
       int count = 0;
       for (int i = 0; i < g->nforward; i++)
@@ -274,7 +276,7 @@ static const char *algo_counts(const Gen *x) {
                         conv_algo_name(a), count);
     }
   }
-  return s;
+  return pool_printf(x->pool, "%s\"", s);
 }
 
 /* The fields of node i's shape struct, from its tensors and attributes. */
@@ -544,7 +546,7 @@ static void emit_model(Gen *x, const char *source) {
           "    .input_offset = %s,\n    .labels_offset = %s,\n"
           "    .logits_offset = %s,\n    .probs_offset = %s,\n"
           "    .nops = %d,\n    .ops = ops,\n    .flops_per_step = %.0f,\n"
-          "    .isa = NETC_ISA,\n    .conv_algos = \"%s\",\n"
+          "    .isa = NETC_ISA,\n    .conv_algos = %s,\n"
           "    .forward = forward,\n    .backward = backward,\n};\n",
           g->name, source, NETC_VERSION, g->nweights,
           (long long)p->optimizer_bytes[PLAN_SGD],

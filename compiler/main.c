@@ -47,8 +47,9 @@ static const char usage[] =
     "  -o FILE                 write the output to FILE instead of stdout\n"
     "                          (with build: the output directory)\n"
     "  --conv ALGO             how convolutions are computed: auto (the\n"
-    "                          cost model, default), gemm (im2col + BLAS)\n"
-    "                          or direct (netc's kernels); FWD,DX,DW sets\n"
+    "                          cost model, default), gemm (im2col + BLAS),\n"
+    "                          direct (netc's kernels) or winograd (3x3\n"
+    "                          stride 1; gemm elsewhere); FWD,DX,DW sets\n"
     "                          each pass apart (direct,direct,gemm)\n"
     "  --tune                  with build: time each convolution pass with\n"
     "                          every algorithm here, write DIR/NET.tune and\n"
@@ -259,11 +260,13 @@ static int parse_options(int argc, char **argv, int argi, Options *o) {
       o->threads = (int)t;
     } else if (!strcmp(a, "--conv")) {
       if (++argi >= argc)
-        return bad_usage("%s needs an algorithm: auto, gemm or direct", a);
+        return bad_usage("%s needs an algorithm: auto, gemm, direct or "
+                         "winograd", a);
       o->conv_policy = conv_policy_lookup(argv[argi]);
       if (o->conv_policy < CONV_POLICY_AUTO)
         return bad_usage("unknown convolution algorithm '%s' (auto, gemm, "
-                         "direct, or FWD,DX,DW of those)", argv[argi]);
+                         "direct, winograd, or FWD,DX,DW of those)",
+                         argv[argi]);
     } else if (!strcmp(a, "-o")) {
       if (++argi >= argc)
         return bad_usage("%s needs a file name", a);

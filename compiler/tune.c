@@ -70,7 +70,8 @@ bool tuning_load(const char *path, Pool *pool, Tuning *t) {
       int a = conv_policy_lookup(algo[p]);
       if (a < 0 || strchr(algo[p], ',')) {
         ok = bad_line(path, line, pool_printf(pool, "unknown algorithm '%s' "
-                                              "(gemm or direct)", algo[p]));
+                                              "(gemm, direct or winograd)",
+                                              algo[p]));
         break;
       }
       e.algo[p] = a & 0xff;
@@ -154,17 +155,22 @@ int tuning_measure(const Graph *g, const char *tuner, int threads,
   while (run && fgets(buf, sizeof buf, run)) {
     int id;
     char pass[8], best[16];
-    double tg, td;
+    double tg, td, tw;
     if (buf[0] == '#') {
       header = pool_printf(pool, "%s%s", header, buf);
       continue;
     }
-    if (sscanf(buf, "s%d %7s %lf %lf %15s", &id, pass, &tg, &td, best) != 5 ||
+    if (sscanf(buf, "s%d %7s %lf %lf %lf %15s", &id, pass, &tg, &td, &tw,
+               best) != 6 ||
         id < 0 || id >= n)
       continue;
     int p = !strcmp(pass, "fwd") ? 0 : !strcmp(pass, "dx") ? 1 : 2;
     snprintf(win[id][p], sizeof win[id][p], "%s", best);
-    snprintf(ms[id][p], sizeof ms[id][p], "%s %.3f/%.3f", pass, tg, td);
+    if (tw < 0)
+      snprintf(ms[id][p], sizeof ms[id][p], "%s %.3f/%.3f", pass, tg, td);
+    else
+      snprintf(ms[id][p], sizeof ms[id][p], "%s %.3f/%.3f/%.3f", pass, tg,
+               td, tw);
     got++;
   }
   int status = run ? pclose(run) : -1;
@@ -181,8 +187,8 @@ int tuning_measure(const Graph *g, const char *tuner, int threads,
   }
   fprintf(out, "# netc tuning file for %s at batch %lld: the fastest "
                "algorithm of each convolution pass\n# measured on %s\n%s"
-               "# conv N H W C OC K stride pad FWD DX DW  # ms gemm/direct "
-               "per pass\n",
+               "# conv N H W C OC K stride pad FWD DX DW  # ms "
+               "gemm/direct[/winograd] per pass\n",
           g->name, (long long)g->batch, cpu_name(pool), header);
   for (int i = 0; i < n; i++) {
     const ConvShape *s = &shapes[i];

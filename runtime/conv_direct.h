@@ -63,6 +63,15 @@ void conv_direct_bwd_weights(float *dw, const float *dy, const float *x,
 void conv_direct_bwd_data(float *dx, float *work, const float *dy,
                           const float *w, const ConvShape *s, int acc);
 
+/* CONV_WINOGRAD's passes (conv_winograd.c); work as conv_work_floats. */
+void conv_winograd_forward(float *y, float *work, const float *x,
+                           const float *w, const float *b,
+                           const ConvShape *s);
+void conv_winograd_bwd_data(float *dx, float *work, const float *dy,
+                            const float *w, const ConvShape *s, int acc);
+void conv_winograd_bwd_weights(float *dw, float *work, const float *dy,
+                               const float *x, const ConvShape *s, int acc);
+
 /* Floats per vector block (the packing's VL) and tile sizes, per ISA. */
 enum {
   AVX2_VL = 16, AVX2_PIX = 6, AVX2_OCT = 6,

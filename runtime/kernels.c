@@ -219,24 +219,33 @@ static void gemm_bwd_data(float *dx, float *cols, const float *dy,
 
 void conv_forward(float *y, float *work, const float *x, const float *w,
                   const float *b, const ConvShape *s) {
-  if (s->algo == CONV_DIRECT)
-    conv_direct_forward(y, work, x, w, b, s);
-  else
-    gemm_forward(y, work, x, w, b, s);
+  switch (conv_algo_of(s, CONV_PASS_FWD)) {
+  case CONV_DIRECT: conv_direct_forward(y, work, x, w, b, s); break;
+  case CONV_WINOGRAD: conv_winograd_forward(y, work, x, w, b, s); break;
+  default: gemm_forward(y, work, x, w, b, s);
+  }
 }
 
 void conv_backward(float *dx, float *dw, float *db, float *work,
                    const float *dy, const float *x, const float *w,
                    const ConvShape *s, int acc_dx, int acc_dw) {
   /* dW first: a GEMM dW's columns and a dX's workspace share `work`. */
-  if (s->algo_dw == CONV_DIRECT)
-    conv_direct_bwd_weights(dw, dy, x, s, acc_dw);
-  else
-    gemm_bwd_weights(dw, work, dy, x, s, acc_dw);
-  if (dx && s->algo_dx == CONV_DIRECT)
-    conv_direct_bwd_data(dx, work, dy, w, s, acc_dx);
-  else if (dx)
-    gemm_bwd_data(dx, work, dy, w, s, acc_dx);
+  switch (conv_algo_of(s, CONV_PASS_DW)) {
+  case CONV_DIRECT: conv_direct_bwd_weights(dw, dy, x, s, acc_dw); break;
+  case CONV_WINOGRAD:
+    conv_winograd_bwd_weights(dw, work, dy, x, s, acc_dw);
+    break;
+  default: gemm_bwd_weights(dw, work, dy, x, s, acc_dw);
+  }
+  if (dx) {
+    switch (conv_algo_of(s, CONV_PASS_DX)) {
+    case CONV_DIRECT: conv_direct_bwd_data(dx, work, dy, w, s, acc_dx); break;
+    case CONV_WINOGRAD:
+      conv_winograd_bwd_data(dx, work, dy, w, s, acc_dx);
+      break;
+    default: gemm_bwd_data(dx, work, dy, w, s, acc_dx);
+    }
+  }
   if (db)
     column_sums(db, dy, (int64_t)s->N * s->OH * s->OW, s->OC, acc_dw);
 }

@@ -40,8 +40,10 @@ enum { NETC_WRITE = 0, NETC_ADD = 1 };
  * per pass (compiler/algo.c) and writes it into the layer's ConvShape.
  * CONV_GEMM, im2col plus one OpenBLAS sgemm, is the reference and the
  * fallback; CONV_DIRECT is netc's own register-blocked kernel
- * (conv_direct.c), which never multiplies a padding tap. */
-enum { CONV_GEMM = 0, CONV_DIRECT = 1, CONV_ALGO_COUNT };
+ * (conv_direct.c), which never multiplies a padding tap; CONV_WINOGRAD is
+ * F(2x2, 3x3) (conv_winograd.c), for 3x3 stride-1 layers only: asked of
+ * any other layer, it is GEMM. */
+enum { CONV_GEMM = 0, CONV_DIRECT = 1, CONV_WINOGRAD = 2, CONV_ALGO_COUNT };
 /* The three passes of a convolution, each with its own algorithm. */
 enum { CONV_PASS_FWD, CONV_PASS_DX, CONV_PASS_DW, CONV_PASSES };
 
@@ -135,7 +137,65 @@ static inline int conv_gemm_chunk(const ConvShape *s) {
  *   output row and column);
  * - CONV_DIRECT dX: the class tables of dX (5 ints per input row and
  *   column), then the weights repacked for dX in blocks of 32 input
- *   channels, (C/32, K, K, OC, 32); CONV_DIRECT dW: none. */
+ *   channels, (C/32, K, K, OC, 32); CONV_DIRECT dW: none;
+ * - CONV_WINOGRAD: the 16 transformed weight matrices (C x OC), then the
+ *   transformed tiles of one chunk of conv_wino_chunk() images. */
+/* ---- Winograd F(2x2, 3x3) ---- */
+static inline int conv_wino_fits(const ConvShape *s) {
+  return s->K == 3 && s->stride == 1 && s->pad <= 2;
+}
+
+/* The algorithm pass `pass` really runs: Winograd falls back to GEMM. */
+static inline int conv_algo_of(const ConvShape *s, int pass) {
+  int a = pass == CONV_PASS_FWD ? s->algo
+          : pass == CONV_PASS_DX ? s->algo_dx
+                                 : s->algo_dw;
+  return a == CONV_WINOGRAD && !conv_wino_fits(s) ? CONV_GEMM : a;
+}
+
+/* dX of a stride-1 convolution as a convolution of dY: the kernel flipped
+ * and transposed, padded K-1-pad. */
+static inline ConvShape conv_wino_transposed(const ConvShape *s) {
+  ConvShape t = {.N = s->N, .H = s->OH, .W = s->OW, .C = s->OC, .OC = s->C,
+                 .K = s->K, .stride = 1, .pad = s->K - 1 - s->pad,
+                 .OH = s->H, .OW = s->W};
+  return t;
+}
+
+/* Images per chunk: the 16 transformed tiles of input and output, 16 x
+ * tiles x (C + OC) floats, stay near 8 MiB; chunks as even as can be. */
+static inline int conv_wino_chunk(const ConvShape *s) {
+  int64_t per = (int64_t)16 * ((s->OH + 1) / 2) * ((s->OW + 1) / 2) *
+                (s->C + s->OC);
+  int64_t nb = per > 0 ? ((int64_t)2 << 20) / per : s->N;
+  nb = nb < 1 ? 1 : nb > s->N ? s->N : nb;
+  int64_t chunks = (s->N + nb - 1) / nb;
+  return (int)((s->N + chunks - 1) / chunks);
+}
+
+/* The forward pass (and dX) runs blocks of tiles, one per thread, each in
+ * a slot of the workspace sized for L2: at most WINO_SLOTS threads. */
+enum { WINO_SLOTS = 4 };
+static inline int conv_wino_block(const ConvShape *s) {
+  int ch = s->C + s->OC;
+  return ch <= 256 ? 64 : ch <= 512 ? 32 : 16;
+}
+static inline int64_t conv_wino_slot(const ConvShape *s) {
+  return RT_LINE_FLOATS((int64_t)16 * conv_wino_block(s) * (s->C + s->OC));
+}
+
+/* Transformed weights, two rows of max(C, OC) floats (zeros for taps past
+ * the edge; a sink for outputs past it, so that the transforms run
+ * without branches), then the forward pass's slots or dW's chunk of
+ * transformed tiles. */
+static inline int64_t conv_wino_floats(const ConvShape *s, int dw) {
+  int64_t tiles = dw ? (int64_t)16 * conv_wino_chunk(s) * ((s->OH + 1) / 2) *
+                           ((s->OW + 1) / 2) * (s->C + s->OC)
+                     : WINO_SLOTS * conv_wino_slot(s);
+  return (int64_t)16 * s->C * s->OC +
+         2 * RT_LINE_FLOATS(s->C > s->OC ? s->C : s->OC) + tiles;
+}
+
 static inline int64_t conv_gemm_cols(const ConvShape *s) {
   if (s->K == 1 && s->stride == 1 && s->pad == 0)
     return 0;
@@ -143,17 +203,27 @@ static inline int64_t conv_gemm_cols(const ConvShape *s) {
 }
 
 static inline int64_t conv_work_floats(const ConvShape *s, int backward) {
-  if (!backward)
-    return s->algo == CONV_DIRECT
-               ? RT_LINE_FLOATS(5 * (s->OH + s->OW)) +
-                     ((int64_t)s->OC + 31) / 32 * 32 * s->K * s->K * s->C
-               : conv_gemm_cols(s);
+  if (!backward) {
+    switch (conv_algo_of(s, CONV_PASS_FWD)) {
+    case CONV_DIRECT:
+      return RT_LINE_FLOATS(5 * (s->OH + s->OW)) +
+             ((int64_t)s->OC + 31) / 32 * 32 * s->K * s->K * s->C;
+    case CONV_WINOGRAD: return conv_wino_floats(s, 0);
+    default: return conv_gemm_cols(s);
+    }
+  }
   /* dW runs first, then dX, in the same workspace. */
-  int64_t dx = s->algo_dx == CONV_DIRECT
+  ConvShape t = conv_wino_transposed(s);
+  int a = conv_algo_of(s, CONV_PASS_DX);
+  int64_t dx = a == CONV_DIRECT
                    ? RT_LINE_FLOATS(5 * (s->H + s->W)) +
                          ((int64_t)s->C + 31) / 32 * 32 * s->K * s->K * s->OC
-                   : conv_gemm_cols(s);
-  int64_t dw = s->algo_dw == CONV_DIRECT ? 0 : conv_gemm_cols(s);
+               : a == CONV_WINOGRAD ? conv_wino_floats(&t, 0)
+                                    : conv_gemm_cols(s);
+  a = conv_algo_of(s, CONV_PASS_DW);
+  int64_t dw = a == CONV_DIRECT     ? 0
+               : a == CONV_WINOGRAD ? conv_wino_floats(s, 1)
+                                    : conv_gemm_cols(s);
   return dx > dw ? dx : dw;
 }
 

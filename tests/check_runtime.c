@@ -155,6 +155,9 @@ static const ConvCase conv_cases[] = {
     {{2, 4, 4, 40, 35, 3, 2, 1, 0, 0, 0, 0, 0}, 0},
     {{1, 4, 4, 33, 18, 3, 1, 3, 0, 0, 0, 0, 0}, 0},
     {{1, 2, 2, 16, 32, 1, 1, 0, 0, 0, 0, 0, 0}, 0},
+    /* 3x3 stride 1 (Winograd's): pad 0 and 2, odd outputs (edge tiles) */
+    {{2, 5, 7, 5, 6, 3, 1, 0, 0, 0, 0, 0, 0}, 0},
+    {{1, 5, 6, 16, 17, 3, 1, 2, 0, 0, 0, 0, 0}, 0},
 };
 #define NCONV ((int)(sizeof conv_cases / sizeof conv_cases[0]))
 
@@ -165,21 +168,23 @@ typedef struct {
   int algo[CONV_PASSES], isa; /* forward, dX, dW */
   const char *name;
 } ConvVariant;
-enum { G = CONV_GEMM, D = CONV_DIRECT };
+enum { G = CONV_GEMM, D = CONV_DIRECT, WI = CONV_WINOGRAD };
+/* Winograd runs the 3x3 stride-1 cases; on the others it is GEMM. */
 static const ConvVariant variants[] = {
     {{G, G, G}, RT_ISA_AVX2, "gemm"},
     {{D, D, D}, RT_ISA_AVX2, "direct avx2"},
+    {{WI, WI, WI}, RT_ISA_AVX2, "winograd"},
     /* mixed: a backward workspace must hold what each of its passes needs */
     {{D, G, D}, RT_ISA_AVX2, "direct, gemm dX, direct dW"},
-    {{G, D, G}, RT_ISA_AVX2, "gemm, direct dX, gemm dW"},
+    {{G, D, WI}, RT_ISA_AVX2, "gemm, direct dX, winograd dW"},
     {{D, D, D}, RT_ISA_AVX512, "direct avx512"},
 };
 static int nvariants; /* the leading entries of variants[] this CPU runs */
 
 static int conv_variants(void) {
   if (!nvariants) {
-    nvariants = rt_cpu_has_isa(RT_ISA_AVX512) ? 5 : 4;
-    if (nvariants < 5)
+    nvariants = rt_cpu_has_isa(RT_ISA_AVX512) ? 6 : 5;
+    if (nvariants < 6)
       fprintf(stderr, "note: this CPU has no AVX-512: the avx512 direct "
                       "kernels are not tested here\n");
   }
@@ -994,7 +999,7 @@ END_TEST
 START_TEST(test_direct_threads_bits) {
   seed(2300 + (uint64_t)_i);
   ConvCase cc = {{5, 9, 7, 24, 40, 3, 1 + _i, 1, 0, 0, 0, 0, 0}, 0};
-  Conv c = conv_make(&cc, _i == 1 && conv_variants() == 5 ? 4 : 1);
+  Conv c = conv_make(&cc, _i == 1 && conv_variants() == 6 ? 5 : 1);
   int before = rt_threads();
   float *one[4], *more[4];
   conv_all(&c, 1, one);

@@ -79,6 +79,8 @@ for m in $models; do
        "train_vs_bench=$ev gflops=$(field "$line" gflops)" \
        "sgemm_peak_gflops=$(field "$line" sgemm_peak_gflops)" \
        "peak_frac=$(field "$line" peak_frac) netc_rss_mib=$(field "$line" rss_mib)" \
-       "torch_rss_mib=$tr blas_kernel=$(field "$line" blas_kernel)"
+       "torch_rss_mib=$tr blas_kernel=$(field "$line" blas_kernel)" \
+       "conv_kernel=$(field "$line" conv_kernel)" \
+       "conv_algos=$(field "$line" conv_algos)"
 done
 exit $status
