@@ -141,31 +141,14 @@ static void pack_forward(float *wp, const float *w, const ConvShape *s,
   }
 }
 
-/* (OC, K, K, C) -> (C/vl, K, K, OC, vl), the taps flipped: the weights
- * of the transposed convolution that gives dX of a stride-1 one. */
-static void pack_flipped(float *wq, const float *w, const ConvShape *s,
-                         int vl) {
-  int ncb = (s->C + vl - 1) / vl, K = s->K, taps = K * K;
-  int64_t kkc = (int64_t)taps * s->C;
-#pragma omp parallel for schedule(static)
-  for (int cb = 0; cb < ncb; cb++)
-    for (int t = 0; t < taps; t++)
-      for (int oc = 0; oc < s->OC; oc++) {
-        float *dst = wq + (((int64_t)cb * taps + t) * s->OC + oc) * vl;
-        const float *src = w + oc * kkc + (int64_t)(taps - 1 - t) * s->C;
-        for (int j = 0; j < vl; j++) {
-          int c = cb * vl + j;
-          dst[j] = c < s->C ? src[c] : 0.0f;
-        }
-      }
-}
-
 /* (OC, K, K, C) -> (C/vl, K, K, OC, vl): for dX, vl input channels side
  * by side, and the output channels a tile sums over in a row. (Read in
  * place, w[oc] is K*K*C floats from w[oc+1]: a new page every step, and
- * dX ran at half sgemm's speed.) */
+ * dX ran at half sgemm's speed.) With `flip`, the taps reversed too: the
+ * weights of the transposed convolution that gives dX of a stride-1 one,
+ * which the forward tiles then run. */
 static void pack_bwd_data(float *wq, const float *w, const ConvShape *s,
-                          int vl) {
+                          int vl, int flip) {
   int ncb = (s->C + vl - 1) / vl, taps = s->K * s->K;
   int64_t kkc = (int64_t)taps * s->C;
 #pragma omp parallel for schedule(static)
@@ -173,7 +156,8 @@ static void pack_bwd_data(float *wq, const float *w, const ConvShape *s,
     for (int t = 0; t < taps; t++)
       for (int oc = 0; oc < s->OC; oc++) {
         float *dst = wq + (((int64_t)cb * taps + t) * s->OC + oc) * vl;
-        const float *src = w + oc * kkc + (int64_t)t * s->C;
+        const float *src =
+            w + oc * kkc + (int64_t)(flip ? taps - 1 - t : t) * s->C;
         for (int j = 0; j < vl; j++) {
           int c = cb * vl + j;
           dst[j] = c < s->C ? src[c] : 0.0f;
@@ -219,7 +203,7 @@ void conv_direct_bwd_data(float *dx, float *work, const float *dy,
                    .OC = s->C, .K = s->K, .stride = 1,
                    .pad = s->K - 1 - s->pad, .OH = s->H, .OW = s->W};
     build_classes(&cc, work, &t, 0);
-    pack_flipped(wq, w, s, isa_vl());
+    pack_bwd_data(wq, w, s, isa_vl(), 1);
     if (avx512)
       conv_tiles_forward_avx512(dx, dy, wq, NULL, &t, &cc, acc);
     else
@@ -227,7 +211,7 @@ void conv_direct_bwd_data(float *dx, float *work, const float *dy,
     return;
   }
   build_classes(&cc, work, s, 1);
-  pack_bwd_data(wq, w, s, isa_vl());
+  pack_bwd_data(wq, w, s, isa_vl(), 0);
   if (avx512)
     conv_tiles_bwd_data_avx512(dx, dy, wq, s, &cc, acc);
   else

@@ -35,6 +35,14 @@ typedef struct {
   int parallel;
 } Chunk;
 
+/* Tile t of the run: its image n and block row r and column q. */
+static void tile_at(const Chunk *k, int64_t t, int *n, int *r, int *q) {
+  int64_t at = k->t0 + t;
+  *n = (int)(at / ((int64_t)k->th * k->tw));
+  *r = (int)(at / k->tw % k->th);
+  *q = (int)(at % k->tw);
+}
+
 /* The tiles of images [n0, n0 + conv_wino_chunk(s)). */
 static Chunk chunk(const ConvShape *s, int n0) {
   int nb = conv_wino_chunk(s);
@@ -86,9 +94,8 @@ static void input_transform(float *V, const float *x, const ConvShape *s,
   const int64_t plane = k->tiles * C;
 #pragma omp parallel for schedule(static) if (k->parallel)
   for (int64_t t = 0; t < k->tiles; t++) {
-    int64_t at = k->t0 + t;
-    int n = (int)(at / (k->th * k->tw));
-    int r = (int)(at / k->tw % k->th), q = (int)(at % k->tw);
+    int n, r, q;
+    tile_at(k, t, &n, &r, &q);
     int h0 = 2 * r - s->pad, w0 = 2 * q - s->pad;
     const float *row[4][4];
     for (int i = 0; i < 4; i++)
@@ -132,9 +139,8 @@ static void output_transform(float *y, const float *M, const float *b,
   const int64_t plane = k->tiles * OC;
 #pragma omp parallel for schedule(static) if (k->parallel)
   for (int64_t t = 0; t < k->tiles; t++) {
-    int64_t at = k->t0 + t;
-    int n = (int)(at / (k->th * k->tw));
-    int r = (int)(at / k->tw % k->th), q = (int)(at % k->tw);
+    int n, r, q;
+    tile_at(k, t, &n, &r, &q);
     float *dst[2][2];
     for (int i = 0; i < 2; i++)
       for (int j = 0; j < 2; j++) {
@@ -182,9 +188,8 @@ static void grad_transform(float *dM, const float *dy, const ConvShape *s,
   const int64_t plane = k->tiles * OC;
 #pragma omp parallel for schedule(static) if (k->parallel)
   for (int64_t t = 0; t < k->tiles; t++) {
-    int64_t at = k->t0 + t;
-    int n = (int)(at / (k->th * k->tw));
-    int r = (int)(at / k->tw % k->th), q = (int)(at % k->tw);
+    int n, r, q;
+    tile_at(k, t, &n, &r, &q);
     const float *src[2][2];
     for (int i = 0; i < 2; i++)
       for (int j = 0; j < 2; j++) {

@@ -36,13 +36,19 @@ static const char *trainer = "build/testdata/small10/small10";
 static const char *tiny = "build/testdata/tiny10/tiny10";
 
 /* Builds a trainer unless it is newer than netc, the runtime and its
- * source. */
+ * source. NETC_TEST_CONV, if set, is its --conv: the sanitized suite sets
+ * gemm (Makefile), because AddressSanitizer instruments netc's own kernels
+ * but not OpenBLAS, and with them five sanitized epochs take over the
+ * test's 10 minutes; check_runtime and check_codegen run those kernels
+ * under the sanitizers. */
 static void build(const char *net, int batch, const char *dir,
                   const char *name) {
+  const char *conv = getenv("NETC_TEST_CONV");
   MUST("t=%s/%s; d=$(dirname %s); for f in %s $d/libnetcrt.a $d/trainer.o "
-       "%s; do [ \"$t\" -nt \"$f\" ] || { %s build -b %d -o %s %s "
+       "%s; do [ \"$t\" -nt \"$f\" ] || { %s build %s%s -b %d -o %s %s "
        ">/dev/null; exit $?; }; done", dir, name, netc_path(), netc_path(),
-       net, netc_path(), batch, dir, net);
+       net, netc_path(), conv ? "--conv " : "", conv ? conv : "", batch, dir,
+       net);
 }
 
 /* The subset and the trainers, made once per build directory. */
