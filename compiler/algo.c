@@ -5,9 +5,10 @@
  * - CONV_GEMM: im2col + OpenBLAS sgemm; the reference and the fallback;
  * - CONV_DIRECT: netc's register-blocked kernel, which skips padding taps
  *   and packs its weights itself (runtime/conv_direct.c);
- * - CONV_WINOGRAD: F(2x2, 3x3) for 3x3 stride-1 layers, as 16 sgemms
- *   between transforms (runtime/conv_winograd.c); asked of another layer,
- *   a pass gets GEMM.
+ * - CONV_WINOGRAD, CONV_WINOGRAD4: F(2x2, 3x3) and F(4x4, 3x3) for 3x3
+ *   stride-1 layers, as 16 or 36 small GEMMs in netc's tiles between
+ *   transforms (runtime/conv_winograd.c); asked of another layer, a pass
+ *   gets GEMM.
  * The cost model below says which one wins for a layer's shape; it was
  * fitted to per-layer measurements of both (docs/kernels.md). */
 #include <string.h>
@@ -16,7 +17,7 @@
 
 static const char *const names[CONV_ALGO_COUNT] = {
     [CONV_GEMM] = "gemm", [CONV_DIRECT] = "direct",
-    [CONV_WINOGRAD] = "winograd"};
+    [CONV_WINOGRAD] = "winograd", [CONV_WINOGRAD4] = "winograd4"};
 
 const char *conv_algo_name(int algo) {
   return algo >= 0 && algo < CONV_ALGO_COUNT ? names[algo] : "?";
@@ -65,54 +66,80 @@ ConvShape node_conv_shape(const Graph *g, int i) {
 
 /* The cost model: rules fitted to per-layer times of every algorithm on
  * every conv shape of ResNet-18 and ResNet-50 at 64x64 and batch 64, two
- * threads, AVX2 (make bench-algos; docs/kernels.md has the table).
- * - Winograd F(2x2, 3x3), where it applies (3x3, stride 1), wins all three
- *   passes on maps of 8x8 and more (1.2x-1.4x over direct, 1.3x-1.8x over
- *   GEMM), and dW on 4x4; on 2x2 maps its tiles are mostly padding.
- * - forward: otherwise the direct kernel wins on every KxK layer, the 7x7
+ * threads (make bench-algos; docs/kernels.md has the tables): on Zen 3
+ * (AVX2, OpenBLAS's Haswell kernels) and on a Sapphire Rapids Xeon
+ * (AVX-512, where Debian's OpenBLAS runs its SSE3 Prescott kernels).
+ * - Winograd, where it applies (3x3, stride 1): F(4x4) wins all three
+ *   passes on 16x16 maps (1.2x-1.9x over F(2x2) and direct on both ISAs);
+ *   on 8x8 the two tie in the forward pass and dX, where F(2x2), the more
+ *   accurate, is kept, and F(4x4) wins dW; on 4x4 maps Winograd's tiles
+ *   are mostly padding (F(4x4) wins AVX2's dW alone), on 2x2 always;
+ *   with under 16 channels in or out, direct.
+ * - AVX-512: netc's 12x32 tiles beat OpenBLAS everywhere else, by 3x-4x
+ *   where OpenBLAS falls back to SSE3 and on every 1x1 layer; GEMM keeps
+ *   only the dW of a layer with under 16 input channels (the RGB stem),
+ *   where the direct tile's channel vectors would be mostly empty.
+ * - AVX2, forward: the direct kernel wins on every KxK layer, the 7x7
  *   stem on RGB included; a 1x1 layer is a plain GEMM with no im2col,
  *   which OpenBLAS does as well or better once it has over 64 channels.
- * - dX: direct wins at stride 1 (it is the forward tiles on the flipped
- *   kernel); at stride 2 its taps scatter, and GEMM wins below 16x16.
- * - dW: GEMM ties or wins everywhere else but the 2x2 maps, where the
- *   direct kernel's walk across the batch beats a GEMM of 256 rows. */
-static int model(const ConvShape *s, int pass) {
+ * - AVX2, dX: direct wins at stride 1 (it is the forward tiles on the
+ *   flipped kernel); at stride 2 its taps scatter, and GEMM wins below
+ *   16x16.
+ * - AVX2, dW: GEMM ties or wins everywhere else but the 2x2 maps, where
+ *   the direct kernel's walk across the batch beats a GEMM of 256 rows. */
+static int model(const ConvShape *s, int pass, int isa) {
   bool pointwise = s->K == 1, small = s->C <= 64 || s->OC <= 64;
-  bool wino = conv_wino_fits(s);
-  int map = s->OH * s->OW;
+  /* Winograd's transforms run over channel vectors: with under 16
+   * channels (an RGB input) they are mostly empty. */
+  bool wino = conv_wino_fits(s) && s->C >= 16 && s->OC >= 16;
+  int side = s->OH < s->OW ? s->OH : s->OW, map = s->OH * s->OW;
+  bool avx512 = isa == RT_ISA_AVX512;
   switch (pass) {
   case CONV_PASS_FWD:
-    if (wino && s->OH >= 8 && s->OW >= 8)
-      return CONV_WINOGRAD;
-    return !pointwise || s->C <= 64 ? CONV_DIRECT : CONV_GEMM;
+    if (wino && side >= 8)
+      return side >= 16 ? CONV_WINOGRAD4 : CONV_WINOGRAD;
+    return avx512 || !pointwise || s->C <= 64 ? CONV_DIRECT : CONV_GEMM;
   case CONV_PASS_DX:
-    if (wino && s->OH >= 8 && s->OW >= 8)
-      return CONV_WINOGRAD;
+    if (wino && side >= 8)
+      return side >= 16 ? CONV_WINOGRAD4 : CONV_WINOGRAD;
+    if (avx512)
+      return CONV_DIRECT;
     if (pointwise)
       return small && s->stride == 1 ? CONV_DIRECT : CONV_GEMM;
     return s->stride == 1 || s->H >= 16 ? CONV_DIRECT : CONV_GEMM;
   default:
-    if (wino && s->OH >= 4 && s->OW >= 4)
-      return CONV_WINOGRAD;
+    if (wino && (side >= 8 || (side >= 4 && !avx512)))
+      return CONV_WINOGRAD4;
+    if (avx512)
+      return s->C < 16 ? CONV_GEMM : CONV_DIRECT;
     return !pointwise && s->stride == 1 && map <= 4 ? CONV_DIRECT
                                                     : CONV_GEMM;
   }
 }
 
-void choose_conv_algos(Graph *g, int policy, const Tuning *tuning) {
+int conv_native_isa(void) {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f") &&
+                 __builtin_cpu_supports("avx512vl") &&
+                 __builtin_cpu_supports("avx512bw") &&
+                 __builtin_cpu_supports("avx512dq")
+             ? RT_ISA_AVX512
+             : RT_ISA_AVX2;
+}
+
+void choose_conv_algos(Graph *g, const ConvChoice *c) {
   for (int i = 0; i < g->nnodes; i++) { /* the forward graph */
     Node *n = &g->nodes[i];
     if (n->op != OP_CONV)
       continue;
     ConvShape s = node_conv_shape(g, i);
-    const int *tuned = tuning_find(tuning, &s);
+    const int *tuned = tuning_find(c->tuning, &s);
     for (int pass = 0; pass < CONV_PASSES; pass++) {
-      int a = policy != CONV_POLICY_AUTO ? policy >> (8 * pass) & 0xff
-              : tuned                    ? tuned[pass]
-                                         : model(&s, pass);
+      int a = c->policy != CONV_POLICY_AUTO ? c->policy >> (8 * pass) & 0xff
+              : tuned                       ? tuned[pass]
+                                            : model(&s, pass, c->isa);
       /* What the runtime would run: Winograd only fits 3x3 stride 1. */
-      n->algo[pass] = a == CONV_WINOGRAD && !conv_wino_fits(&s) ? CONV_GEMM
-                                                               : a;
+      n->algo[pass] = conv_is_wino(a) && !conv_wino_fits(&s) ? CONV_GEMM : a;
     }
   }
 }

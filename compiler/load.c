@@ -115,8 +115,8 @@ static int step_fits(Diag *d, const Graph *g) {
 
 /* infer -> autodiff over the loaded `decls`, verifying after each. */
 static int front(Diag *d, Pool *pool, const char *path, Decl *decls,
-                 int64_t batch, int conv_policy, const Tuning *tuning,
-                 Graph *g, Decl **decls_out) {
+                 int64_t batch, const ConvChoice *conv, Graph *g,
+                 Decl **decls_out) {
   memset(g, 0, sizeof *g);
   g->pool = pool;
   g->batch = batch;
@@ -127,7 +127,7 @@ static int front(Diag *d, Pool *pool, const char *path, Decl *decls,
     return 1;
   if (!infer_network(d, decls, g))
     return 1;
-  choose_conv_algos(g, conv_policy, tuning);
+  choose_conv_algos(g, conv);
   /* The verifier runs after each pass: a failure is netc's bug. */
   if (graph_verify(g, stderr) || (autodiff(g), graph_verify(g, stderr))) {
     fprintf(stderr, "netc: internal error: the graph of %s fails "
@@ -137,16 +137,20 @@ static int front(Diag *d, Pool *pool, const char *path, Decl *decls,
   return step_fits(d, g);
 }
 
+/* The cost model's choices for a portable (AVX2) trainer: what the
+ * calls without options get. */
+static const ConvChoice portable = {CONV_POLICY_AUTO, NULL, RT_ISA_AVX2};
+
 int compile_front(Diag *d, Pool *pool, const char *path, int64_t batch,
                   Graph *g, Decl **decls_out) {
   return front(d, pool, path, load_program(d, pool, path), batch,
-               CONV_POLICY_AUTO, NULL, g, decls_out);
+               &portable, g, decls_out);
 }
 
 int compile_front_conv(Diag *d, Pool *pool, const char *path, int64_t batch,
-                       int conv_policy, const Tuning *tuning, Graph *g) {
-  return front(d, pool, path, load_program(d, pool, path), batch,
-               conv_policy, tuning, g, NULL);
+                       const ConvChoice *conv, Graph *g) {
+  return front(d, pool, path, load_program(d, pool, path), batch, conv, g,
+               NULL);
 }
 
 int compile_source(Diag *d, Pool *pool, const char *name, const char *text,
@@ -155,6 +159,5 @@ int compile_source(Diag *d, Pool *pool, const char *name, const char *text,
   Decl *decls = NULL;
   if (diag_add_text(d, name, text, len) >= 0)
     decls = load_imports(d, pool, real);
-  return front(d, pool, name, decls, batch, CONV_POLICY_AUTO, NULL, g,
-               NULL);
+  return front(d, pool, name, decls, batch, &portable, g, NULL);
 }

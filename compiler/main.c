@@ -48,7 +48,8 @@ static const char usage[] =
     "                          (with build: the output directory)\n"
     "  --conv ALGO             how convolutions are computed: auto (the\n"
     "                          cost model, default), gemm (im2col + BLAS),\n"
-    "                          direct (netc's kernels) or winograd (3x3\n"
+    "                          direct (netc's kernels), winograd or\n"
+    "                          winograd4 (F(2x2,3x3), F(4x4,3x3): 3x3\n"
     "                          stride 1; gemm elsewhere); FWD,DX,DW sets\n"
     "                          each pass apart (direct,direct,gemm)\n"
     "  --tune                  with build: time each convolution pass with\n"
@@ -58,8 +59,9 @@ static const char usage[] =
     "                          lacks: the cost model); the same file gives\n"
     "                          the same C\n"
     "  --no-compile            with build: write the C files only\n"
-    "  --portable              with build: a trainer for any AVX2 machine,\n"
-    "                          not tuned to this one's CPU (-march=native)\n"
+    "  --portable              a trainer for any AVX2 machine, not tuned to\n"
+    "                          this one's CPU (-march=native); with check\n"
+    "                          and dump: the algorithms such a build gets\n"
     "  -h, --help              print this help and exit\n"
     "  --version               print the version and exit\n"
     "\n"
@@ -138,8 +140,9 @@ static int compile(Diag *d, Pool *pool, const Options *o, Graph *g) {
   const char *file = o->tuning;
   if (file && !tuning_load(file, pool, &tuning))
     return 1;
-  int rc = compile_front_conv(d, pool, o->path, o->batch, o->conv_policy,
-                              file ? &tuning : NULL, g);
+  int isa = o->portable ? RT_ISA_AVX2 : conv_native_isa();
+  ConvChoice conv = {o->conv_policy, file ? &tuning : NULL, isa};
+  int rc = compile_front_conv(d, pool, o->path, o->batch, &conv, g);
   if (rc || !o->tune)
     return rc;
   const char *dir = out_dir(o, g);
@@ -148,13 +151,13 @@ static int compile(Diag *d, Pool *pool, const Options *o, Graph *g) {
     fprintf(stderr, "netc: cannot create '%s': %s\n", dir, strerror(errno));
     return 1;
   }
-  if (tuning_measure(g, netc_tuner(pool), o->threads, file) ||
+  if (tuning_measure(g, netc_tuner(pool), o->threads, isa, file) ||
       !tuning_load(file, pool, &tuning))
     return 1;
   Diag again; /* the sources once more, as if for the first time */
   diag_init(&again, pool, d->out);
-  rc = compile_front_conv(&again, pool, o->path, o->batch, o->conv_policy,
-                          &tuning, g);
+  conv.tuning = &tuning;
+  rc = compile_front_conv(&again, pool, o->path, o->batch, &conv, g);
   d->errors += again.errors;
   return rc;
 }
@@ -260,12 +263,13 @@ static int parse_options(int argc, char **argv, int argi, Options *o) {
       o->threads = (int)t;
     } else if (!strcmp(a, "--conv")) {
       if (++argi >= argc)
-        return bad_usage("%s needs an algorithm: auto, gemm, direct or "
-                         "winograd", a);
+        return bad_usage("%s needs an algorithm: auto, gemm, direct, "
+                         "winograd or winograd4", a);
       o->conv_policy = conv_policy_lookup(argv[argi]);
       if (o->conv_policy < CONV_POLICY_AUTO)
         return bad_usage("unknown convolution algorithm '%s' (auto, gemm, "
-                         "direct, winograd, or FWD,DX,DW of those)",
+                         "direct, winograd, winograd4, or FWD,DX,DW of "
+                         "those)",
                          argv[argi]);
     } else if (!strcmp(a, "-o")) {
       if (++argi >= argc)
@@ -287,8 +291,6 @@ static int parse_options(int argc, char **argv, int argi, Options *o) {
     return bad_usage("%s", "--no-compile goes with build");
   if (o->debug && o->cmd != CMD_BUILD)
     return bad_usage("%s", "--debug goes with build");
-  if (o->portable && o->cmd != CMD_BUILD)
-    return bad_usage("%s", "--portable goes with build");
   if ((o->tune || o->threads) && o->cmd != CMD_BUILD)
     return bad_usage("%s", "--tune and --threads go with build");
   if (o->threads && !o->tune)

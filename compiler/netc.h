@@ -515,13 +515,26 @@ const int *tuning_find(const Tuning *t, const ConvShape *s);
 /* Times every distinct conv shape of g with the netc-tune program
  * `tuner` on `threads` threads and writes the tuning file `path`; 0, or 1
  * with a message. */
-int tuning_measure(const Graph *g, const char *tuner, int threads,
+int tuning_measure(const Graph *g, const char *tuner, int threads, int isa,
                    const char *path);
+
+/* How the convolution algorithms are chosen: the policy (a CONV_POLICY of
+ * the user's, or CONV_POLICY_AUTO), the tuning file (NULL: none), and the
+ * instruction set the trainer is built for (RT_ISA_*: netc's kernels
+ * there are twice as wide on AVX-512, which moves the cost model's
+ * choices). */
+typedef struct {
+  int policy;
+  const Tuning *tuning;
+  int isa;
+} ConvChoice;
 
 /* Sets algo[] of every conv node of the forward graph: by the policy, or
  * for CONV_POLICY_AUTO by the tuning (if given and it lists the layer's
- * shape), else by the cost model. */
-void choose_conv_algos(Graph *g, int policy, const Tuning *tuning);
+ * shape), else by the cost model for c->isa. */
+void choose_conv_algos(Graph *g, const ConvChoice *c);
+/* The instruction set of this machine, the default target. */
+int conv_native_isa(void);
 const char *conv_algo_name(int algo);
 /* The policy "auto", "gemm", "direct" or "FWD,DX,DW" names; -2 if
  * none. */
@@ -631,10 +644,10 @@ void dump_shapes(FILE *out, Diag *d, const Graph *g);
 int compile_front(Diag *d, Pool *pool, const char *path, int64_t batch,
                   Graph *g, Decl **decls_out);
 
-/* The same with the convolution algorithms chosen by `conv_policy` (a
- * CONV_* for every layer, or CONV_POLICY_AUTO: the cost model). */
+/* The same with the convolution algorithms chosen as `conv` says
+ * (compile_front: the cost model for AVX2, as --portable builds). */
 int compile_front_conv(Diag *d, Pool *pool, const char *path, int64_t batch,
-                       int conv_policy, const Tuning *tuning, Graph *g);
+                       const ConvChoice *conv, Graph *g);
 
 /* The same for source text in memory named `name` (imports resolve from
  * the current directory): the fuzz target's entry. */

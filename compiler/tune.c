@@ -70,7 +70,8 @@ bool tuning_load(const char *path, Pool *pool, Tuning *t) {
       int a = conv_policy_lookup(algo[p]);
       if (a < 0 || strchr(algo[p], ',')) {
         ok = bad_line(path, line, pool_printf(pool, "unknown algorithm '%s' "
-                                              "(gemm, direct or winograd)",
+                                              "(gemm, direct, winograd or "
+                                              "winograd4)",
                                               algo[p]));
         break;
       }
@@ -127,7 +128,7 @@ static int write_shapes(const Graph *g, FILE *f, ConvShape *shapes) {
   return n;
 }
 
-int tuning_measure(const Graph *g, const char *tuner, int threads,
+int tuning_measure(const Graph *g, const char *tuner, int threads, int isa,
                    const char *path) {
   Pool *pool = g->pool;
   ConvShape *shapes = pool_alloc(pool, sizeof *shapes * (size_t)(g->nforward + 1));
@@ -141,27 +142,28 @@ int tuning_measure(const Graph *g, const char *tuner, int threads,
   }
   int n = write_shapes(g, in, shapes);
   fclose(in);
-  const char *cmd = pool_printf(pool, "'%s' --threads %d < '%s'", tuner,
-                                threads, tmp);
+  const char *cmd = pool_printf(pool, "'%s' --threads %d --isa %s < '%s'",
+                                tuner, threads,
+                                isa == RT_ISA_AVX512 ? "avx512" : "avx2", tmp);
   fprintf(stderr, "netc: timing %d convolution shapes of %s (%s)\n", n,
           g->name, cmd);
   FILE *run = popen(cmd, "r");
   /* Per shape and pass: the winner and both times, as netc-tune prints. */
   char (*win)[CONV_PASSES][16] = pool_alloc(pool, sizeof *win * (size_t)(n + 1));
-  char (*ms)[CONV_PASSES][48] = pool_alloc(pool, sizeof *ms * (size_t)(n + 1));
+  char (*ms)[CONV_PASSES][64] = pool_alloc(pool, sizeof *ms * (size_t)(n + 1));
   const char *header = "";
   char buf[512];
   int got = 0;
   while (run && fgets(buf, sizeof buf, run)) {
     int id;
     char pass[8], best[16];
-    double tg, td, tw;
+    double tg, td, tw, t4;
     if (buf[0] == '#') {
       header = pool_printf(pool, "%s%s", header, buf);
       continue;
     }
-    if (sscanf(buf, "s%d %7s %lf %lf %lf %15s", &id, pass, &tg, &td, &tw,
-               best) != 6 ||
+    if (sscanf(buf, "s%d %7s %lf %lf %lf %lf %15s", &id, pass, &tg, &td, &tw,
+               &t4, best) != 7 ||
         id < 0 || id >= n)
       continue;
     int p = !strcmp(pass, "fwd") ? 0 : !strcmp(pass, "dx") ? 1 : 2;
@@ -169,8 +171,8 @@ int tuning_measure(const Graph *g, const char *tuner, int threads,
     if (tw < 0)
       snprintf(ms[id][p], sizeof ms[id][p], "%s %.3f/%.3f", pass, tg, td);
     else
-      snprintf(ms[id][p], sizeof ms[id][p], "%s %.3f/%.3f/%.3f", pass, tg,
-               td, tw);
+      snprintf(ms[id][p], sizeof ms[id][p], "%s %.3f/%.3f/%.3f/%.3f", pass,
+               tg, td, tw, t4);
     got++;
   }
   int status = run ? pclose(run) : -1;
@@ -188,7 +190,7 @@ int tuning_measure(const Graph *g, const char *tuner, int threads,
   fprintf(out, "# netc tuning file for %s at batch %lld: the fastest "
                "algorithm of each convolution pass\n# measured on %s\n%s"
                "# conv N H W C OC K stride pad FWD DX DW  # ms "
-               "gemm/direct[/winograd] per pass\n",
+               "gemm/direct[/winograd/winograd4] per pass\n",
           g->name, (long long)g->batch, cpu_name(pool), header);
   for (int i = 0; i < n; i++) {
     const ConvShape *s = &shapes[i];

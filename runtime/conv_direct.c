@@ -48,8 +48,25 @@ const char *rt_conv_kernel_name(void) {
                                    : "avx2-fma-direct-6x16";
 }
 
-static int isa_vl(void) {
+int conv_tiles_vl(void) {
   return rt_isa() == RT_ISA_AVX512 ? AVX512_VL : AVX2_VL;
+}
+
+void conv_tiles_gemm(float *y, int64_t ldy, const float *x, int64_t ldx,
+                     const float *wp, int M, int N, int K) {
+  if (rt_isa() == RT_ISA_AVX512)
+    conv_tiles_gemm_avx512(y, ldy, x, ldx, wp, M, N, K);
+  else
+    conv_tiles_gemm_avx2(y, ldy, x, ldx, wp, M, N, K);
+}
+
+void conv_tiles_gemm_tn(float *d, int64_t ldd, const float *a, int64_t lda,
+                        const float *b, int64_t ldb, int T, int rows,
+                        int cols, int acc) {
+  if (rt_isa() == RT_ISA_AVX512)
+    conv_tiles_gemm_tn_avx512(d, ldd, a, lda, b, ldb, T, rows, cols, acc);
+  else
+    conv_tiles_gemm_tn_avx2(d, ldd, a, lda, b, ldb, T, rows, cols, acc);
 }
 
 /* ---- class tables ------------------------------------------------------- */
@@ -173,7 +190,7 @@ void conv_direct_forward(float *y, float *work, const float *x,
   ConvClasses cc;
   build_classes(&cc, work, s, 0);
   float *wp = work + RT_LINE_FLOATS(5 * (s->OH + s->OW));
-  pack_forward(wp, w, s, isa_vl());
+  pack_forward(wp, w, s, conv_tiles_vl());
   if (rt_isa() == RT_ISA_AVX512)
     conv_tiles_forward_avx512(y, x, wp, b, s, &cc, 0);
   else
@@ -203,7 +220,7 @@ void conv_direct_bwd_data(float *dx, float *work, const float *dy,
                    .OC = s->C, .K = s->K, .stride = 1,
                    .pad = s->K - 1 - s->pad, .OH = s->H, .OW = s->W};
     build_classes(&cc, work, &t, 0);
-    pack_bwd_data(wq, w, s, isa_vl(), 1);
+    pack_bwd_data(wq, w, s, conv_tiles_vl(), 1);
     if (avx512)
       conv_tiles_forward_avx512(dx, dy, wq, NULL, &t, &cc, acc);
     else
@@ -211,7 +228,7 @@ void conv_direct_bwd_data(float *dx, float *work, const float *dy,
     return;
   }
   build_classes(&cc, work, s, 1);
-  pack_bwd_data(wq, w, s, isa_vl(), 0);
+  pack_bwd_data(wq, w, s, conv_tiles_vl(), 0);
   if (avx512)
     conv_tiles_bwd_data_avx512(dx, dy, wq, s, &cc, acc);
   else

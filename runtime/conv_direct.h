@@ -72,6 +72,32 @@ void conv_winograd_bwd_data(float *dx, float *work, const float *dy,
 void conv_winograd_bwd_weights(float *dw, float *work, const float *dy,
                                const float *x, const ConvShape *s, int acc);
 
+/* Small GEMMs in the same tiles, one thread each (Winograd's products).
+ * y (M x N, row stride ldy) = x (M x K, row stride ldx) times the packed
+ * wp: (N/VL, K, VL), zero past N, 64-byte aligned. */
+void conv_tiles_gemm_avx2(float *y, int64_t ldy, const float *x, int64_t ldx,
+                          const float *wp, int M, int N, int K);
+void conv_tiles_gemm_avx512(float *y, int64_t ldy, const float *x,
+                            int64_t ldx, const float *wp, int M, int N,
+                            int K);
+/* d (rows x cols, row stride ldd) = or += (acc) a^T b summed over T: a is
+ * (T x rows), row stride lda; b is (T x cols), row stride ldb. Each
+ * element is summed in the order of t. */
+void conv_tiles_gemm_tn_avx2(float *d, int64_t ldd, const float *a,
+                             int64_t lda, const float *b, int64_t ldb, int T,
+                             int rows, int cols, int acc);
+void conv_tiles_gemm_tn_avx512(float *d, int64_t ldd, const float *a,
+                               int64_t lda, const float *b, int64_t ldb,
+                               int T, int rows, int cols, int acc);
+/* The vector block of the ISA in use (the packing's VL), and the two
+ * GEMMs by it. */
+int conv_tiles_vl(void);
+void conv_tiles_gemm(float *y, int64_t ldy, const float *x, int64_t ldx,
+                     const float *wp, int M, int N, int K);
+void conv_tiles_gemm_tn(float *d, int64_t ldd, const float *a, int64_t lda,
+                        const float *b, int64_t ldb, int T, int rows,
+                        int cols, int acc);
+
 /* Floats per vector block (the packing's VL) and tile sizes, per ISA. */
 enum {
   AVX2_VL = 16, AVX2_PIX = 6, AVX2_OCT = 6,

@@ -1,23 +1,27 @@
-/* conv_winograd.c: CONV_WINOGRAD, Winograd's F(2x2, 3x3) for 3x3 stride-1
- * convolutions, in all three passes (Lavin and Gray, "Fast Algorithms for
- * Convolutional Neural Networks", 2015).
+/* conv_winograd.c: Winograd's minimal filtering for 3x3 stride-1
+ * convolutions, F(2x2, 3x3) (CONV_WINOGRAD) and F(4x4, 3x3)
+ * (CONV_WINOGRAD4), in all three passes (Lavin and Gray, "Fast Algorithms
+ * for Convolutional Neural Networks", 2015).
  *
- * Each 2x2 block of outputs is A^T [(G g G^T) .* (B^T d B)] A for the 4x4
- * input tile d around it and the 3x3 kernel g: 16 multiplies where the
- * direct form needs 36. Over a batch, the 16 elementwise products become
- * 16 matrix products (tiles x C) times (C x OC), which OpenBLAS does at
- * sgemm speed; the transforms are adds (and halvings, for G) vectorized
- * over the channels, which NHWC keeps contiguous.
+ * Each m x m block of outputs is A^T [(G g G^T) .* (B^T d B)] A for the
+ * (m + 2) x (m + 2) input tile d around it and the 3x3 kernel g: 16
+ * multiplies for 4 outputs (F2) or 36 for 16 (F4), where the direct form
+ * needs 9 per output. Over a batch, the (m + 2)^2 elementwise products
+ * become as many matrix products (tiles x C) times (C x OC), which
+ * OpenBLAS does at sgemm speed; the transforms are adds and small
+ * constant multiplies, vectorized over the channels, which NHWC keeps
+ * contiguous. F(4x4)'s transforms use 2, 4, 5, 8 and 1/6, 1/24, so it is
+ * less accurate than F(2x2) (docs/kernels.md has both errors).
  * - forward: U = G g G^T once per call, V = B^T d B per tile, M_xi = V_xi
  *   U_xi, Y = A^T M A;
  * - dX of a stride-1 convolution is the forward pass of dY with the kernel
  *   flipped and transposed, padded 2 - pad;
  * - dW: dM = A dY A^T per tile, dU_xi = V_xi^T dM_xi summed over tiles,
  *   dW = G^T dU G.
- * The batch runs in chunks of images (conv_wino_chunk) so the transformed
- * tiles stay near 8 MiB; the workspace is the plan's. */
+ * Each function takes m; the per-tile loops are written once and inlined
+ * for each m, so the compiler sees constant matrices. The workspace is the
+ * plan's (netc_rt.h, conv_wino_floats). */
 #include <assert.h>
-#include <cblas.h>
 #include <stdint.h>
 #include <omp.h>
 #include <string.h>
@@ -25,9 +29,103 @@
 #include "conv_direct.h"
 #include "netc_rt.h"
 
+#define INLINE static inline __attribute__((always_inline))
+enum { WA = 6 }; /* the largest tile side, m + 2 */
+
+/* ---- the one-dimensional transforms; x[i * xs] strided ---------------- */
+
+/* e = B^T d: m + 2 inputs to m + 2 points. */
+INLINE void bt_1d(int m, const float *d, int ds, float *e, int es) {
+  if (m == 2) {
+    e[0] = d[0] - d[2 * ds];
+    e[es] = d[ds] + d[2 * ds];
+    e[2 * es] = d[2 * ds] - d[ds];
+    e[3 * es] = d[ds] - d[3 * ds];
+    return;
+  }
+  float d0 = d[0], d1 = d[ds], d2 = d[2 * ds], d3 = d[3 * ds],
+        d4 = d[4 * ds], d5 = d[5 * ds];
+  float p = d4 - 4 * d2, q = d3 - 4 * d1, r = d4 - d2, t = 2 * (d3 - d1);
+  e[0] = 4 * d0 - 5 * d2 + d4;
+  e[es] = p + q;
+  e[2 * es] = p - q;
+  e[3 * es] = r + t;
+  e[4 * es] = r - t;
+  e[5 * es] = 4 * d1 - 5 * d3 + d5;
+}
+
+/* o = A^T v: m + 2 points to m outputs. */
+INLINE void at_1d(int m, const float *v, int vs, float *o, int os) {
+  if (m == 2) {
+    o[0] = v[0] + v[vs] + v[2 * vs];
+    o[os] = v[vs] - v[2 * vs] - v[3 * vs];
+    return;
+  }
+  float s1 = v[vs] + v[2 * vs], d1 = v[vs] - v[2 * vs];
+  float s2 = v[3 * vs] + v[4 * vs], d2 = v[3 * vs] - v[4 * vs];
+  o[0] = v[0] + s1 + s2;
+  o[os] = d1 + 2 * d2;
+  o[2 * os] = s1 + 4 * s2;
+  o[3 * os] = d1 + 8 * d2 + v[5 * vs];
+}
+
+/* e = A g (the transpose of at_1d, for dY): m outputs to m + 2 points. */
+INLINE void a_1d(int m, const float *g, int gs, float *e, int es) {
+  if (m == 2) {
+    e[0] = g[0];
+    e[es] = g[0] + g[gs];
+    e[2 * es] = g[0] - g[gs];
+    e[3 * es] = -g[gs];
+    return;
+  }
+  float g0 = g[0], g1 = g[gs], g2 = g[2 * gs], g3 = g[3 * gs];
+  float p = g0 + g2, q = g1 + g3, r = g0 + 4 * g2, t = 2 * g1 + 8 * g3;
+  e[0] = g0;
+  e[es] = p + q;
+  e[2 * es] = p - q;
+  e[3 * es] = r + t;
+  e[4 * es] = r - t;
+  e[5 * es] = g3;
+}
+
+/* u = G g: 3 taps to m + 2 points. In double: the weights are
+ * transformed once per call, and F(4x4)'s sixths are not exact in
+ * float. */
+static void g_1d(int m, const double *g, int gs, double *u, int us) {
+  double g0 = g[0], g1 = g[gs], g2 = g[2 * gs];
+  if (m == 2) {
+    u[0] = g0;
+    u[us] = 0.5 * (g0 + g1 + g2);
+    u[2 * us] = 0.5 * (g0 - g1 + g2);
+    u[3 * us] = g2;
+    return;
+  }
+  u[0] = g0 / 4;
+  u[us] = -(g0 + g1 + g2) / 6;
+  u[2 * us] = -(g0 - g1 + g2) / 6;
+  u[3 * us] = g0 / 24 + g1 / 12 + g2 / 6;
+  u[4 * us] = g0 / 24 - g1 / 12 + g2 / 6;
+  u[5 * us] = g2;
+}
+
+/* t = G^T u (the transpose of g_1d, for dW): m + 2 points to 3 taps. */
+static void gt_1d(int m, const double *u, int us, double *t, int ts) {
+  if (m == 2) {
+    t[0] = u[0] + 0.5 * (u[us] + u[2 * us]);
+    t[ts] = 0.5 * (u[us] - u[2 * us]);
+    t[2 * ts] = 0.5 * (u[us] + u[2 * us]) + u[3 * us];
+    return;
+  }
+  double s12 = u[us] + u[2 * us], d12 = u[2 * us] - u[us];
+  double s34 = u[3 * us] + u[4 * us], d34 = u[3 * us] - u[4 * us];
+  t[0] = u[0] / 4 - s12 / 6 + s34 / 24;
+  t[ts] = d12 / 6 + d34 / 12;
+  t[2 * ts] = -s12 / 6 + s34 / 6 + u[5 * us];
+}
+
 /* A run of tiles: the global tiles [t0, t0 + tiles) of the batch (tile t
  * is block (t / tw % th, t % tw) of image t / (th * tw)), transformed
- * into 16 matrices of (tiles x channels). `parallel`: the transform loops
+ * into (m + 2)^2 matrices of (tiles x channels). `parallel`: the transform loops
  * share it among the threads (else the caller is one of them). */
 typedef struct {
   int64_t t0, tiles;
@@ -43,224 +141,250 @@ static void tile_at(const Chunk *k, int64_t t, int *n, int *r, int *q) {
   *q = (int)(at % k->tw);
 }
 
-/* The tiles of images [n0, n0 + conv_wino_chunk(s)). */
-static Chunk chunk(const ConvShape *s, int n0) {
-  int nb = conv_wino_chunk(s);
+/* The tiles of images [n0, n0 + conv_wino_chunk(s, m)). */
+static Chunk chunk(const ConvShape *s, int n0, int m) {
+  int nb = conv_wino_chunk(s, m);
   nb = s->N - n0 < nb ? s->N - n0 : nb;
-  int th = (s->OH + 1) / 2, tw = (s->OW + 1) / 2;
+  int th = (s->OH + m - 1) / m, tw = (s->OW + m - 1) / m;
   return (Chunk){(int64_t)n0 * th * tw, (int64_t)nb * th * tw, th, tw, 1};
 }
 
-/* U[xi][c][oc] = (G g G^T)[xi] for g = w[oc][.][.][c] (flip = 0), or for
- * the flipped, transposed kernel of dX, U[xi][oc][c] from
- * g[i][j] = w[oc][2-i][2-j][c] (flip = 1). G = [1 0 0; .5 .5 .5;
- * .5 -.5 .5; 0 0 1]. */
+/* Transformed weights: for each point xi, the (R x Q) matrix of the
+ * products, packed for conv_tiles_gemm as (Q/VL, R, VL), zero past Q. */
+static int64_t packed_at(int r, int q, int R, int vl) {
+  return ((int64_t)(q / vl) * R + r) * vl + q % vl;
+}
+static int64_t packed_floats(int R, int Q) {
+  return (int64_t)R * ((Q + WINO_VL - 1) / WINO_VL * WINO_VL);
+}
+
+/* U[xi] (C x OC) = (G g G^T)[xi] for g = w[oc][.][.][c] (flip = 0), or
+ * for the flipped, transposed kernel of dX, U[xi] (OC x C) from
+ * g[i][j] = w[oc][2-i][2-j][c] (flip = 1); packed. */
 static void weight_transform(float *U, const float *w, const ConvShape *s,
-                             int flip) {
-  int C = s->C, OC = s->OC;
-  int64_t plane = (int64_t)C * OC;
+                             int flip, int m) {
+  int C = s->C, OC = s->OC, a = m + 2, vl = conv_tiles_vl();
+  int R = flip ? OC : C, Q = flip ? C : OC;
+  int64_t plane = packed_floats(R, Q);
+  if (Q % vl)
+    memset(U, 0, (size_t)(a * a * plane) * sizeof *U);
 #pragma omp parallel for schedule(static)
   for (int oc = 0; oc < OC; oc++)
     for (int c = 0; c < C; c++) {
-      float g[3][3], t[4][3], u[4][4];
+      double g[3][3], t[WA][3], u[WA][WA];
       for (int i = 0; i < 3; i++)
         for (int j = 0; j < 3; j++)
           g[i][j] = flip ? w[((int64_t)oc * 9 + (2 - i) * 3 + (2 - j)) * C + c]
                          : w[((int64_t)oc * 9 + i * 3 + j) * C + c];
-      for (int j = 0; j < 3; j++) { /* t = G g */
-        t[0][j] = g[0][j];
-        t[1][j] = 0.5f * (g[0][j] + g[1][j] + g[2][j]);
-        t[2][j] = 0.5f * (g[0][j] - g[1][j] + g[2][j]);
-        t[3][j] = g[2][j];
-      }
-      for (int i = 0; i < 4; i++) { /* u = t G^T */
-        u[i][0] = t[i][0];
-        u[i][1] = 0.5f * (t[i][0] + t[i][1] + t[i][2]);
-        u[i][2] = 0.5f * (t[i][0] - t[i][1] + t[i][2]);
-        u[i][3] = t[i][2];
-      }
-      int64_t at = flip ? (int64_t)oc * C + c : (int64_t)c * OC + oc;
-      for (int xi = 0; xi < 16; xi++)
-        U[xi * plane + at] = u[xi / 4][xi % 4];
+      for (int j = 0; j < 3; j++) /* t = G g */
+        g_1d(m, &g[0][j], 3, &t[0][j], 3);
+      for (int i = 0; i < a; i++) /* u = t G^T */
+        g_1d(m, t[i], 1, u[i], 1);
+      int64_t at = flip ? packed_at(oc, c, R, vl) : packed_at(c, oc, R, vl);
+      for (int xi = 0; xi < a * a; xi++)
+        U[xi * plane + at] = (float)u[xi / a][xi % a];
     }
 }
 
-/* V[xi][t][c] = (B^T d B)[xi] for the 4x4 input tile d of each tile t of
- * the chunk, zero outside the image. B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0;
- * 0 1 0 -1]. Vectorized over c. */
+/* One tile's V[xi][c] = (B^T d B)[xi], d from its input rows, at
+ * out[xi * plane + c]. Vectorized over c. The three tile loops need both
+ * pragmas: without ivdep GCC keeps them scalar (it cannot prove the rows
+ * and the output apart; `omp simd` would be expanded before m is known),
+ * and without the unrolling F(4x4)'s 6x6 arrays stay in memory (3x
+ * slower, measured). */
+INLINE void input_tile(int m, float *out, const float *const *row,
+                       int64_t plane, int C) {
+  const int a = m + 2;
+#pragma GCC ivdep
+  for (int c = 0; c < C; c++) {
+    float d[WA][WA], e[WA][WA], v[WA];
+#pragma GCC unroll 36
+    for (int i = 0; i < a; i++)
+#pragma GCC unroll 36
+      for (int j = 0; j < a; j++)
+        d[i][j] = row[i * a + j][c];
+#pragma GCC unroll 36
+    for (int j = 0; j < a; j++) /* e = B^T d */
+      bt_1d(m, &d[0][j], WA, &e[0][j], WA);
+#pragma GCC unroll 36
+    for (int i = 0; i < a; i++) { /* e B */
+      bt_1d(m, e[i], 1, v, 1);
+#pragma GCC unroll 36
+      for (int j = 0; j < a; j++)
+        out[(a * i + j) * plane + c] = v[j];
+    }
+  }
+}
+
+/* V[xi][t][c] for each tile t of the chunk, zero outside the image. */
 static void input_transform(float *V, const float *x, const ConvShape *s,
-                            const Chunk *k, const float *zeros) {
-  const int C = s->C;
+                            const Chunk *k, const float *zeros, int m) {
+  const int C = s->C, a = m + 2;
   const int64_t plane = k->tiles * C;
 #pragma omp parallel for schedule(static) if (k->parallel)
   for (int64_t t = 0; t < k->tiles; t++) {
     int n, r, q;
     tile_at(k, t, &n, &r, &q);
-    int h0 = 2 * r - s->pad, w0 = 2 * q - s->pad;
-    const float *row[4][4];
-    for (int i = 0; i < 4; i++)
-      for (int j = 0; j < 4; j++) {
+    int h0 = m * r - s->pad, w0 = m * q - s->pad;
+    const float *row[WA * WA];
+    for (int i = 0; i < a; i++)
+      for (int j = 0; j < a; j++) {
         int h = h0 + i, w = w0 + j;
-        row[i][j] = h >= 0 && h < s->H && w >= 0 && w < s->W
-                        ? x + (((int64_t)n * s->H + h) * s->W + w) * C
-                        : zeros;
+        row[i * a + j] = h >= 0 && h < s->H && w >= 0 && w < s->W
+                             ? x + (((int64_t)n * s->H + h) * s->W + w) * C
+                             : zeros;
       }
-    float *out = V + t * C;
-    /* Vectorized over the channels: without the pragma GCC keeps this
-     * scalar (it cannot prove the 16 rows and the output apart). */
-#pragma omp simd
-    for (int c = 0; c < C; c++) {
-      float d[4][4], e[4][4];
-      for (int i = 0; i < 4; i++)
-        for (int j = 0; j < 4; j++)
-          d[i][j] = row[i][j][c];
-      for (int j = 0; j < 4; j++) { /* e = B^T d */
-        e[0][j] = d[0][j] - d[2][j];
-        e[1][j] = d[1][j] + d[2][j];
-        e[2][j] = d[2][j] - d[1][j];
-        e[3][j] = d[1][j] - d[3][j];
-      }
-      for (int i = 0; i < 4; i++) { /* e B */
-        out[(4 * i + 0) * plane + c] = e[i][0] - e[i][2];
-        out[(4 * i + 1) * plane + c] = e[i][1] + e[i][2];
-        out[(4 * i + 2) * plane + c] = e[i][2] - e[i][1];
-        out[(4 * i + 3) * plane + c] = e[i][1] - e[i][3];
-      }
+    if (m == 2)
+      input_tile(2, V + t * C, row, plane, C);
+    else
+      input_tile(4, V + t * C, row, plane, C);
+  }
+}
+
+/* The m x m outputs of tile t: where each goes (`out`, the sink past the
+ * edge) and what it adds to (`old`: itself when acc, else zeros). */
+static void tile_outputs(const float **old, float **out, float *y,
+                         const ConvShape *s, const Chunk *k, int64_t t,
+                         int acc, const float *zeros, float *sink, int m) {
+  int n, r, q;
+  tile_at(k, t, &n, &r, &q);
+  for (int i = 0; i < m; i++)
+    for (int j = 0; j < m; j++) {
+      int h = m * r + i, w = m * q + j;
+      float *dst = h < s->OH && w < s->OW
+                       ? y + (((int64_t)n * s->OH + h) * s->OW + w) * s->OC
+                       : NULL;
+      out[i * m + j] = dst ? dst : sink;
+      if (old)
+        old[i * m + j] = dst && acc ? dst : zeros;
+    }
+}
+
+/* One tile's outputs (= old + bias +) A^T v A, v[xi] = m[xi * plane]. */
+INLINE void output_tile(int m, float *const *out, const float *const *old,
+                        const float *mm, const float *bias, int64_t plane,
+                        int OC) {
+  const int a = m + 2;
+#pragma GCC ivdep
+  for (int oc = 0; oc < OC; oc++) {
+    float v[WA][WA], e[4][WA], o[4];
+#pragma GCC unroll 36
+    for (int xi = 0; xi < a * a; xi++)
+      v[xi / a][xi % a] = mm[xi * plane + oc];
+#pragma GCC unroll 36
+    for (int j = 0; j < a; j++) /* e = A^T v */
+      at_1d(m, &v[0][j], WA, &e[0][j], WA);
+#pragma GCC unroll 36
+    for (int i = 0; i < m; i++) { /* e A */
+      at_1d(m, e[i], 1, o, 1);
+#pragma GCC unroll 36
+      for (int j = 0; j < m; j++)
+        out[i * m + j][oc] = old[i * m + j][oc] + o[j] + bias[oc];
     }
   }
 }
 
-/* Y (= or += acc) A^T m A for each tile's 16 products M[xi][t][oc], the
- * outputs past the edge dropped. A^T = [1 1 1 0; 0 1 -1 -1]. */
+/* Y (= or += acc) A^T M A for each tile's products M[xi][t][oc], the
+ * outputs past the edge dropped. Outputs past the edge go to the sink (a
+ * thread's own row would be tidier; they are never read, so sharing it is
+ * harmless). */
 static void output_transform(float *y, const float *M, const float *b,
                              const ConvShape *s, const Chunk *k, int acc,
-                             const float *zeros, float *sink) {
-  const int OC = s->OC;
-  const int64_t plane = k->tiles * OC;
+                             const float *zeros, float *sink, int m) {
+  const int64_t plane = k->tiles * s->OC;
+  const float *bias = b ? b : zeros;
 #pragma omp parallel for schedule(static) if (k->parallel)
   for (int64_t t = 0; t < k->tiles; t++) {
-    int n, r, q;
-    tile_at(k, t, &n, &r, &q);
-    float *dst[2][2];
-    for (int i = 0; i < 2; i++)
-      for (int j = 0; j < 2; j++) {
-        int h = 2 * r + i, w = 2 * q + j;
-        dst[i][j] = h < s->OH && w < s->OW
-                        ? y + (((int64_t)n * s->OH + h) * s->OW + w) * OC
-                        : NULL;
-      }
-    /* Outputs past the edge go to the sink (a thread's own row would be
-     * tidier; they are never read, so sharing it is harmless), and what
-     * is added to comes from zeros when acc is off. */
-    float *out[2][2];
-    const float *old[2][2];
-    for (int i = 0; i < 2; i++)
-      for (int j = 0; j < 2; j++) {
-        out[i][j] = dst[i][j] ? dst[i][j] : sink;
-        old[i][j] = dst[i][j] && acc ? dst[i][j] : zeros;
-      }
-    const float *bias = b ? b : zeros;
-    const float *m = M + t * OC;
-#pragma omp simd
-    for (int oc = 0; oc < OC; oc++) {
-      float v[4][4], a[2][4];
-      for (int xi = 0; xi < 16; xi++)
-        v[xi / 4][xi % 4] = m[xi * plane + oc];
-      for (int j = 0; j < 4; j++) { /* a = A^T v */
-        a[0][j] = v[0][j] + v[1][j] + v[2][j];
-        a[1][j] = v[1][j] - v[2][j] - v[3][j];
-      }
-      for (int i = 0; i < 2; i++) {
-        float o0 = a[i][0] + a[i][1] + a[i][2] + bias[oc];
-        float o1 = a[i][1] - a[i][2] - a[i][3] + bias[oc];
-        out[i][0][oc] = old[i][0][oc] + o0;
-        out[i][1][oc] = old[i][1][oc] + o1;
-      }
+    float *out[16];
+    const float *old[16];
+    tile_outputs(old, out, y, s, k, t, acc, zeros, sink, m);
+    if (m == 2)
+      output_tile(2, out, old, M + t * s->OC, bias, plane, s->OC);
+    else
+      output_tile(4, out, old, M + t * s->OC, bias, plane, s->OC);
+  }
+}
+
+/* One tile's dM[xi] = (A g A^T)[xi] for its m x m block g of dY. */
+INLINE void grad_tile(int m, float *out, const float *const *src,
+                      int64_t plane, int OC) {
+  const int a = m + 2;
+#pragma GCC ivdep
+  for (int oc = 0; oc < OC; oc++) {
+    float g[4][4], e[WA][4], v[WA];
+#pragma GCC unroll 36
+    for (int i = 0; i < m; i++)
+#pragma GCC unroll 36
+      for (int j = 0; j < m; j++)
+        g[i][j] = src[i * m + j][oc];
+#pragma GCC unroll 36
+    for (int j = 0; j < m; j++) /* e = A g */
+      a_1d(m, &g[0][j], 4, &e[0][j], 4);
+#pragma GCC unroll 36
+    for (int i = 0; i < a; i++) { /* e A^T */
+      a_1d(m, e[i], 1, v, 1);
+#pragma GCC unroll 36
+      for (int j = 0; j < a; j++)
+        out[(a * i + j) * plane + oc] = v[j];
     }
   }
 }
 
-/* dM[xi][t][oc] = (A dy A^T)[xi] for each tile's 2x2 block of dY, zero
- * where the block passes the edge. */
+/* dM[xi][t][oc] for each tile's block of dY, zero past the edge. */
 static void grad_transform(float *dM, const float *dy, const ConvShape *s,
-                           const Chunk *k, const float *zeros) {
-  const int OC = s->OC;
-  const int64_t plane = k->tiles * OC;
+                           const Chunk *k, const float *zeros, float *sink,
+                           int m) {
+  const int64_t plane = k->tiles * s->OC;
 #pragma omp parallel for schedule(static) if (k->parallel)
   for (int64_t t = 0; t < k->tiles; t++) {
-    int n, r, q;
-    tile_at(k, t, &n, &r, &q);
-    const float *src[2][2];
-    for (int i = 0; i < 2; i++)
-      for (int j = 0; j < 2; j++) {
-        int h = 2 * r + i, w = 2 * q + j;
-        src[i][j] = h < s->OH && w < s->OW
-                        ? dy + (((int64_t)n * s->OH + h) * s->OW + w) * OC
-                        : zeros;
-      }
-    float *out = dM + t * OC;
-#pragma omp simd
-    for (int oc = 0; oc < OC; oc++) {
-      float g[2][2], e[4][2];
-      for (int i = 0; i < 2; i++)
-        for (int j = 0; j < 2; j++)
-          g[i][j] = src[i][j][oc];
-      for (int j = 0; j < 2; j++) { /* e = A g, A = [1 0; 1 1; 1 -1; 0 -1] */
-        e[0][j] = g[0][j];
-        e[1][j] = g[0][j] + g[1][j];
-        e[2][j] = g[0][j] - g[1][j];
-        e[3][j] = -g[1][j];
-      }
-      for (int i = 0; i < 4; i++) { /* e A^T */
-        out[(4 * i + 0) * plane + oc] = e[i][0];
-        out[(4 * i + 1) * plane + oc] = e[i][0] + e[i][1];
-        out[(4 * i + 2) * plane + oc] = e[i][0] - e[i][1];
-        out[(4 * i + 3) * plane + oc] = -e[i][1];
-      }
-    }
+    float *at[16];
+    const float *src[16];
+    /* The sink stands for the edge: read as zeros there instead. */
+    tile_outputs(NULL, at, (float *)dy, s, k, t, 0, zeros, sink, m);
+    for (int i = 0; i < m * m; i++)
+      src[i] = at[i] == sink ? zeros : at[i];
+    if (m == 2)
+      grad_tile(2, dM + t * s->OC, src, plane, s->OC);
+    else
+      grad_tile(4, dM + t * s->OC, src, plane, s->OC);
   }
 }
 
-/* dW (= or +=) G^T dU G, dU[xi][c][oc] summed over all tiles. */
+/* dW (= or +=) G^T dU G, dU[xi][oc][c] summed over all tiles. */
 static void weight_grad_transform(float *dw, const float *dU,
-                                  const ConvShape *s, int acc) {
-  int C = s->C, OC = s->OC;
+                                  const ConvShape *s, int acc, int m) {
+  int C = s->C, OC = s->OC, a = m + 2;
   int64_t plane = (int64_t)C * OC;
 #pragma omp parallel for schedule(static)
   for (int oc = 0; oc < OC; oc++)
     for (int c = 0; c < C; c++) {
-      float u[4][4], t[3][4];
-      for (int xi = 0; xi < 16; xi++)
-        u[xi / 4][xi % 4] = dU[xi * plane + (int64_t)c * OC + oc];
-      for (int j = 0; j < 4; j++) { /* t = G^T u */
-        t[0][j] = u[0][j] + 0.5f * (u[1][j] + u[2][j]);
-        t[1][j] = 0.5f * (u[1][j] - u[2][j]);
-        t[2][j] = 0.5f * (u[1][j] + u[2][j]) + u[3][j];
-      }
-      for (int i = 0; i < 3; i++) { /* t G */
-        float g[3] = {t[i][0] + 0.5f * (t[i][1] + t[i][2]),
-                      0.5f * (t[i][1] - t[i][2]),
-                      0.5f * (t[i][1] + t[i][2]) + t[i][3]};
+      double u[WA][WA], t[3][WA] = {{0}}, g[3][3];
+      for (int xi = 0; xi < a * a; xi++)
+        u[xi / a][xi % a] = dU[xi * plane + (int64_t)oc * C + c];
+      for (int j = 0; j < a; j++) /* t = G^T u */
+        gt_1d(m, &u[0][j], WA, &t[0][j], WA);
+      for (int i = 0; i < 3; i++) /* t G */
+        gt_1d(m, t[i], 1, g[i], 1);
+      for (int i = 0; i < 3; i++)
         for (int j = 0; j < 3; j++) {
           float *d = &dw[((int64_t)oc * 9 + i * 3 + j) * C + c];
-          *d = acc ? *d + g[j] : g[j];
+          *d = acc ? *d + (float)g[i][j] : (float)g[i][j];
         }
-      }
     }
 }
 
-/* The 16 products of one chunk: M_xi (tiles x OC) = V_xi (tiles x C)
- * U_xi (C x OC). */
+/* The products of one block: M_xi (tiles x OC) = V_xi (tiles x C)
+ * U_xi (C x OC), in netc's own tiles (one thread: the caller is one of
+ * the block loop's). */
 static void products(float *M, const float *V, const float *U,
-                     const ConvShape *s, const Chunk *k) {
-  for (int xi = 0; xi < 16; xi++)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)k->tiles,
-                s->OC, s->C, 1.0f, V + xi * k->tiles * s->C, s->C,
-                U + (int64_t)xi * s->C * s->OC, s->OC, 0.0f,
-                M + xi * k->tiles * s->OC, s->OC);
+                     const ConvShape *s, const Chunk *k, int m) {
+  int64_t plane = packed_floats(s->C, s->OC);
+  for (int xi = 0; xi < conv_wino_points(m); xi++)
+    conv_tiles_gemm(M + xi * k->tiles * s->OC, s->OC,
+                    V + xi * k->tiles * s->C, s->C, U + xi * plane,
+                    (int)k->tiles, s->OC, s->C);
 }
 
-/* The forward pass of s with transformed weights U in work. */
 /* The zero row and the sink of a workspace whose transformed weights
  * take `skip` floats. */
 static float *edge_rows(float *work, int64_t skip, const ConvShape *s,
@@ -275,27 +399,28 @@ static float *edge_rows(float *work, int64_t skip, const ConvShape *s,
 /* The forward pass of s with transformed weights U in work: blocks of
  * conv_wino_block() tiles, one thread each, so that a block's transformed
  * tiles and products stay in that core's L2 from the input transform
- * through the 16 products (single-threaded sgemms) to the output. */
+ * through the products (single-threaded sgemms) to the output. */
 static void run_forward(float *y, float *work, const float *x,
-                        const float *b, const ConvShape *s, int acc) {
+                        const float *b, const ConvShape *s, int acc, int m) {
   float *sink;
-  int64_t nu = (int64_t)16 * s->C * s->OC;
-  float *zeros = edge_rows(work, nu, s, &sink);
+  int P = conv_wino_points(m);
+  float *zeros = edge_rows(work, P * packed_floats(s->C, s->OC), s, &sink);
   float *slots = sink + RT_LINE_FLOATS(s->C > s->OC ? s->C : s->OC);
-  int th = (s->OH + 1) / 2, tw = (s->OW + 1) / 2, bt = conv_wino_block(s);
+  int th = (s->OH + m - 1) / m, tw = (s->OW + m - 1) / m;
+  int bt = conv_wino_block(s, m);
   int64_t total = (int64_t)s->N * th * tw, nblk = (total + bt - 1) / bt;
   int threads = rt_threads() < WINO_SLOTS ? rt_threads() : WINO_SLOTS;
 #pragma omp parallel num_threads(threads)
   {
-    float *V = slots + omp_get_thread_num() * conv_wino_slot(s);
-    float *M = V + (int64_t)16 * bt * s->C;
+    float *V = slots + omp_get_thread_num() * conv_wino_slot(s, m);
+    float *M = V + (int64_t)P * bt * s->C;
 #pragma omp for schedule(static)
     for (int64_t blk = 0; blk < nblk; blk++) {
       int64_t t0 = blk * bt;
       Chunk k = {t0, total - t0 < bt ? total - t0 : bt, th, tw, 0};
-      input_transform(V, x, s, &k, zeros);
-      products(M, V, work, s, &k);
-      output_transform(y, M, b, s, &k, acc, zeros, sink);
+      input_transform(V, x, s, &k, zeros, m);
+      products(M, V, work, s, &k, m);
+      output_transform(y, M, b, s, &k, acc, zeros, sink, m);
     }
   }
 }
@@ -304,35 +429,41 @@ void conv_winograd_forward(float *y, float *work, const float *x,
                            const float *w, const float *b,
                            const ConvShape *s) {
   assert(work && conv_wino_fits(s) && "winograd: a 3x3 stride-1 conv");
-  weight_transform(work, w, s, 0);
-  run_forward(y, work, x, b, s, 0);
+  int m = conv_wino_m(s->algo);
+  weight_transform(work, w, s, 0, m);
+  run_forward(y, work, x, b, s, 0, m);
 }
 
 void conv_winograd_bwd_data(float *dx, float *work, const float *dy,
                             const float *w, const ConvShape *s, int acc) {
   assert(work && conv_wino_fits(s) && "winograd: a 3x3 stride-1 conv");
+  int m = conv_wino_m(s->algo_dx);
   ConvShape t = conv_wino_transposed(s);
-  weight_transform(work, w, s, 1); /* U[xi][oc][c]: t's (C x OC) */
-  run_forward(dx, work, dy, NULL, &t, acc);
+  weight_transform(work, w, s, 1, m); /* U[xi][oc][c]: t's (C x OC) */
+  run_forward(dx, work, dy, NULL, &t, acc, m);
 }
 
 void conv_winograd_bwd_weights(float *dw, float *work, const float *dy,
                                const float *x, const ConvShape *s, int acc) {
   assert(work && conv_wino_fits(s) && "winograd: a 3x3 stride-1 conv");
+  int m = conv_wino_m(s->algo_dw), P = conv_wino_points(m);
   float *dU = work, *sink;
-  float *zeros = edge_rows(work, (int64_t)16 * s->C * s->OC, s, &sink);
+  float *zeros = edge_rows(work, P * packed_floats(s->C, s->OC), s, &sink);
   float *V = sink + RT_LINE_FLOATS(s->C > s->OC ? s->C : s->OC);
-  Chunk k0 = chunk(s, 0);
-  float *dM = V + 16 * k0.tiles * s->C;
-  for (int n0 = 0; n0 < s->N; n0 += conv_wino_chunk(s)) {
-    Chunk k = chunk(s, n0);
-    input_transform(V, x, s, &k, zeros);
-    grad_transform(dM, dy, s, &k, zeros);
-    for (int xi = 0; xi < 16; xi++) /* dU_xi (C x OC) += V_xi^T dM_xi */
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, s->C, s->OC,
-                  (int)k.tiles, 1.0f, V + xi * k.tiles * s->C, s->C,
-                  dM + xi * k.tiles * s->OC, s->OC, n0 > 0 ? 1.0f : 0.0f,
-                  dU + (int64_t)xi * s->C * s->OC, s->OC);
+  Chunk k0 = chunk(s, 0, m);
+  float *dM = V + P * k0.tiles * s->C;
+  for (int n0 = 0; n0 < s->N; n0 += conv_wino_chunk(s, m)) {
+    Chunk k = chunk(s, n0, m);
+    input_transform(V, x, s, &k, zeros, m);
+    grad_transform(dM, dy, s, &k, zeros, sink, m);
+    /* dU_xi (OC x C) += dM_xi^T V_xi, one point per task: each element is
+     * one thread's sum, chunk after chunk, whatever the thread count. */
+#pragma omp parallel for schedule(static)
+    for (int xi = 0; xi < P; xi++)
+      conv_tiles_gemm_tn(dU + (int64_t)xi * s->C * s->OC, s->C,
+                         dM + xi * k.tiles * s->OC, s->OC,
+                         V + xi * k.tiles * s->C, s->C, (int)k.tiles, s->OC,
+                         s->C, n0 > 0);
   }
-  weight_grad_transform(dw, dU, s, acc);
+  weight_grad_transform(dw, dU, s, acc, m);
 }

@@ -221,7 +221,8 @@ void conv_forward(float *y, float *work, const float *x, const float *w,
                   const float *b, const ConvShape *s) {
   switch (conv_algo_of(s, CONV_PASS_FWD)) {
   case CONV_DIRECT: conv_direct_forward(y, work, x, w, b, s); break;
-  case CONV_WINOGRAD: conv_winograd_forward(y, work, x, w, b, s); break;
+  case CONV_WINOGRAD:
+  case CONV_WINOGRAD4: conv_winograd_forward(y, work, x, w, b, s); break;
   default: gemm_forward(y, work, x, w, b, s);
   }
 }
@@ -233,6 +234,7 @@ void conv_backward(float *dx, float *dw, float *db, float *work,
   switch (conv_algo_of(s, CONV_PASS_DW)) {
   case CONV_DIRECT: conv_direct_bwd_weights(dw, dy, x, s, acc_dw); break;
   case CONV_WINOGRAD:
+  case CONV_WINOGRAD4:
     conv_winograd_bwd_weights(dw, work, dy, x, s, acc_dw);
     break;
   default: gemm_bwd_weights(dw, work, dy, x, s, acc_dw);
@@ -241,6 +243,7 @@ void conv_backward(float *dx, float *dw, float *db, float *work,
     switch (conv_algo_of(s, CONV_PASS_DX)) {
     case CONV_DIRECT: conv_direct_bwd_data(dx, work, dy, w, s, acc_dx); break;
     case CONV_WINOGRAD:
+    case CONV_WINOGRAD4:
       conv_winograd_bwd_data(dx, work, dy, w, s, acc_dx);
       break;
     default: gemm_bwd_data(dx, work, dy, w, s, acc_dx);

@@ -41,9 +41,12 @@ enum { NETC_WRITE = 0, NETC_ADD = 1 };
  * CONV_GEMM, im2col plus one OpenBLAS sgemm, is the reference and the
  * fallback; CONV_DIRECT is netc's own register-blocked kernel
  * (conv_direct.c), which never multiplies a padding tap; CONV_WINOGRAD is
- * F(2x2, 3x3) (conv_winograd.c), for 3x3 stride-1 layers only: asked of
- * any other layer, it is GEMM. */
-enum { CONV_GEMM = 0, CONV_DIRECT = 1, CONV_WINOGRAD = 2, CONV_ALGO_COUNT };
+ * F(2x2, 3x3) and CONV_WINOGRAD4 F(4x4, 3x3) (conv_winograd.c), for 3x3
+ * stride-1 layers only: asked of any other layer, they are GEMM. */
+enum {
+  CONV_GEMM = 0, CONV_DIRECT = 1, CONV_WINOGRAD = 2, CONV_WINOGRAD4 = 3,
+  CONV_ALGO_COUNT
+};
 /* The three passes of a convolution, each with its own algorithm. */
 enum { CONV_PASS_FWD, CONV_PASS_DX, CONV_PASS_DW, CONV_PASSES };
 
@@ -138,19 +141,32 @@ static inline int conv_gemm_chunk(const ConvShape *s) {
  * - CONV_DIRECT dX: the class tables of dX (5 ints per input row and
  *   column), then the weights repacked for dX in blocks of 32 input
  *   channels, (C/32, K, K, OC, 32); CONV_DIRECT dW: none;
- * - CONV_WINOGRAD: the 16 transformed weight matrices (C x OC), then the
- *   transformed tiles of one chunk of conv_wino_chunk() images. */
-/* ---- Winograd F(2x2, 3x3) ---- */
+ * - CONV_WINOGRAD, CONV_WINOGRAD4: the (m + 2)^2 transformed weight
+ *   matrices (C x OC), then the transformed tiles of the threads' blocks
+ *   (forward, dX) or of one chunk of conv_wino_chunk() images (dW). */
+/* ---- Winograd F(m x m, 3x3), m = 2 (CONV_WINOGRAD) or 4 (CONV_WINOGRAD4):
+ * tiles of (m + 2)^2 inputs give m x m outputs with (m + 2)^2 products. */
 static inline int conv_wino_fits(const ConvShape *s) {
   return s->K == 3 && s->stride == 1 && s->pad <= 2;
 }
+static inline int conv_is_wino(int algo) {
+  return algo == CONV_WINOGRAD || algo == CONV_WINOGRAD4;
+}
+static inline int conv_wino_m(int algo) {
+  return algo == CONV_WINOGRAD4 ? 4 : 2;
+}
+/* Tiles per image, and the (m + 2)^2 transformed matrices of each. */
+static inline int64_t conv_wino_tiles(const ConvShape *s, int m) {
+  return (int64_t)((s->OH + m - 1) / m) * ((s->OW + m - 1) / m);
+}
+static inline int conv_wino_points(int m) { return (m + 2) * (m + 2); }
 
 /* The algorithm pass `pass` really runs: Winograd falls back to GEMM. */
 static inline int conv_algo_of(const ConvShape *s, int pass) {
   int a = pass == CONV_PASS_FWD ? s->algo
           : pass == CONV_PASS_DX ? s->algo_dx
                                  : s->algo_dw;
-  return a == CONV_WINOGRAD && !conv_wino_fits(s) ? CONV_GEMM : a;
+  return conv_is_wino(a) && !conv_wino_fits(s) ? CONV_GEMM : a;
 }
 
 /* dX of a stride-1 convolution as a convolution of dY: the kernel flipped
@@ -162,11 +178,11 @@ static inline ConvShape conv_wino_transposed(const ConvShape *s) {
   return t;
 }
 
-/* Images per chunk: the 16 transformed tiles of input and output, 16 x
- * tiles x (C + OC) floats, stay near 8 MiB; chunks as even as can be. */
-static inline int conv_wino_chunk(const ConvShape *s) {
-  int64_t per = (int64_t)16 * ((s->OH + 1) / 2) * ((s->OW + 1) / 2) *
-                (s->C + s->OC);
+/* dW's images per chunk: the transformed tiles of input and output,
+ * (m + 2)^2 x tiles x (C + OC) floats, stay near 8 MiB; chunks as even as
+ * can be. */
+static inline int conv_wino_chunk(const ConvShape *s, int m) {
+  int64_t per = conv_wino_points(m) * conv_wino_tiles(s, m) * (s->C + s->OC);
   int64_t nb = per > 0 ? ((int64_t)2 << 20) / per : s->N;
   nb = nb < 1 ? 1 : nb > s->N ? s->N : nb;
   int64_t chunks = (s->N + nb - 1) / nb;
@@ -174,25 +190,33 @@ static inline int conv_wino_chunk(const ConvShape *s) {
 }
 
 /* The forward pass (and dX) runs blocks of tiles, one per thread, each in
- * a slot of the workspace sized for L2: at most WINO_SLOTS threads. */
-enum { WINO_SLOTS = 4 };
-static inline int conv_wino_block(const ConvShape *s) {
+ * a slot of the workspace sized for L2: at most WINO_SLOTS threads.
+ * F(4x4)'s tiles have 36 points against 16, so its blocks hold fewer
+ * tiles (the slot stays about the same size). */
+enum { WINO_SLOTS = 4, WINO_VL = 32 };
+static inline int conv_wino_block(const ConvShape *s, int m) {
   int ch = s->C + s->OC;
-  return ch <= 256 ? 64 : ch <= 512 ? 32 : 16;
+  /* multiples of 12 and 6 rows: the tiles' PIX on AVX-512 and AVX2 */
+  if (m == 4)
+    return ch <= 256 ? 24 : 12;
+  return ch <= 256 ? 60 : ch <= 512 ? 36 : 24;
 }
-static inline int64_t conv_wino_slot(const ConvShape *s) {
-  return RT_LINE_FLOATS((int64_t)16 * conv_wino_block(s) * (s->C + s->OC));
+static inline int64_t conv_wino_slot(const ConvShape *s, int m) {
+  return RT_LINE_FLOATS((int64_t)conv_wino_points(m) * conv_wino_block(s, m) *
+                        (s->C + s->OC));
 }
 
-/* Transformed weights, two rows of max(C, OC) floats (zeros for taps past
+/* Transformed weights (packed for netc's GEMM tiles in blocks of up to
+ * WINO_VL output channels, zero past OC), two rows of max(C, OC) floats (zeros for taps past
  * the edge; a sink for outputs past it, so that the transforms run
  * without branches), then the forward pass's slots or dW's chunk of
  * transformed tiles. */
-static inline int64_t conv_wino_floats(const ConvShape *s, int dw) {
-  int64_t tiles = dw ? (int64_t)16 * conv_wino_chunk(s) * ((s->OH + 1) / 2) *
-                           ((s->OW + 1) / 2) * (s->C + s->OC)
-                     : WINO_SLOTS * conv_wino_slot(s);
-  return (int64_t)16 * s->C * s->OC +
+static inline int64_t conv_wino_floats(const ConvShape *s, int dw, int m) {
+  int64_t tiles = dw ? (int64_t)conv_wino_points(m) * conv_wino_chunk(s, m) *
+                           conv_wino_tiles(s, m) * (s->C + s->OC)
+                     : WINO_SLOTS * conv_wino_slot(s, m);
+  return (int64_t)conv_wino_points(m) * s->C *
+             ((s->OC + WINO_VL - 1) / WINO_VL * WINO_VL) +
          2 * RT_LINE_FLOATS(s->C > s->OC ? s->C : s->OC) + tiles;
 }
 
@@ -208,7 +232,9 @@ static inline int64_t conv_work_floats(const ConvShape *s, int backward) {
     case CONV_DIRECT:
       return RT_LINE_FLOATS(5 * (s->OH + s->OW)) +
              ((int64_t)s->OC + 31) / 32 * 32 * s->K * s->K * s->C;
-    case CONV_WINOGRAD: return conv_wino_floats(s, 0);
+    case CONV_WINOGRAD:
+    case CONV_WINOGRAD4:
+      return conv_wino_floats(s, 0, conv_wino_m(s->algo));
     default: return conv_gemm_cols(s);
     }
   }
@@ -218,12 +244,12 @@ static inline int64_t conv_work_floats(const ConvShape *s, int backward) {
   int64_t dx = a == CONV_DIRECT
                    ? RT_LINE_FLOATS(5 * (s->H + s->W)) +
                          ((int64_t)s->C + 31) / 32 * 32 * s->K * s->K * s->OC
-               : a == CONV_WINOGRAD ? conv_wino_floats(&t, 0)
-                                    : conv_gemm_cols(s);
+               : conv_is_wino(a) ? conv_wino_floats(&t, 0, conv_wino_m(a))
+                                 : conv_gemm_cols(s);
   a = conv_algo_of(s, CONV_PASS_DW);
   int64_t dw = a == CONV_DIRECT     ? 0
-               : a == CONV_WINOGRAD ? conv_wino_floats(s, 1)
-                                    : conv_gemm_cols(s);
+               : conv_is_wino(a) ? conv_wino_floats(s, 1, conv_wino_m(a))
+                                 : conv_gemm_cols(s);
   return dx > dw ? dx : dw;
 }
 

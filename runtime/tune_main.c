@@ -5,13 +5,13 @@
  * times every algorithm of every pass on each (random data, the arena's
  * 64-byte alignment, the threads of --threads), and prints one line per
  * shape and pass:
- *     name pass gemm_ms direct_ms winograd_ms best
- * (winograd_ms -1 where it does not apply: it is 3x3 stride 1 only).
+ *     name pass gemm_ms direct_ms winograd_ms winograd4_ms best
+ * (the Winograd times -1 where they do not apply: 3x3 stride 1 only).
  * Each time is the fastest of --rounds rounds after one warm-up, the
  * algorithms interleaved within a round, so that a noisy neighbour hurts
  * both alike. With --error it prints, instead of times, each algorithm's
  * float32 error against a float64 reference computed here:
- *     name pass gemm_err direct_err winograd_err
+ *     name pass gemm_err direct_err winograd_err winograd4_err
  * as max |got - ref| / max |ref| over the pass's output. Exit status 1
  * with a message on a malformed line. */
 #include <math.h>
@@ -160,12 +160,13 @@ static void errors(const char *name, ConvShape s) {
     free(wf), free(wb);
   }
   for (int p = 0; p < CONV_PASSES; p++) {
-    printf("%s %s %.2e %.2e", name, pass_names[p], err[p][CONV_GEMM],
-           err[p][CONV_DIRECT]);
-    if (nalgo > CONV_WINOGRAD)
-      printf(" %.2e\n", err[p][CONV_WINOGRAD]);
-    else
-      printf(" -\n");
+    printf("%s %s", name, pass_names[p]);
+    for (int a = 0; a < CONV_ALGO_COUNT; a++)
+      if (a < nalgo)
+        printf(" %.2e", err[p][a]);
+      else
+        printf(" -");
+    printf("\n");
   }
   fflush(stdout);
   free(x), free(w), free(dy), free(y), free(dx), free(dw);
@@ -201,15 +202,15 @@ static void tune(const char *name, ConvShape s, int rounds) {
       }
   static const char *const algo_names[CONV_ALGO_COUNT] = {
       [CONV_GEMM] = "gemm", [CONV_DIRECT] = "direct",
-      [CONV_WINOGRAD] = "winograd"};
+      [CONV_WINOGRAD] = "winograd", [CONV_WINOGRAD4] = "winograd4"};
   for (int pass = 0; pass < CONV_PASSES; pass++) {
     int win = CONV_GEMM;
     for (int a = 1; a < nalgo; a++)
       win = best[pass][a] < best[pass][win] ? a : win;
-    printf("%s %s %.3f %.3f %.3f %s\n", name, pass_names[pass],
-           best[pass][CONV_GEMM] * 1e3, best[pass][CONV_DIRECT] * 1e3,
-           nalgo > CONV_WINOGRAD ? best[pass][CONV_WINOGRAD] * 1e3 : -1.0,
-           algo_names[win]);
+    printf("%s %s", name, pass_names[pass]);
+    for (int a = 0; a < CONV_ALGO_COUNT; a++)
+      printf(" %.3f", a < nalgo ? best[pass][a] * 1e3 : -1.0);
+    printf(" %s\n", algo_names[win]);
   }
   fflush(stdout);
   for (int i = 0; i < 6; i++)
@@ -227,8 +228,19 @@ int main(int argc, char **argv) {
       threads = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--rounds") && i + 1 < argc)
       rounds = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--isa") && i + 1 < argc) {
+      const char *want = argv[++i];
+      int isa = !strcmp(want, "avx2") ? RT_ISA_AVX2
+                : !strcmp(want, "avx512") ? RT_ISA_AVX512 : -1;
+      if (rt_set_isa(isa) != 0) {
+        fprintf(stderr, "netc-tune: cannot run the %s kernels here (avx2 or "
+                        "avx512, and this CPU must have it)\n", want);
+        return 1;
+      }
+    }
     else {
-      fprintf(stderr, "usage: netc-tune [--threads T] [--rounds R] [--error] "
+      fprintf(stderr, "usage: netc-tune [--threads T] [--rounds R] [--isa I] "
+                      "[--error] "
                       "< shapes\n"
                       "  shapes: lines 'name N H W C OC K stride pad'\n");
       return 2;

@@ -35,14 +35,14 @@ static const struct {
     {"check --no-compile models/resnet18.net", 2, "--no-compile goes with build"},
     {"dump plan -o /nonexistent/dir/p.txt models/resnet18.net", 1,
      "cannot write '/nonexistent/dir/p.txt'"},
-    {"dump plan -b 8 tests/golden/small.net", 0,
-     "naive_bytes=4218112 lower_bound_bytes=523264 planned_bytes=534272"},
+    {"dump plan --portable -b 8 tests/golden/small.net", 0,
+     "naive_bytes=2398208 lower_bound_bytes=404352 planned_bytes=404352"},
     {"check --conv fast models/resnet18.net", 2,
      "unknown convolution algorithm 'fast'"},
     {"check --conv direct,gemm models/resnet18.net", 2,
      "FWD,DX,DW of those"},
     {"check --conv models/resnet18.net", 2, "unknown convolution algorithm"},
-    {"check --portable models/resnet18.net", 2, "--portable goes with build"},
+    {"check --portable models/resnet18.net", 0, "dw=gemm"},
     {"check --conv direct,gemm,direct models/resnet18.net", 0,
      "fwd=direct dx=gemm dw=direct"},
     {"check /nonexistent.net", 1, "cannot open '/nonexistent.net'"},
@@ -94,11 +94,11 @@ START_TEST(test_golden_dumps) {
   golden("dump shapes tests/golden/small.net", "tests/golden/small.shapes");
   golden("dump ast tests/golden/small.net", "tests/golden/small.ast");
   golden("dump shapes models/resnet18.net", "tests/golden/resnet18.shapes");
-  golden("check tests/golden/small.net", "tests/golden/small.check");
-  golden("dump graph tests/golden/small.net", "tests/golden/small.graph");
-  golden("dump plan tests/golden/small.net", "tests/golden/small.plan");
-  golden("dump graph models/resnet18.net", "tests/golden/resnet18.graph");
-  golden("dump plan models/resnet18.net", "tests/golden/resnet18.plan");
+  golden("check --portable tests/golden/small.net", "tests/golden/small.check");
+  golden("dump graph --portable tests/golden/small.net", "tests/golden/small.graph");
+  golden("dump plan --portable tests/golden/small.net", "tests/golden/small.plan");
+  golden("dump graph --portable models/resnet18.net", "tests/golden/resnet18.graph");
+  golden("dump plan --portable models/resnet18.net", "tests/golden/resnet18.plan");
 }
 END_TEST
 

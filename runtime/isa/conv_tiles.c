@@ -116,6 +116,18 @@ INLINE Pixel class_pixel(const ConvClasses *cc, DimClass rh, DimClass rw,
 
 /* ---- forward ------------------------------------------------------------ */
 
+/* a[i] += sum over l < L of xr[i][l] * w[l]: PIX rows against a packed
+ * block of VL columns (L x VL floats, 64-byte aligned). The inner loop of
+ * the forward tiles and of the small GEMMs below. */
+INLINE void run_dot(B *a, const float *const *xr, const float *w,
+                    int64_t L) {
+  for (int64_t l = 0; l < L; l++) {
+    B wv = {vloada(w + l * VL), vloada(w + l * VL + LANES)};
+    for (int i = 0; i < PIX; i++)
+      a[i] = bfma(a[i], vset1(xr[i][l]), wv);
+  }
+}
+
 /* PIX output pixels x VL output channels. xb[i]: pixel i's input at its
  * first tap; the taps of one kernel row are contiguous in NHWC and in
  * the packing, so a row is one run of ntaps * C multiply-adds. */
@@ -133,12 +145,7 @@ INLINE void fwd_tile(float *const *yb, int np, const float *const *xb,
     const float *xr[PIX];
     for (int i = 0; i < PIX; i++)
       xr[i] = xb[i] + j * xrow;
-    for (int64_t l = 0; l < L; l++) {
-      /* packed weights: 64-byte aligned */
-      B wv = {vloada(wr + l * VL), vloada(wr + l * VL + LANES)};
-      for (int i = 0; i < PIX; i++)
-        a[i] = bfma(a[i], vset1(xr[i][l]), wv);
-    }
+    run_dot(a, xr, wr, L);
   }
   B bv = bias ? bload(bias, noc) : bzero();
   for (int i = 0; i < np; i++) {
@@ -273,7 +280,7 @@ INLINE void bwd_weights_tile(float *dwt, const float *dy, const float *x,
   B a[OCT];
   int64_t row = (int64_t)s->K * s->K * s->C; /* dW's stride per oc */
   for (int i = 0; i < OCT; i++)
-    a[i] = load && i < noc ? bload(dwt + i * row, nc) : bzero();
+    a[i] = bzero();
   int oh0, oh1, ow0, ow1;
   tap_span(kh, s->H, s->OH, s->stride, s->pad, &oh0, &oh1);
   tap_span(kw, s->W, s->OW, s->stride, s->pad, &ow0, &ow1);
@@ -304,8 +311,11 @@ INLINE void bwd_weights_tile(float *dwt, const float *dy, const float *x,
             a[i] = bfma(a[i], vset1(dr[full ? i : di[i]]), xv);
         }
       }
+  /* The chunk's sum is added to what came before, not summed on top of
+   * it: a long chain of additions onto one growing total loses bits. */
   for (int i = 0; i < noc; i++)
-    bstore(dwt + i * row, a[i], nc);
+    bstore(dwt + i * row, load ? badd(a[i], bload(dwt + i * row, nc)) : a[i],
+           nc);
 }
 
 void ISA(conv_tiles_bwd_weights)(float *dw, const float *dy, const float *x,
@@ -341,5 +351,72 @@ void ISA(conv_tiles_bwd_weights)(float *dw, const float *dy, const float *x,
                            noc, nc, 0);
       }
     }
+  }
+}
+
+/* ---- small GEMMs: Winograd's products (conv_winograd.c) ----------------- */
+
+void ISA(conv_tiles_gemm)(float *y, int64_t ldy, const float *x, int64_t ldx,
+                          const float *wp, int M, int N, int K) {
+  const int nb = (N + VL - 1) / VL;
+  for (int b = 0; b < nb; b++) {
+    const float *w = wp + (int64_t)b * K * VL;
+    const int nn = (int)min64(VL, N - (int64_t)b * VL);
+    for (int r0 = 0; r0 < M; r0 += PIX) {
+      const int np = (int)min64(PIX, M - r0);
+      const float *xr[PIX];
+      B a[PIX];
+      for (int i = 0; i < PIX; i++) { /* past np: repeat the last row */
+        xr[i] = x + (int64_t)(r0 + (i < np ? i : np - 1)) * ldx;
+        a[i] = bzero();
+      }
+      run_dot(a, xr, w, K);
+      for (int i = 0; i < np; i++)
+        bstore(y + (int64_t)(r0 + i) * ldy + b * VL, a[i], nn);
+    }
+  }
+}
+
+/* One OCT x VL tile of d += a^T b over rows [t0, t1). */
+INLINE void gemm_tn_tile(float *d, int64_t ldd, const float *a, int64_t lda,
+                         const float *b, int64_t ldb, int t0, int t1,
+                         int load, int nr, int nc, const int full) {
+  B s[OCT];
+  int di[OCT]; /* past nr: repeat the last row, never stored */
+  for (int i = 0; i < OCT; i++) {
+    s[i] = bzero();
+    di[i] = full || i < nr ? i : nr - 1;
+  }
+  const float *ar = a + (int64_t)t0 * lda, *br = b + (int64_t)t0 * ldb;
+  for (int t = t0; t < t1; t++, ar += lda, br += ldb) {
+    B bv = bload(br, full ? VL : nc);
+    for (int i = 0; i < OCT; i++)
+      s[i] = bfma(s[i], vset1(ar[full ? i : di[i]]), bv);
+  }
+  for (int i = 0; i < nr; i++) /* the run's sum, added to the earlier */
+    bstore(d + i * ldd, load ? badd(s[i], bload(d + i * ldd, nc)) : s[i], nc);
+}
+
+void ISA(conv_tiles_gemm_tn)(float *d, int64_t ldd, const float *a,
+                             int64_t lda, const float *b, int64_t ldb, int T,
+                             int rows, int cols, int acc) {
+  /* Rows of a and b in runs of 256, whose slices stay in L2 while every
+   * tile of d walks them; each run's sums are added into d. */
+  enum { RUN = 256 };
+  const int runs = T > 0 ? (T + RUN - 1) / RUN : 1; /* T = 0: d = 0 */
+  for (int run = 0; run < runs; run++) {
+    int t0 = run * RUN, t1 = t0 + RUN < T ? t0 + RUN : T;
+    int load = t0 > 0 || acc;
+    for (int r0 = 0; r0 < rows; r0 += OCT)
+      for (int c0 = 0; c0 < cols; c0 += VL) {
+        int nr = (int)min64(OCT, rows - r0), nc = (int)min64(VL, cols - c0);
+        float *dt = d + (int64_t)r0 * ldd + c0;
+        if (nr == OCT && nc == VL)
+          gemm_tn_tile(dt, ldd, a + r0, lda, b + c0, ldb, t0, t1, load, nr,
+                       nc, 1);
+        else
+          gemm_tn_tile(dt, ldd, a + r0, lda, b + c0, ldb, t0, t1, load, nr,
+                       nc, 0);
+      }
   }
 }
