@@ -76,9 +76,9 @@ ConvShape node_conv_shape(const Graph *g, int i) {
  *   are mostly padding (F(4x4) wins AVX2's dW alone), on 2x2 always;
  *   with under 16 channels in or out, direct.
  * - AVX-512: netc's 12x32 tiles beat OpenBLAS everywhere else, by 3x-4x
- *   where OpenBLAS falls back to SSE3 and on every 1x1 layer; GEMM keeps
- *   only the dW of a layer with under 16 input channels (the RGB stem),
- *   where the direct tile's channel vectors would be mostly empty.
+ *   where OpenBLAS falls back to SSE3, and on every 1x1 layer. (The dW of
+ *   a 1x1 layer, and of the RGB stem, runs as one GEMM over im2col rows
+ *   in netc's tiles: conv_direct_dw_by_rows.)
  * - AVX2, forward: the direct kernel wins on every KxK layer, the 7x7
  *   stem on RGB included; a 1x1 layer is a plain GEMM with no im2col,
  *   which OpenBLAS does as well or better once it has over 64 channels.
@@ -111,7 +111,7 @@ static int model(const ConvShape *s, int pass, int isa) {
     if (wino && (side >= 8 || (side >= 4 && !avx512)))
       return CONV_WINOGRAD4;
     if (avx512)
-      return s->C < 16 ? CONV_GEMM : CONV_DIRECT;
+      return CONV_DIRECT;
     return !pointwise && s->stride == 1 && map <= 4 ? CONV_DIRECT
                                                     : CONV_GEMM;
   }

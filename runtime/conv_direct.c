@@ -197,32 +197,28 @@ void conv_direct_forward(float *y, float *work, const float *x,
     conv_tiles_forward_avx2(y, x, wp, b, s, &cc, 0);
 }
 
+void conv_tiles_dw_rows(float *dw, const float *dy, const float *rows,
+                        int64_t M, int OC, int KKC, int acc) {
+  /* A task owns a block of dW (output channels x columns); each element
+   * is summed in pixel order, whatever the thread count. */
+  enum { ROWS = 24, COLS = 128, RUN = 1 << 30 };
+  int nr = (OC + ROWS - 1) / ROWS, nc = (KKC + COLS - 1) / COLS;
+#pragma omp parallel for schedule(static)
+  for (int task = 0; task < nr * nc; task++) {
+    int r0 = task / nc * ROWS, c0 = task % nc * COLS;
+    int nrow = OC - r0 < ROWS ? OC - r0 : ROWS;
+    int ncol = KKC - c0 < COLS ? KKC - c0 : COLS;
+    for (int64_t t0 = 0; t0 < M; t0 += RUN) { /* M >= 1 */
+      int T = (int)(M - t0 < RUN ? M - t0 : RUN);
+      conv_tiles_gemm_tn(dw + (int64_t)r0 * KKC + c0, KKC,
+                         dy + t0 * OC + r0, OC, rows + t0 * KKC + c0, KKC, T,
+                         nrow, ncol, acc || t0 > 0);
+    }
+  }
+}
+
 void conv_direct_bwd_weights(float *dw, const float *dy, const float *x,
                              const ConvShape *s, int acc) {
-  if (s->K == 1 && s->stride == 1 && s->pad == 0) {
-    /* A pointwise convolution's dW is dY^T X over all N*H*W pixels, which
-     * the GEMM tile sums along contiguous rows (the per-tap tile below
-     * ran ResNet-50's 1x1 dW at a third of its forward speed). A task
-     * owns a block of dW (output x input channels); each element is
-     * summed in pixel order, whatever the thread count. */
-    enum { ROWS = 24, COLS = 128, RUN = 1 << 30 };
-    int64_t M = (int64_t)s->N * s->H * s->W;
-    int nr = (s->OC + ROWS - 1) / ROWS, nc = (s->C + COLS - 1) / COLS;
-#pragma omp parallel for schedule(static)
-    for (int task = 0; task < nr * nc; task++) {
-      int r0 = task / nc * ROWS, c0 = task % nc * COLS;
-      int rows = s->OC - r0 < ROWS ? s->OC - r0 : ROWS;
-      int cols = s->C - c0 < COLS ? s->C - c0 : COLS;
-      for (int64_t t0 = 0; t0 < M; t0 += RUN) { /* M >= 1 */
-        int T = (int)(M - t0 < RUN ? M - t0 : RUN);
-        conv_tiles_gemm_tn(dw + (int64_t)r0 * s->C + c0, s->C,
-                           dy + t0 * s->OC + r0, s->OC,
-                           x + t0 * s->C + c0, s->C, T, rows, cols,
-                           acc || t0 > 0);
-      }
-    }
-    return;
-  }
   if (rt_isa() == RT_ISA_AVX512)
     conv_tiles_bwd_weights_avx512(dw, dy, x, s, acc);
   else

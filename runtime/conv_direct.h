@@ -89,6 +89,13 @@ void conv_tiles_gemm_tn_avx2(float *d, int64_t ldd, const float *a,
 void conv_tiles_gemm_tn_avx512(float *d, int64_t ldd, const float *a,
                                int64_t lda, const float *b, int64_t ldb,
                                int T, int rows, int cols, int acc);
+/* dW (OC x KKC) = or += (acc) dY^T (OC x M) rows (M x KKC), in the GEMM
+ * tiles, all threads: CONV_DIRECT's dW of a pointwise layer (rows = X)
+ * or of one with under 16 input channels (rows = im2col's columns, where
+ * the per-tap tile would run on mostly empty channel vectors). */
+void conv_tiles_dw_rows(float *dw, const float *dy, const float *rows,
+                        int64_t M, int OC, int KKC, int acc);
+
 /* The vector block of the ISA in use (the packing's VL), and the two
  * GEMMs by it. */
 int conv_tiles_vl(void);

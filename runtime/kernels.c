@@ -170,8 +170,11 @@ static void gemm_forward(float *y, float *cols, const float *x,
 }
 
 /* Per chunk: dW (+)= dY^T cols. */
+/* tiles: the products in netc's tiles (CONV_DIRECT's dW by rows), else in
+ * OpenBLAS. */
 static void gemm_bwd_weights(float *dw, float *cols, const float *dy,
-                             const float *x, const ConvShape *s, int acc) {
+                             const float *x, const ConvShape *s, int acc,
+                             int tiles) {
   int KKC = s->K * s->K * s->C, OC = s->OC, pointwise = conv_is_pointwise(s);
   int nb = pointwise ? s->N : conv_gemm_chunk(s);
   int64_t xi = (int64_t)s->H * s->W * s->C, yi = (int64_t)s->OH * s->OW * OC;
@@ -187,8 +190,11 @@ static void gemm_bwd_weights(float *dw, float *cols, const float *dy,
     }
     float beta = n0 > 0 || acc ? 1.0f : 0.0f;
     /* dw (OC, KKC) (+)= dy^T (OC, M) * cols (M, KKC) */
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, KKC, M, 1.0f, d,
-                OC, a, KKC, beta, dw, KKC);
+    if (tiles)
+      conv_tiles_dw_rows(dw, d, a, M, OC, KKC, beta != 0);
+    else
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, KKC, M, 1.0f,
+                  d, OC, a, KKC, beta, dw, KKC);
   }
 }
 
@@ -232,12 +238,17 @@ void conv_backward(float *dx, float *dw, float *db, float *work,
                    const ConvShape *s, int acc_dx, int acc_dw) {
   /* dW first: a GEMM dW's columns and a dX's workspace share `work`. */
   switch (conv_algo_of(s, CONV_PASS_DW)) {
-  case CONV_DIRECT: conv_direct_bwd_weights(dw, dy, x, s, acc_dw); break;
+  case CONV_DIRECT:
+    if (conv_direct_dw_by_rows(s))
+      gemm_bwd_weights(dw, work, dy, x, s, acc_dw, 1);
+    else
+      conv_direct_bwd_weights(dw, dy, x, s, acc_dw);
+    break;
   case CONV_WINOGRAD:
   case CONV_WINOGRAD4:
     conv_winograd_bwd_weights(dw, work, dy, x, s, acc_dw);
     break;
-  default: gemm_bwd_weights(dw, work, dy, x, s, acc_dw);
+  default: gemm_bwd_weights(dw, work, dy, x, s, acc_dw, 0);
   }
   if (dx) {
     switch (conv_algo_of(s, CONV_PASS_DX)) {

@@ -140,7 +140,8 @@ static inline int conv_gemm_chunk(const ConvShape *s) {
  *   output row and column);
  * - CONV_DIRECT dX: the class tables of dX (5 ints per input row and
  *   column), then the weights repacked for dX in blocks of 32 input
- *   channels, (C/32, K, K, OC, 32); CONV_DIRECT dW: none;
+ *   channels, (C/32, K, K, OC, 32); CONV_DIRECT dW: none, or GEMM's
+ *   columns where it runs as a GEMM over rows (conv_direct_dw_by_rows);
  * - CONV_WINOGRAD, CONV_WINOGRAD4: the (m + 2)^2 transformed weight
  *   matrices (C x OC), then the transformed tiles of the threads' blocks
  *   (forward, dX) or of one chunk of conv_wino_chunk() images (dW). */
@@ -226,6 +227,13 @@ static inline int64_t conv_gemm_cols(const ConvShape *s) {
   return (int64_t)conv_gemm_chunk(s) * s->OH * s->OW * s->K * s->K * s->C;
 }
 
+/* CONV_DIRECT's dW as one GEMM over rows of pixels, in netc's tiles: for
+ * a pointwise layer (the rows are X) and for one with under 16 input
+ * channels, an RGB stem (the rows are im2col's columns). */
+static inline int conv_direct_dw_by_rows(const ConvShape *s) {
+  return (s->K == 1 && s->stride == 1 && s->pad == 0) || s->C < 16;
+}
+
 static inline int64_t conv_work_floats(const ConvShape *s, int backward) {
   if (!backward) {
     switch (conv_algo_of(s, CONV_PASS_FWD)) {
@@ -247,7 +255,8 @@ static inline int64_t conv_work_floats(const ConvShape *s, int backward) {
                : conv_is_wino(a) ? conv_wino_floats(&t, 0, conv_wino_m(a))
                                  : conv_gemm_cols(s);
   a = conv_algo_of(s, CONV_PASS_DW);
-  int64_t dw = a == CONV_DIRECT     ? 0
+  int64_t dw = a == CONV_DIRECT
+                   ? (conv_direct_dw_by_rows(s) ? conv_gemm_cols(s) : 0)
                : conv_is_wino(a) ? conv_wino_floats(s, 1, conv_wino_m(a))
                                  : conv_gemm_cols(s);
   return dx > dw ? dx : dw;

@@ -1043,11 +1043,14 @@ END_TEST
  * 3 threads, in all three passes, at stride 1 and 2. */
 static const struct {
   const char *variant;
-  int stride;
+  int stride, C, K; /* pad K / 2 */
 } bits_cases[] = {
-    {"direct avx2", 1},     {"direct avx2", 2},      {"direct avx512", 2},
-    {"winograd avx2", 1},   {"winograd4 avx2", 1},   {"winograd avx512", 1},
-    {"winograd4 avx512", 1},
+    {"direct avx2", 1, 24, 3},      {"direct avx2", 2, 24, 3},
+    {"direct avx512", 2, 24, 3},    {"winograd avx2", 1, 24, 3},
+    {"winograd4 avx2", 1, 24, 3},   {"winograd avx512", 1, 24, 3},
+    {"winograd4 avx512", 1, 24, 3},
+    /* dW as a GEMM over rows: a pointwise layer, an RGB stem */
+    {"direct avx2", 1, 40, 1},      {"direct avx512", 2, 3, 7},
 };
 
 START_TEST(test_own_kernels_threads_bits) {
@@ -1059,8 +1062,9 @@ START_TEST(test_own_kernels_threads_bits) {
     fprintf(stderr, "note: %s does not run here\n", bits_cases[_i].variant);
     return;
   }
-  ConvCase cc = {{5, 9, 7, 24, 40, 3, bits_cases[_i].stride, 1, 0, 0, 0, 0,
-                  0}, 0};
+  int ksize = bits_cases[_i].K;
+  ConvCase cc = {{5, 9, 7, bits_cases[_i].C, 40, ksize, bits_cases[_i].stride,
+                  ksize / 2, 0, 0, 0, 0, 0}, 0};
   Conv c = conv_make(&cc, v);
   int before = rt_threads();
   float *one[4], *more[4];
