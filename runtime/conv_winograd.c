@@ -141,6 +141,21 @@ static void tile_at(const Chunk *k, int64_t t, int *n, int *r, int *q) {
   *q = (int)(at % k->tw);
 }
 
+/* The pixels of a rows x cols block of an (h x w x ch) image n from
+ * (h0, w0): p[i * cols + j] points at each, or is `past` where the block
+ * leaves the image. */
+static void block_pixels(const float **p, const float *img, int h, int w,
+                         int ch, int n, int h0, int w0, int rows, int cols,
+                         const float *past) {
+  for (int i = 0; i < rows; i++)
+    for (int j = 0; j < cols; j++) {
+      int y = h0 + i, x = w0 + j;
+      p[i * cols + j] = y >= 0 && y < h && x >= 0 && x < w
+                            ? img + (((int64_t)n * h + y) * w + x) * ch
+                            : past;
+    }
+}
+
 /* The tiles of images [n0, n0 + conv_wino_chunk(s, m)). */
 static Chunk chunk(const ConvShape *s, int n0, int m) {
   int nb = conv_wino_chunk(s, m);
@@ -225,15 +240,9 @@ static void input_transform(float *V, const float *x, const ConvShape *s,
   for (int64_t t = 0; t < k->tiles; t++) {
     int n, r, q;
     tile_at(k, t, &n, &r, &q);
-    int h0 = m * r - s->pad, w0 = m * q - s->pad;
     const float *row[WA * WA];
-    for (int i = 0; i < a; i++)
-      for (int j = 0; j < a; j++) {
-        int h = h0 + i, w = w0 + j;
-        row[i * a + j] = h >= 0 && h < s->H && w >= 0 && w < s->W
-                             ? x + (((int64_t)n * s->H + h) * s->W + w) * C
-                             : zeros;
-      }
+    block_pixels(row, x, s->H, s->W, C, n, m * r - s->pad, m * q - s->pad, a,
+                 a, zeros);
     if (m == 2)
       input_tile(2, V + t * C, row, plane, C);
     else
@@ -241,23 +250,14 @@ static void input_transform(float *V, const float *x, const ConvShape *s,
   }
 }
 
-/* The m x m outputs of tile t: where each goes (`out`, the sink past the
- * edge) and what it adds to (`old`: itself when acc, else zeros). */
-static void tile_outputs(const float **old, float **out, float *y,
-                         const ConvShape *s, const Chunk *k, int64_t t,
-                         int acc, const float *zeros, float *sink, int m) {
+/* The m x m outputs of tile t in y (OH x OW x OC): p[i] is each, or
+ * `past` beyond the edge. */
+static void tile_outputs(const float **p, const float *y, const ConvShape *s,
+                         const Chunk *k, int64_t t, const float *past,
+                         int m) {
   int n, r, q;
   tile_at(k, t, &n, &r, &q);
-  for (int i = 0; i < m; i++)
-    for (int j = 0; j < m; j++) {
-      int h = m * r + i, w = m * q + j;
-      float *dst = h < s->OH && w < s->OW
-                       ? y + (((int64_t)n * s->OH + h) * s->OW + w) * s->OC
-                       : NULL;
-      out[i * m + j] = dst ? dst : sink;
-      if (old)
-        old[i * m + j] = dst && acc ? dst : zeros;
-    }
+  block_pixels(p, y, s->OH, s->OW, s->OC, n, m * r, m * q, m, m, past);
 }
 
 /* One tile's outputs (= old + bias +) A^T v A, v[xi] = m[xi * plane]. */
@@ -295,9 +295,14 @@ static void output_transform(float *y, const float *M, const float *b,
   const float *bias = b ? b : zeros;
 #pragma omp parallel for schedule(static) if (k->parallel)
   for (int64_t t = 0; t < k->tiles; t++) {
+    /* what each output adds to: itself when acc, else zeros */
+    const float *old[16], *at[16];
     float *out[16];
-    const float *old[16];
-    tile_outputs(old, out, y, s, k, t, acc, zeros, sink, m);
+    tile_outputs(at, y, s, k, t, NULL, m);
+    for (int i = 0; i < m * m; i++) {
+      out[i] = at[i] ? (float *)at[i] : sink;
+      old[i] = at[i] && acc ? at[i] : zeros;
+    }
     if (m == 2)
       output_tile(2, out, old, M + t * s->OC, bias, plane, s->OC);
     else
@@ -332,17 +337,12 @@ INLINE void grad_tile(int m, float *out, const float *const *src,
 
 /* dM[xi][t][oc] for each tile's block of dY, zero past the edge. */
 static void grad_transform(float *dM, const float *dy, const ConvShape *s,
-                           const Chunk *k, const float *zeros, float *sink,
-                           int m) {
+                           const Chunk *k, const float *zeros, int m) {
   const int64_t plane = k->tiles * s->OC;
 #pragma omp parallel for schedule(static) if (k->parallel)
   for (int64_t t = 0; t < k->tiles; t++) {
-    float *at[16];
     const float *src[16];
-    /* The sink stands for the edge: read as zeros there instead. */
-    tile_outputs(NULL, at, (float *)dy, s, k, t, 0, zeros, sink, m);
-    for (int i = 0; i < m * m; i++)
-      src[i] = at[i] == sink ? zeros : at[i];
+    tile_outputs(src, dy, s, k, t, zeros, m);
     if (m == 2)
       grad_tile(2, dM + t * s->OC, src, plane, s->OC);
     else
@@ -455,7 +455,7 @@ void conv_winograd_bwd_weights(float *dw, float *work, const float *dy,
   for (int n0 = 0; n0 < s->N; n0 += conv_wino_chunk(s, m)) {
     Chunk k = chunk(s, n0, m);
     input_transform(V, x, s, &k, zeros, m);
-    grad_transform(dM, dy, s, &k, zeros, sink, m);
+    grad_transform(dM, dy, s, &k, zeros, m);
     /* dU_xi (OC x C) += dM_xi^T V_xi, one point per task: each element is
      * one thread's sum, chunk after chunk, whatever the thread count. */
 #pragma omp parallel for schedule(static)
