@@ -258,6 +258,21 @@ void ISA(conv_tiles_bwd_data)(float *dx, const float *dy, const float *wq,
 
 /* ---- gradient of the weights -------------------------------------------- */
 
+/* a[i] += sum over j < len of dr[i'] * xr[0..nc), the rows stepping by
+ * dstep and xstep: OCT x VL sums of products, the inner loop of the dW
+ * tiles below and of the small GEMM's a^T b. Past nc the lanes are zero;
+ * i' = di[i] (rows past the tile repeat its last) unless the tile is
+ * full. */
+INLINE void run_outer(B *a, const float *dr, int64_t dstep, const float *xr,
+                      int64_t xstep, int64_t len, const int *di, int nc,
+                      const int full) {
+  for (int64_t j = 0; j < len; j++, xr += xstep, dr += dstep) {
+    B xv = bload(xr, full ? VL : nc);
+    for (int i = 0; i < OCT; i++)
+      a[i] = bfma(a[i], vset1(dr[full ? i : di[i]]), xv);
+  }
+}
+
 /* The output rows (or columns) [*lo, *hi) whose window has tap k inside
  * an input axis of length len: exactly the pixels that tap multiplies. */
 static void tap_span(int k, int len, int out, int stride, int pad, int *lo,
@@ -305,11 +320,7 @@ INLINE void bwd_weights_tile(float *dwt, const float *dy, const float *x,
             x + (((int64_t)n * s->H + ih) * s->W + iw) * s->C + c0;
         const float *dr =
             dy + (((int64_t)n * s->OH + oh) * s->OW + ow) * s->OC + oc0;
-        for (int j = 0; j < len; j++, xr += xstep, dr += dstep) {
-          B xv = bload(xr, full ? VL : nc);
-          for (int i = 0; i < OCT; i++)
-            a[i] = bfma(a[i], vset1(dr[full ? i : di[i]]), xv);
-        }
+        run_outer(a, dr, dstep, xr, xstep, len, di, nc, full);
       }
   /* The chunk's sum is added to what came before, not summed on top of
    * it: a long chain of additions onto one growing total loses bits. */
@@ -387,12 +398,8 @@ INLINE void gemm_tn_tile(float *d, int64_t ldd, const float *a, int64_t lda,
     s[i] = bzero();
     di[i] = full || i < nr ? i : nr - 1;
   }
-  const float *ar = a + (int64_t)t0 * lda, *br = b + (int64_t)t0 * ldb;
-  for (int t = t0; t < t1; t++, ar += lda, br += ldb) {
-    B bv = bload(br, full ? VL : nc);
-    for (int i = 0; i < OCT; i++)
-      s[i] = bfma(s[i], vset1(ar[full ? i : di[i]]), bv);
-  }
+  run_outer(s, a + (int64_t)t0 * lda, lda, b + (int64_t)t0 * ldb, ldb,
+            t1 - t0, di, nc, full);
   for (int i = 0; i < nr; i++) /* the run's sum, added to the earlier */
     bstore(d + i * ldd, load ? badd(s[i], bload(d + i * ldd, nc)) : s[i], nc);
 }
