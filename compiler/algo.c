@@ -117,14 +117,8 @@ static int model(const ConvShape *s, int pass, int isa) {
   }
 }
 
-int conv_native_isa(void) {
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx512f") &&
-                 __builtin_cpu_supports("avx512vl") &&
-                 __builtin_cpu_supports("avx512bw") &&
-                 __builtin_cpu_supports("avx512dq")
-             ? RT_ISA_AVX512
-             : RT_ISA_AVX2;
+int conv_native_isa(void) { /* as the runtime picks by default */
+  return rt_cpu_has_isa(RT_ISA_AVX512) ? RT_ISA_AVX512 : RT_ISA_AVX2;
 }
 
 void choose_conv_algos(Graph *g, const ConvChoice *c) {

@@ -12,20 +12,6 @@
 
 static int current_isa = -1; /* -1: not chosen yet, the CPU's best */
 
-int rt_cpu_has_isa(int isa) {
-  __builtin_cpu_init();
-  switch (isa) {
-  case RT_ISA_AVX2:
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  case RT_ISA_AVX512:
-    return __builtin_cpu_supports("avx512f") &&
-           __builtin_cpu_supports("avx512vl") &&
-           __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512dq");
-  }
-  return 0;
-}
-
 int rt_set_isa(int isa) {
   if (isa < 0 || isa >= RT_ISA_COUNT || !rt_cpu_has_isa(isa))
     return -1;

@@ -107,7 +107,20 @@ enum { BN_CHUNKS = 16 };
  * the one it was compiled for (netc build: the build machine's, or AVX2
  * with --portable); rt_set_isa() refuses one this CPU lacks. */
 enum { RT_ISA_AVX2 = 0, RT_ISA_AVX512 = 1, RT_ISA_COUNT };
-int rt_cpu_has_isa(int isa);
+/* Inline: the compiler asks it too, for its default target. */
+static inline int rt_cpu_has_isa(int isa) {
+  __builtin_cpu_init();
+  switch (isa) {
+  case RT_ISA_AVX2:
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  case RT_ISA_AVX512:
+    return __builtin_cpu_supports("avx512f") &&
+           __builtin_cpu_supports("avx512vl") &&
+           __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512dq");
+  }
+  return 0;
+}
 /* 0, or -1 (and nothing changes) if this CPU lacks `isa`. */
 int rt_set_isa(int isa);
 int rt_isa(void);
