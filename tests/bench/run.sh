@@ -16,12 +16,14 @@
 # and then one line per model:
 #   bench model=... batch=... threads=... netc_img_per_s=...
 #         torch_img_per_s=... torch_format=... torch_nchw_img_per_s=...
-#         torch_cl_img_per_s=... speedup=... train_img_per_s=...
+#         torch_cl_img_per_s=... speedup=... netc_after_img_per_s=...
+#         train_img_per_s=...
 #         train_vs_bench=...% gflops=... sgemm_peak_gflops=... peak_frac=...
 #         netc_rss_mib=... torch_rss_mib=... blas_kernel=...
 # torch_img_per_s, torch_format and torch_rss_mib are the faster format's;
-# speedup is netc_img_per_s / torch_img_per_s; train_vs_bench is
-# train_img_per_s against netc_img_per_s, in percent. docs/benchmarks.md
+# speedup is netc_img_per_s / torch_img_per_s; netc_after_img_per_s is
+# bench again, right after the end-to-end run; train_vs_bench is
+# train_img_per_s against the mean of the two bench figures, in percent. docs/benchmarks.md
 # describes every field. OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE are unset
 # for all, so OpenBLAS picks its own kernel for this CPU (blas_kernel).
 # Usage: run.sh NETC OUTDIR [models...]; env BATCH, THREADS, STEPS,
@@ -60,22 +62,35 @@ for m in $models; do
       tr=$(field "$t" rss_mib)
     fi
   fi
-  ei=na ev=na
+  ei=na ev=na na2=na
   if [ "${E2E:-1}" = 0 ]; then
     echo "train model=$name skipped: E2E=0"
   else
+    # This machine's speed drifts over minutes, so bench is measured on
+    # both sides of the end-to-end run and the train run compared with the
+    # mean of the two (bench_img_per_s of its line).
     e=$(THREADS=$threads sh tests/bench/e2e.sh "$out/$name/$name" "$out" "$ni") ||
       status=1
-    echo "$e"
+    after=$(env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE \
+            "$out/$name/$name" bench --threads "$threads" --steps "$steps" | head -n 1)
+    na2=$(field "$after" img_per_s)
+    echo "netc_after_train model=$name img_per_s=$na2"
     case $e in
-      *" img_per_s="*) ei=$(field "$e" img_per_s) ev=$(field "$e" vs_bench) ;;
+      *" img_per_s="*)
+        ei=$(field "$e" img_per_s)
+        mean=$(awk -v a="$ni" -v b="$na2" 'BEGIN { printf "%.2f", (a + b) / 2 }')
+        ev=$(awk -v t="$ei" -v m="$mean" 'BEGIN { printf "%+.1f%%", 100 * (t / m - 1) }')
+        e=$(echo "$e" | sed "s/ bench_img_per_s=[^ ]* vs_bench=[^ ]* / bench_img_per_s=$mean vs_bench=$ev /")
+        ;;
     esac
+    echo "$e"
   fi
   sp=na
   [ "$ti" != na ] && sp=$(awk -v a="$ni" -v b="$ti" 'BEGIN { printf "%.2f", a / b }')
   echo "bench model=$name batch=$batch threads=$threads netc_img_per_s=$ni" \
        "torch_img_per_s=$ti torch_format=$tf torch_nchw_img_per_s=$tn" \
-       "torch_cl_img_per_s=$tc speedup=$sp train_img_per_s=$ei" \
+       "torch_cl_img_per_s=$tc speedup=$sp netc_after_img_per_s=$na2" \
+       "train_img_per_s=$ei" \
        "train_vs_bench=$ev gflops=$(field "$line" gflops)" \
        "sgemm_peak_gflops=$(field "$line" sgemm_peak_gflops)" \
        "peak_frac=$(field "$line" peak_frac) netc_rss_mib=$(field "$line" rss_mib)" \
