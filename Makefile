@@ -41,7 +41,7 @@ MODEL  ?= models/resnet18.net
 MODELS := $(filter-out models/blocks.net,$(wildcard models/*.net))
 
 COMPILER_SRC := pool.c diag.c ast.c ops.c graph.c infer.c algo.c tune.c \
-                autodiff.c plan.c load.c report.c dump.c codegen.c build.c
+                autodiff.c comm.c plan.c load.c report.c dump.c codegen.c build.c
 # runtime/util.c serves the compiler too (build.c's make_dirs).
 COMPILER_OBJ := $(addprefix $(BUILD)/,$(COMPILER_SRC:.c=.o)) \
                 $(BUILD)/parse.o $(BUILD)/lex.o $(BUILD)/util.o
@@ -56,15 +56,20 @@ ISA_ARCH_avx2   := -march=x86-64-v3
 ISA_ARCH_avx512 := -march=x86-64-v4
 ISA_SRC := $(wildcard runtime/isa/*.c)
 RT_OBJ += $(foreach i,avx2 avx512,$(patsubst runtime/isa/%.c,$(BUILD)/rt/%_$(i).o,$(ISA_SRC)))
+# The runtime of data-parallel trainers (netc build --mpi): the same
+# objects, with comm.c compiled by Open MPI's mpicc against MPI.
+MPICC ?= mpicc
+RT_MPI_OBJ := $(filter-out $(BUILD)/rt/comm.o,$(RT_OBJ)) $(BUILD)/rt/comm_mpi.o
 TEST_SRC := $(wildcard tests/check_*.c)
 TEST_OBJ := $(patsubst tests/%.c,$(BUILD)/tests/%.o,$(TEST_SRC)) \
             $(BUILD)/tests/fuzz_front.o
 
 .PHONY: all deps test-deps train test check-models warnings clean golden graphs \
-        plans bench bench-layers bench-algos fuzz
+        plans bench bench-layers bench-algos bench-peak fuzz
 .DEFAULT_GOAL := all
 
-all: deps $(BUILD)/netc $(BUILD)/libnetcrt.a $(BUILD)/trainer.o $(BUILD)/netc-tune
+all: deps $(BUILD)/netc $(BUILD)/libnetcrt.a $(BUILD)/libnetcrt_mpi.a \
+     $(BUILD)/trainer.o $(BUILD)/netc-tune
 
 deps:
 	@sh .ci/deps build
@@ -105,6 +110,7 @@ $(BUILD)/util.o: runtime/util.c runtime/util.h
 $(BUILD)/build.o: compiler/build.c compiler/netc.h runtime/util.h $(BUILD)/parse.h
 	$(CC) $(ALLFLAGS) $(CPPFLAGS) -DNETC_RT_INCLUDE='"$(abspath runtime)"' \
 	  -DNETC_RT_LIBDIR='"$(abspath $(BUILD))"' -DNETC_CC='"$(CC) $(SAN_FLAGS)"' \
+	  -DNETC_MPICC='"$(MPICC) $(SAN_FLAGS)"' \
 	  -DNETC_BLAS_LIBS='"$(BLAS_LIBS) -ljpeg"' -c -o $@ $<
 
 $(BUILD)/trainer.o: runtime/trainer.c $(RT_HEADERS)
@@ -137,6 +143,14 @@ $(BUILD)/rt/%_avx512.o: runtime/isa/%.c $(RT_HEADERS)
 	$(CC) $(ALLFLAGS) $(RT_FLAGS) $(ISA_ARCH_avx512) -ffp-contract=fast -Wno-psabi -Iruntime -c -o $@ $<
 
 $(BUILD)/libnetcrt.a: $(RT_OBJ)
+	rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/rt/comm_mpi.o: runtime/comm.c $(RT_HEADERS)
+	@mkdir -p $(BUILD)/rt
+	$(MPICC) $(ALLFLAGS) $(RT_FLAGS) -DNETC_MPI -Iruntime -c -o $@ $<
+
+$(BUILD)/libnetcrt_mpi.a: $(RT_MPI_OBJ)
 	rm -f $@
 	ar rcs $@ $^
 
@@ -201,6 +215,13 @@ bench-algos: all
 	@env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(BUILD)/netc build --tune \
 	  --threads $${THREADS:-2} --no-compile -b $(BATCH) -o $(BUILD)/bench/algos $(MODEL)
 	@cat $(BUILD)/bench/algos/*.tune
+
+# This CPU's float32 FMA peak on THREADS threads (tests/bench/fma_peak.c):
+# the denominator of "fraction of peak" in docs/kernels.md.
+bench-peak: deps
+	@mkdir -p $(BUILD)
+	@$(CC) -O3 -march=native -fopenmp -o $(BUILD)/fma_peak tests/bench/fma_peak.c
+	@OMP_NUM_THREADS=$${THREADS:-2} $(BUILD)/fma_peak
 
 bench-layers: all
 	@sh .ci/deps test

@@ -2,8 +2,10 @@
  * and compiles them with the runtime into a trainer executable.
  *
  * Where the runtime is was fixed when netc was built (NETC_RT_INCLUDE,
- * NETC_RT_LIBDIR, NETC_BLAS_LIBS, NETC_CC); the environment variables
- * NETC_CC, NETC_RUNTIME and NETC_LIBDIR override them. */
+ * NETC_RT_LIBDIR, NETC_BLAS_LIBS, NETC_CC, NETC_MPICC); the environment
+ * variables NETC_CC, NETC_MPICC, NETC_RUNTIME and NETC_LIBDIR override
+ * them. A data-parallel trainer (--mpi) is compiled with Open MPI's mpicc
+ * and linked with libnetcrt_mpi.a, the runtime whose comm.c calls MPI. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +24,9 @@
 #endif
 #ifndef NETC_CC
 #define NETC_CC "cc"
+#endif
+#ifndef NETC_MPICC
+#define NETC_MPICC "mpicc"
 #endif
 
 static const char *env_or(const char *name, const char *def) {
@@ -78,25 +83,41 @@ int build_trainer(Diag *d, const Graph *g, const Plan *p, const char *source,
   }
   const char *rt = env_or("NETC_RUNTIME", NETC_RT_INCLUDE);
   const char *lib = env_or("NETC_LIBDIR", NETC_RT_LIBDIR);
+  const char *cc = bo->mpi ? env_or("NETC_MPICC", NETC_MPICC)
+                           : env_or("NETC_CC", NETC_CC);
+  const char *rtlib = bo->mpi ? "libnetcrt_mpi.a" : "libnetcrt.a";
+  if (bo->mpi) {
+    char *probe = pool_printf(g->pool, "test -f '%s/%s' && command -v %s "
+                              ">/dev/null 2>&1", lib, rtlib, cc);
+    if (system(probe) != 0) {
+      fprintf(stderr, "netc: --mpi needs Open MPI (mpicc) and the MPI "
+                      "runtime %s/%s: apt-get install openmpi-bin "
+                      "libopenmpi-dev, then make\n", lib, rtlib);
+      return 1;
+    }
+  }
   char *cmd = pool_printf(
       g->pool,
       "%s -std=c11 %s %s -Wall -Wextra -Werror -fopenmp -I'%s' -I'%s' "
-      "-o '%s/%s' '%s/%s.c' '%s/trainer.o' '%s/libnetcrt.a' %s -lm -lpthread",
-      env_or("NETC_CC", NETC_CC),
+      "-o '%s/%s' '%s/%s.c' '%s/trainer.o' '%s/%s' %s -lm -lpthread",
+      cc,
       /* -g3 keeps the macros: gdb can `print *F(T_conv1)@8` by name. */
       debug ? "-O0 -g3" : "-O2",
       /* The generated code asks for the kernels of the instruction set it
        * is compiled for (NETC_ISA in codegen.c). */
       bo->portable ? "-march=x86-64-v3" : "-march=native", rt, dir, dir,
-      stem, dir, stem, lib, lib, NETC_BLAS_LIBS);
+      stem, dir, stem, lib, lib, rtlib, NETC_BLAS_LIBS);
   int rc = system(cmd);
   if (rc != 0) {
     fprintf(stderr, "netc: compiling the trainer failed:\n  %s\n", cmd);
     return 1;
   }
-  printf("netc: built %s/%s (from %s, batch %lld; arena %lld bytes; %s%s)\n",
+  printf("netc: built %s/%s (from %s, batch %lld; arena %lld bytes; %s%s%s)\n",
          dir, stem, source, (long long)g->batch, (long long)p->planned_bytes,
          bo->portable ? "portable, AVX2" : "for this CPU",
+         bo->mpi ? pool_printf(g->pool, "; MPI, %d gradient buckets",
+                               g->nbuckets)
+                 : "",
          debug ? "; -O0 -g3 for gdb" : "");
   return 0;
 }

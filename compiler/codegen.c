@@ -406,6 +406,8 @@ static const char *arg(const Gen *x, int i, KernelArg a) {
   case KA_BN_MODE: return "s->bn_momentum, s->bn_eps, training";
   case KA_STATE: return "s";
   case KA_PARAM: return x->windex[n->weight[0]];
+  case KA_BUCKET: return pool_printf(x->pool, "%lld", (long long)n->attr[0]);
+  case KA_LOSS_SCALE: return "s->loss_scale";
   case KA_END: break;
   }
   op_unhandled("codegen's arg", n->op);
@@ -444,6 +446,21 @@ static void emit_node(Gen *x, int i) {
             items, m, ");");
   }
   fprintf(x->out, "  PROFILE(%d);\n", i);
+}
+
+/* The backward pass; in a data-parallel build (comm.c's buckets), after
+ * every op while a bucket's sum is in flight, a nudge to MPI to move it
+ * along. */
+static void emit_backward(Gen *x) {
+  const Graph *g = x->g;
+  int in_flight = 0;
+  for (int i = g->nforward; i < g->nnodes; i++) {
+    emit_node(x, i);
+    in_flight += (g->nodes[i].op == OP_ALLREDUCE) -
+                 (g->nodes[i].op == OP_ALLREDUCE_WAIT);
+    if (in_flight > 0 && g->nodes[i].op != OP_ALLREDUCE)
+      fputs("  netc_comm_progress(s);\n", x->out);
+  }
 }
 
 /* ---- the tables the trainer reads ---------------------------------------- */
@@ -526,6 +543,65 @@ static void emit_ops(Gen *x) {
   fputs("};\n\n", x->out);
 }
 
+/* The gradient buckets (build --mpi): arena bytes offset, floats, and
+ * their places in the accumulation region, one after another. */
+static void emit_buckets(Gen *x) {
+  const Graph *g = x->g;
+  if (!g->nbuckets)
+    return;
+  fprintf(x->out, "/* Gradient buckets of about %lld bytes, in the order "
+                  "backward reduces them:\n * arena offset, floats, offset "
+                  "in the accumulation region. */\n"
+                  "static const NetcBucket buckets[] = {\n",
+          (long long)g->bucket_bytes);
+  int64_t acc = 0;
+  for (int b = 0; b < g->nbuckets; b++) {
+    int t = g->bucket_tensor[b];
+    long long floats = (long long)(tensor_bytes(g, t) / 4);
+    fprintf(x->out, "    {%s, %lld, %lldLL},\n", x->tname[t], floats,
+            (long long)acc);
+    acc += tensor_bytes(g, t);
+  }
+  fputs("};\n\n", x->out);
+}
+
+/* FNV-1a over what every process of a run must agree on: the batch, the
+ * arena, the schedule (each op and what it reads and writes, at which
+ * offsets), the parameters' places and the buckets. Two trainers with
+ * the same hash issue the same collectives in the same order. */
+static uint64_t plan_hash(const Gen *x) {
+  const Graph *g = x->g;
+  const Plan *p = x->p;
+  uint64_t h = 0xcbf29ce484222325ULL;
+#define MIX(v)                                                                \
+  do {                                                                        \
+    uint64_t v_ = (uint64_t)(v);                                              \
+    for (int k_ = 0; k_ < 8; k_++)                                            \
+      h = (h ^ ((v_ >> (8 * k_)) & 0xff)) * 0x100000001b3ULL;                 \
+  } while (0)
+  MIX(g->batch);
+  MIX(p->planned_bytes);
+  MIX(p->param_bytes);
+  MIX(p->stats_bytes);
+  for (int i = 0; i < g->nnodes; i++) {
+    const Node *n = &g->nodes[i];
+    MIX(n->op);
+    MIX(n->out >= 0 ? p->offset[n->out] : -1);
+    for (int j = 0; j < n->nin; j++)
+      MIX(p->offset[n->in[j]]);
+    MIX(n->attr[0]);
+  }
+  for (int w = 0; w < g->nweights; w++)
+    MIX(p->woffset[w]);
+  MIX(g->nbuckets);
+  for (int b = 0; b < g->nbuckets; b++) {
+    MIX(p->offset[g->bucket_tensor[b]]);
+    MIX(tensor_bytes(g, g->bucket_tensor[b]));
+  }
+#undef MIX
+  return h;
+}
+
 static void emit_model(Gen *x, const char *source) {
   const Graph *g = x->g;
   const Plan *p = x->p;
@@ -547,6 +623,8 @@ static void emit_model(Gen *x, const char *source) {
           "    .logits_offset = %s,\n    .probs_offset = %s,\n"
           "    .nops = %d,\n    .ops = ops,\n    .flops_per_step = %.0f,\n"
           "    .isa = NETC_ISA,\n    .conv_algos = %s,\n"
+          "    .nbuckets = %d,\n    .buckets = %s,\n"
+          "    .plan_hash = 0x%016llxULL,\n"
           "    .forward = forward,\n    .backward = backward,\n};\n",
           g->name, source, NETC_VERSION, g->nweights,
           (long long)p->optimizer_bytes[PLAN_SGD],
@@ -554,7 +632,8 @@ static void emit_model(Gen *x, const char *source) {
           (long long)p->optimizer_bytes[PLAN_ADAM], x->tname[g->input],
           x->tname[g->labels], x->tname[g->nodes[sm].in[0]],
           x->tname[g->nodes[sm].extra[0]], g->nnodes, step_flops(g),
-          algo_counts(x));
+          algo_counts(x), g->nbuckets, g->nbuckets ? "buckets" : "NULL",
+          (unsigned long long)plan_hash(x));
 }
 
 static void emit_c(Gen *x, const char *source, const char *header) {
@@ -576,10 +655,10 @@ static void emit_c(Gen *x, const char *source, const char *header) {
         "  unsigned char *A = s->arena;\n"
         "  const unsigned char *P = s->params;\n  if (s->profile)\n"
         "    netc_profile_start(s);\n", o);
-  for (int i = g->nforward; i < g->nnodes; i++)
-    emit_node(x, i);
+  emit_backward(x);
   fputs("}\n\n", o);
   emit_params(x);
+  emit_buckets(x);
   emit_ops(x);
   emit_model(x, source);
 }

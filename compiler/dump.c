@@ -39,9 +39,13 @@ static void print_node(FILE *out, Diag *d, const Graph *g, int i, Pool *p) {
       fprintf(out, " dw%d%st%d", w, n->wgrad_accumulate[j] ? "+=" : "=",
               n->wgrad[j]);
   }
+  bool comm = n->op == OP_ALLREDUCE || n->op == OP_ALLREDUCE_WAIT;
   if (n->out >= 0)
     fprintf(out, " -> t%d%s %s", n->out, n->accumulate ? " (+=)" : "",
             tshape(p, g, n->out));
+  else if (comm)
+    fprintf(out, " bucket %lld (%lld bytes)", (long long)n->attr[0],
+            (long long)tensor_bytes(g, n->in[0]));
   else if (n->op != OP_UPDATE)
     fputs(" -> (no input gradient)", out);
   for (int j = 0; j < n->nextra; j++)
@@ -61,6 +65,9 @@ void dump_graph(FILE *out, Diag *d, const Graph *g) {
             tshape(&p, g, t), x->is_int ? " int32" : "", x->label);
     if (x->view_of >= 0)
       fprintf(out, " (view of t%d)", x->view_of);
+    if (x->bucket >= 0)
+      fprintf(out, " (in t%d at +%lld)", x->bucket,
+              (long long)x->bucket_offset);
     fputc('\n', out);
   }
   fputs("# forward\n", out);
@@ -217,6 +224,36 @@ static void dump_convs(FILE *out, const Graph *g, const Plan *p, bool json) {
     fputs("\n", out);
 }
 
+/* The gradient buckets of a data-parallel build (comm.c): where each
+ * lies, its live interval, its allreduce and wait steps, and the weights
+ * whose gradients it holds. */
+static void dump_buckets(FILE *out, const Graph *g, const Plan *p) {
+  if (!g->nbuckets)
+    return;
+  fprintf(out, "# gradient buckets (about %lld bytes each): summed over the "
+               "processes by allreduce at step start, waited for at step "
+               "wait, then their weights updated\n%-7s %-6s %12s %12s %5s "
+               "%5s  %s\n",
+          (long long)g->bucket_bytes, "bucket", "tensor", "bytes", "offset",
+          "start", "wait", "weights");
+  int *w = pool_alloc(g->pool, sizeof(int) * (size_t)(g->nweights + 1));
+  for (int b = 0; b < g->nbuckets; b++) {
+    int t = g->bucket_tensor[b], start = -1, wait = -1;
+    for (int i = g->nforward; i < g->nnodes; i++)
+      if (g->nodes[i].attr[0] == b && g->nodes[i].op == OP_ALLREDUCE)
+        start = i;
+      else if (g->nodes[i].attr[0] == b && g->nodes[i].op == OP_ALLREDUCE_WAIT)
+        wait = i;
+    int n = bucket_weights(g, b, w);
+    fprintf(out, "b%-6d t%-5d %12lld %12lld %5d %5d  %d:", b, t,
+            (long long)tensor_bytes(g, t), (long long)p->offset[t], start,
+            wait, n);
+    for (int k = 0; k < n; k++)
+      fprintf(out, " w%d", w[k]);
+    fputc('\n', out);
+  }
+}
+
 void dump_plan(FILE *out, const Graph *g, const Plan *p) {
   Pool pool = {0};
   fprintf(out, "# memory plan of %s, batch %lld: %d steps (%d forward), "
@@ -230,6 +267,8 @@ void dump_plan(FILE *out, const Graph *g, const Plan *p) {
     char shares[32] = "-";
     if (x->view_of >= 0)
       snprintf(shares, sizeof shares, "view:t%d", x->view_of);
+    else if (x->bucket >= 0)
+      snprintf(shares, sizeof shares, "in:t%d", x->bucket);
     else if (p->inplace[t] >= 0)
       snprintf(shares, sizeof shares, "over:t%d", p->inplace[t]);
     fprintf(out, "t%-5d %-10s %-18s %12lld %12lld %5d %5d  %-8s %s\n", t,
@@ -238,6 +277,7 @@ void dump_plan(FILE *out, const Graph *g, const Plan *p) {
             p->first[t], p->last[t], shares, x->label);
   }
   dump_convs(out, g, p, false);
+  dump_buckets(out, g, p);
   dump_persistent(out, g, p);
   fprintf(out, "# placement order: %s; planned / lower bound = %.4f\n",
           p->strategy,

@@ -10,7 +10,7 @@ int graph_add_tensor(Graph *g, Shape s, int producer, Loc loc) {
   g->tensors[g->ntensors] = (Tensor){.shape = s, .producer = producer,
                                      .loc = loc, .kind = TK_ACT,
                                      .batched = true, .view_of = -1,
-                                     .grad_of = -1};
+                                     .grad_of = -1, .bucket = -1};
   return g->ntensors++;
 }
 
@@ -162,7 +162,8 @@ static int verify_weights(const Graph *g, int i, bool *updated, FILE *err) {
     return verify_update(g, i, updated, err);
   /* Weights are those whose gradients a backward node writes: grad_add
    * and a recompute (which reads its batchnorm's weights) have none. */
-  bool none = n->op == OP_GRAD_ADD || n->op == OP_BN_RELU_RECOMPUTE;
+  bool none = n->op == OP_GRAD_ADD || n->op == OP_BN_RELU_RECOMPUTE ||
+              n->op == OP_ALLREDUCE || n->op == OP_ALLREDUCE_WAIT;
   const Node *f = (int)n->op >= OP_USER_COUNT && !none ? &g->nodes[n->fwd] : n;
   if ((int)f->op >= OP_USER_COUNT)
     return 0;
@@ -287,6 +288,11 @@ int graph_verify(const Graph *g, FILE *err) {
                             shape_elems(g->tensors[x->view_of].shape) !=
                                 shape_elems(x->shape)))
       BAD("tensor %d views tensor %d of another size", t, x->view_of);
+    if (x->bucket >= 0 &&
+        (!in_range(g, x->bucket) || x->kind != TK_WGRAD ||
+         x->bucket_offset % PLAN_ALIGN ||
+         x->bucket_offset + tensor_bytes(g, t) > tensor_bytes(g, x->bucket)))
+      BAD("tensor %d does not fit in its bucket %d", t, x->bucket);
   }
   if (!in_range(g, g->loss))
     BAD("loss tensor id %d out of range", g->loss);

@@ -6,6 +6,7 @@
  *   infer.c     AST -> forward graph: blocks expanded, shapes inferred
  *   algo.c      each convolution's algorithm, per layer and pass
  *   autodiff.c  forward graph -> training graph: the backward pass
+ *   comm.c      (--mpi) gradient buckets and their allreduce nodes
  *   plan.c      every tensor of a training step placed in one arena
  *   codegen.c   graph + plan -> C; build.c compiles it with the runtime
  *   report.c, dump.c   what people read: summaries, dumps, pictures
@@ -62,6 +63,12 @@ static const char usage[] =
     "  --portable              a trainer for any AVX2 machine, not tuned to\n"
     "                          this one's CPU (-march=native); with check\n"
     "                          and dump: the algorithms such a build gets\n"
+    "  --mpi                   data-parallel training over MPI: gradients in\n"
+    "                          buckets, each summed over the processes by an\n"
+    "                          allreduce in the backward pass; the trainer\n"
+    "                          runs under mpirun (docs/distributed.md)\n"
+    "  --bucket-kib N          with --mpi: buckets of about N KiB (default:\n"
+    "                          an eighth of the gradients, 1-32 MiB)\n"
     "  -h, --help              print this help and exit\n"
     "  --version               print the version and exit\n"
     "\n"
@@ -86,6 +93,8 @@ typedef struct {
   bool tune;          /* build: time the layers, write and use a tuning */
   const char *tuning; /* a tuning file to use */
   int threads;        /* for --tune; 0: all cores */
+  bool mpi;           /* data-parallel: buckets and allreduce (comm.c) */
+  int64_t bucket_kib; /* 0: comm_default_bucket_bytes */
 } Options;
 
 static int bad_usage(const char *fmt, const char *arg) {
@@ -127,7 +136,8 @@ static int emit(FILE *out, Diag *d, const Options *o, Graph *g) {
     return build_trainer(d, g, &plan, o->path, out_dir(o, g),
                          &(BuildOptions){.compile = !o->no_compile,
                                          .debug = o->debug,
-                                         .portable = o->portable});
+                                         .portable = o->portable,
+                                         .mpi = o->mpi});
   case CMD_AST: break;
   }
   return 0;
@@ -135,7 +145,7 @@ static int emit(FILE *out, Diag *d, const Options *o, Graph *g) {
 
 /* The front end with the convolution algorithms of the options: a
  * tuning file read (--tuning), or one made here first (--tune). */
-static int compile(Diag *d, Pool *pool, const Options *o, Graph *g) {
+static int compile_conv(Diag *d, Pool *pool, const Options *o, Graph *g) {
   Tuning tuning;
   const char *file = o->tuning;
   if (file && !tuning_load(file, pool, &tuning))
@@ -160,6 +170,20 @@ static int compile(Diag *d, Pool *pool, const Options *o, Graph *g) {
   rc = compile_front_conv(&again, pool, o->path, o->batch, &conv, g);
   d->errors += again.errors;
   return rc;
+}
+
+/* ... and, for a data-parallel build, the gradient buckets. */
+static int compile(Diag *d, Pool *pool, const Options *o, Graph *g) {
+  int rc = compile_conv(d, pool, o, g);
+  if (rc || !o->mpi)
+    return rc;
+  insert_allreduce(g, o->bucket_kib ? o->bucket_kib * 1024
+                                    : comm_default_bucket_bytes(g));
+  if (graph_verify(g, stderr)) { /* a netc bug, never the input's */
+    fprintf(stderr, "netc: internal error: the buckets broke the graph\n");
+    exit(1);
+  }
+  return 0;
 }
 
 static int run(const Options *o) {
@@ -246,6 +270,16 @@ static int parse_options(int argc, char **argv, int argi, Options *o) {
       o->debug = true;
     } else if (!strcmp(a, "--portable")) {
       o->portable = true;
+    } else if (!strcmp(a, "--mpi")) {
+      o->mpi = true;
+    } else if (!strcmp(a, "--bucket-kib")) {
+      char *end;
+      errno = 0;
+      long long k = ++argi < argc ? strtoll(argv[argi], &end, 10) : -1;
+      if (k < 1 || k > (1LL << 30) || *end || errno)
+        return bad_usage("--bucket-kib needs a size in KiB, 1..2^30, not '%s'",
+                         argi < argc ? argv[argi] : "");
+      o->bucket_kib = k;
     } else if (!strcmp(a, "--tune")) {
       o->tune = true;
     } else if (!strcmp(a, "--tuning")) {
@@ -293,6 +327,10 @@ static int parse_options(int argc, char **argv, int argi, Options *o) {
     return bad_usage("%s", "--debug goes with build");
   if ((o->tune || o->threads) && o->cmd != CMD_BUILD)
     return bad_usage("%s", "--tune and --threads go with build");
+  if (o->bucket_kib && !o->mpi)
+    return bad_usage("%s", "--bucket-kib goes with --mpi");
+  if (o->mpi && o->cmd == CMD_AST)
+    return bad_usage("%s", "--mpi does not go with dump ast");
   if (o->threads && !o->tune)
     return bad_usage("%s", "--threads goes with --tune");
   if (o->tune && (o->tuning || o->conv_policy != CONV_POLICY_AUTO))

@@ -203,7 +203,7 @@ typedef enum {
   OP_CONV_BWD, /* the first internal op */
   OP_BATCHNORM_BWD, OP_RELU_BWD, OP_MAXPOOL_BWD, OP_AVGPOOL_BWD,
   OP_GLOBAL_AVGPOOL_BWD, OP_DENSE_BWD, OP_SOFTMAX_XENT_BWD, OP_GRAD_ADD,
-  OP_BN_RELU_RECOMPUTE, OP_UPDATE,
+  OP_BN_RELU_RECOMPUTE, OP_UPDATE, OP_ALLREDUCE, OP_ALLREDUCE_WAIT,
   OP_COUNT,
   OP_PASS, /* backward rule: the gradient passes through unchanged */
   OP_NONE, /* backward rule of a backward op */
@@ -305,6 +305,9 @@ typedef enum {
   KA_BN_MODE,        /* s->bn_momentum, s->bn_eps, training */
   KA_STATE,          /* s */
   KA_PARAM,          /* the parameter index of weight 0 (a named enum) */
+  KA_BUCKET,         /* a gradient bucket's index (attr[0], comm.c) */
+  KA_LOSS_SCALE,     /* s->loss_scale: the loss gradient's share of the
+                        global batch (data-parallel runs, accumulation) */
 } KernelArg;
 
 /* The runtime's shape structs (runtime/netc_rt.h). */
@@ -406,6 +409,9 @@ typedef struct {
   int producer;     /* node id, or -1 for the image and labels inputs */
   int view_of;      /* -1, or the tensor whose storage this one is (flatten) */
   int grad_of;      /* TK_GRAD: the forward tensor it is the gradient of */
+  int bucket;       /* TK_WGRAD in a data-parallel build: the bucket tensor
+                       (comm.c) whose bytes it is part of, else -1 */
+  int64_t bucket_offset; /* and where in the bucket it starts, in bytes */
   Loc loc;          /* where the value was defined */
   const char *name; /* the .net variable it was first bound to, or NULL */
   const char *label; /* what dumps call it: layer path + role */
@@ -461,6 +467,11 @@ typedef struct {
   int loss;         /* tensor id of the loss */
   int64_t classes;
   int64_t batch;    /* images per step: a compile-time constant */
+  /* Data-parallel builds (comm.c): the gradient buckets, each a TK_WGRAD
+   * tensor, in the order they become final; 0 otherwise. */
+  int nbuckets;
+  int *bucket_tensor;
+  int64_t bucket_bytes; /* the size comm.c aimed for */
   Pool *pool;
 } Graph;
 
@@ -486,6 +497,20 @@ int graph_verify(const Graph *g, FILE *err);
  * each forward op saves for its backward op, scratch, and the backward ops
  * that compute every weight's gradient. */
 void autodiff(Graph *g);
+
+/* ---- comm.c: gradient buckets and their allreduce (build --mpi) -------- */
+
+/* The bucket size netc picks for g: about an eighth of the parameter
+ * bytes, within 1..32 MiB (comm.c says why). */
+int64_t comm_default_bucket_bytes(const Graph *g);
+/* Groups the weight gradients of the training graph into buckets of about
+ * `bucket_bytes`, in the order they become final, and inserts for each an
+ * allreduce (started where its last gradient is final) and an
+ * allreduce_wait, before which none of its weights is updated. */
+void insert_allreduce(Graph *g, int64_t bucket_bytes);
+/* The weights whose gradients bucket b holds, in order: their count, and
+ * their ids in w (which must hold g->nweights). */
+int bucket_weights(const Graph *g, int b, int *w);
 
 /* ---- algo.c: how each convolution is computed ----------------------- */
 
@@ -624,6 +649,7 @@ typedef struct {
   bool debug;    /* -O0 -g3 */
   bool portable; /* -march=x86-64-v3 and the AVX2 kernels, not this
                     machine's (-march=native) */
+  bool mpi;      /* link the MPI runtime (mpicc, libnetcrt_mpi.a) */
 } BuildOptions;
 
 int build_trainer(Diag *d, const Graph *g, const Plan *p, const char *source,

@@ -382,7 +382,8 @@ static const OpInfo table[OP_COUNT] = {
         .ninputs = 2, .backward = OP_NONE, .bwd_flops = BF_FORWARD,
         .bwd_in = {BI_SAVED0, BI_LABELS}, .nbwd_in = 2, .shape = SK_XENT,
         .kernel = {"softmax_xent_backward", NULL,
-                   ARGS(KA_OUT, KA_IN0, KA_IN1, KA_SHAPE, KA_ACC)}},
+                   ARGS(KA_OUT, KA_IN0, KA_IN1, KA_SHAPE, KA_ACC,
+                        KA_LOSS_SCALE)}},
     [OP_GRAD_ADD] = {
         .name = "grad_add", .doc = "the sum of two gradient contributions",
         .ninputs = 2, .backward = OP_NONE, .bwd_flops = BF_NONE,
@@ -405,6 +406,19 @@ static const OpInfo table[OP_COUNT] = {
                "is final",
         .ninputs = 1, .backward = OP_NONE, .bwd_flops = BF_NONE,
         .kernel = {"netc_update", NULL, ARGS(KA_STATE, KA_PARAM, KA_IN0)}},
+    [OP_ALLREDUCE] = {
+        .name = "allreduce",
+        .doc = "starts summing a bucket of weight gradients over the "
+               "processes (build --mpi), as soon as the last is final",
+        .ninputs = 1, .backward = OP_NONE, .bwd_flops = BF_NONE,
+        .kernel = {"netc_bucket_start", NULL,
+                   ARGS(KA_STATE, KA_BUCKET, KA_IN0)}},
+    [OP_ALLREDUCE_WAIT] = {
+        .name = "allreduce_wait",
+        .doc = "waits for a bucket's sum; its weights' updates follow",
+        .ninputs = 1, .backward = OP_NONE, .bwd_flops = BF_NONE,
+        .kernel = {"netc_bucket_wait", NULL,
+                   ARGS(KA_STATE, KA_BUCKET, KA_IN0)}},
 };
 
 /* ---- lookups ---------------------------------------------------------------- */

@@ -15,7 +15,8 @@
  *    tensor lives from the step that produces it to the last step that
  *    reads it or adds to it; the inputs and the loss, the whole step.
  * 2. Storage: a view (flatten, and a gradient seen through a flatten)
- *    shares its tensor's buffer. Then, in schedule order, an op that may
+ *    shares its tensor's buffer, and a weight gradient in a bucket
+ *    (build --mpi, comm.c) lies in its bucket's, at its offset there. Then, in schedule order, an op that may
  *    run in place (relu, add, relu_backward, batchnorm_backward, grad_add)
  *    writes its output over an input whose buffer is read for the last time
  *    at that step. Tensors sharing a buffer form one group.
@@ -140,9 +141,11 @@ static void intervals(const Graph *g, Plan *p) {
       if (n->wgrad[j] >= 0 && p->last[n->wgrad[j]] < i)
         p->last[n->wgrad[j]] = i;
   }
-  /* A gradient view is born when first used. */
+  /* A gradient view, and a bucket of gradients (comm.c), is born when
+   * first used (a bucket's group reaches back to its first gradient). */
   for (int t = 0; t < g->ntensors; t++)
-    if (g->tensors[t].producer < 0 && g->tensors[t].view_of >= 0)
+    if (g->tensors[t].producer < 0 &&
+        (g->tensors[t].view_of >= 0 || g->tensors[t].kind == TK_WGRAD))
       p->first[t] = p->last[t];
   /* The loss, the image and the labels live through the whole step: the
    * trainer reads the loss afterwards, and may train on a batch twice. */
@@ -183,9 +186,12 @@ static void storage(const Graph *g, Plan *p, int *parent, int *gfirst,
     glast[t] = p->last[t];
     p->inplace[t] = -1;
   }
-  for (int t = 0; t < g->ntensors; t++)
+  for (int t = 0; t < g->ntensors; t++) {
     if (g->tensors[t].view_of >= 0)
       merge(parent, gfirst, glast, t, g->tensors[t].view_of);
+    if (g->tensors[t].bucket >= 0)
+      merge(parent, gfirst, glast, t, g->tensors[t].bucket);
+  }
   for (int i = 0; i < g->nnodes; i++) {
     const Node *n = &g->nodes[i];
     if (n->out < 0 || n->accumulate || find(parent, n->out) != n->out)
@@ -274,8 +280,8 @@ static Buffers buffers(const Graph *g, Plan *p, const int *gfirst,
     int64_t bytes = align_up(tensor_bytes(g, t));
     if (bytes > p->size[s])
       p->size[s] = bytes;
-    if (g->tensors[t].view_of < 0)
-      p->naive_bytes += bytes;
+    if (g->tensors[t].view_of < 0 && g->tensors[t].bucket < 0)
+      p->naive_bytes += bytes; /* a bucket counts its gradients once */
   }
   for (int t = 0; t < g->ntensors; t++)
     if (p->storage[t] == t)
@@ -347,7 +353,7 @@ void plan_memory(const Graph *g, Plan *p) {
   int64_t *best = pool_alloc(pool, sizeof(int64_t) * (size_t)(b.n + 1));
   place(&b, p, best, pool);
   for (int t = 0; t < g->ntensors; t++)
-    p->offset[t] = best[b.of[p->storage[t]]];
+    p->offset[t] = best[b.of[p->storage[t]]] + g->tensors[t].bucket_offset;
   persistent(g, p);
 }
 
@@ -365,11 +371,15 @@ int plan_check(const Graph *g, const Plan *p, FILE *err) {
   int bad = 0;
   for (int t = 0; t < g->ntensors; t++) {
     int s = p->storage[t];
+    /* a group's buffer starts at its owner's offset less its place in a
+     * bucket; a bucket's gradients lie inside it */
+    int64_t in = g->tensors[t].bucket_offset;
+    int64_t base = p->offset[s] - g->tensors[s].bucket_offset;
     if (p->offset[t] % PLAN_ALIGN)
       CONFLICT("%s is not %d-byte aligned", g->tensors[t].label, PLAN_ALIGN);
-    if (p->offset[t] != p->offset[s] || tensor_bytes(g, t) > p->size[s])
+    if (p->offset[t] != base + in || in + tensor_bytes(g, t) > p->size[s])
       CONFLICT("%s does not fit its buffer", g->tensors[t].label);
-    if (p->offset[s] + p->size[s] > p->planned_bytes)
+    if (base + p->size[s] > p->planned_bytes)
       CONFLICT("%s ends past the arena", g->tensors[t].label);
   }
   /* Group intervals from member intervals. */
@@ -391,8 +401,9 @@ int plan_check(const Graph *g, const Plan *p, FILE *err) {
     for (int b = a + 1; b < nt; b++) {
       if (p->storage[b] != b || gf[a] > gl[b] || gf[b] > gl[a])
         continue;
-      if (p->offset[a] < p->offset[b] + p->size[b] &&
-          p->offset[b] < p->offset[a] + p->size[a])
+      int64_t oa = p->offset[a] - g->tensors[a].bucket_offset;
+      int64_t ob = p->offset[b] - g->tensors[b].bucket_offset;
+      if (oa < ob + p->size[b] && ob < oa + p->size[a])
         CONFLICT("%s [%d, %d] and %s [%d, %d] overlap in bytes",
                  g->tensors[a].label, gf[a], gl[a], g->tensors[b].label,
                  gf[b], gl[b]);

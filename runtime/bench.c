@@ -9,8 +9,8 @@
 
 #include <cblas.h>
 
+#include "comm.h"
 #include "commands.h"
-#include "netc_rt.h"
 #include "data.h"
 #include "netc_rt.h"
 #include "options.h"
@@ -80,18 +80,22 @@ static int steps(NetcState *s, NetcOptimizer *o, long n, Bench *b) {
   return 0;
 }
 
-/* The median images/s of b->windows windows of b->steps steps. */
+/* The median images/s of b->windows windows of b->steps steps (of every
+ * process: under mpirun each process steps on its own batch, and the
+ * images are the global batch's). */
 static int measure(NetcState *s, NetcOptimizer *o, Bench *b, double *ips) {
   if (steps(s, o, b->warmup, b))
     return -1;
   double *w = xcalloc((size_t)b->windows, sizeof(double));
+  s->comm_seconds = 0;
   for (long i = 0; i < b->windows; i++) {
     double t0 = now_seconds();
     if (steps(s, o, b->steps, b)) {
       free(w);
       return -1;
     }
-    w[i] = (double)b->steps * netc_model.batch / (now_seconds() - t0);
+    w[i] = (double)b->steps * netc_model.batch * comm_size() /
+           (now_seconds() - t0);
   }
   qsort(w, (size_t)b->windows, sizeof(double), cmp_double);
   *ips = w[b->windows / 2];
@@ -99,18 +103,26 @@ static int measure(NetcState *s, NetcOptimizer *o, Bench *b, double *ips) {
   return 0;
 }
 
-static void print_bench(const Bench *b, double ips) {
+static void print_bench(const NetcState *s, const Bench *b, double ips) {
   const NetcModel *m = &netc_model;
+  int procs = comm_size();
   double gflops = ips / m->batch * m->flops_per_step / 1e9;
   long rss = peak_rss_mib(); /* before the sgemm probe allocates */
+  if (comm_rank() > 0)
+    return;
   double peak = sgemm_peak();
   printf("netc model=%s batch=%d threads=%d steps_per_s=%.3f img_per_s=%.2f "
          "gflops=%.2f sgemm_peak_gflops=%.2f peak_frac=%.3f rss_mib=%ld "
          "blas_kernel=%s conv_kernel=%s conv_algos=%s first_loss=%.6f "
-         "last_loss=%.6f\n",
-         m->name, m->batch, rt_threads(), ips / m->batch, ips, gflops, peak,
-         gflops / peak, rss, openblas_get_corename(), rt_conv_kernel_name(),
-         m->conv_algos, b->first_loss, b->last_loss);
+         "last_loss=%.6f",
+         m->name, m->batch, rt_threads(), ips / m->batch / procs, ips, gflops,
+         peak, gflops / peak, rss, openblas_get_corename(),
+         rt_conv_kernel_name(), m->conv_algos, b->first_loss, b->last_loss);
+  if (procs > 1 || m->nbuckets)
+    printf(" procs=%d buckets=%d comm_wait_ms_per_step=%.2f", procs,
+           m->nbuckets,
+           1e3 * s->comm_seconds / (double)(b->windows * b->steps));
+  putchar('\n');
 }
 
 static int parse_bench(int argc, char **argv, Bench *b) {
@@ -137,10 +149,10 @@ static int parse_bench(int argc, char **argv, Bench *b) {
 static int run_bench(NetcState *s, NetcOptimizer *o, Bench *b) {
   double ips;
   netc_init_params(s, 1);
-  random_batch(s, 2);
-  if (measure(s, o, b, &ips))
+  random_batch(s, 2 + (uint64_t)comm_rank()); /* each process its batch */
+  if (netc_state_accumulate(s, 1, comm_size()) || measure(s, o, b, &ips))
     return 1;
-  print_bench(b, ips);
+  print_bench(s, b, ips);
   if (!b->profile)
     return 0;
   if (netc_profile_enable(s, NETC_PROFILE_TIME)) {
@@ -149,7 +161,8 @@ static int run_bench(NetcState *s, NetcOptimizer *o, Bench *b) {
   }
   if (steps(s, o, b->steps, b))
     return 1;
-  print_profile(s, (int)b->steps);
+  if (comm_rank() == 0)
+    print_profile(s, (int)b->steps);
   return 0;
 }
 

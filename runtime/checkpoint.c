@@ -89,7 +89,7 @@ static Header make_header(const NetcState *s, const NetcOptimizer *o,
   h.version = CKPT_VERSION;
   h.header_bytes = sizeof h;
   snprintf(h.model, sizeof h.model, "%s", m->name);
-  h.batch = m->batch;
+  h.batch = r->global_batch > 0 ? r->global_batch : m->batch;
   h.classes = m->classes;
   h.param_bytes = m->param_bytes;
   h.stats_bytes = m->stats_bytes;
@@ -147,7 +147,9 @@ int checkpoint_save(const char *path, const NetcState *s,
   return 0;
 }
 
-static int check_header(const char *path, const Header *h, const NetcModel *m) {
+/* global: the loading run's images per step, or 0 for any (eval). */
+static int check_header(const char *path, const Header *h, const NetcModel *m,
+                        int global) {
   if (memcmp(h->magic, "NETCCKPT", 8)) {
     fprintf(stderr, "netc: %s is not a netc checkpoint\n", path);
     return -1;
@@ -165,13 +167,20 @@ static int check_header(const char *path, const Header *h, const NetcModel *m) {
             path, h->version, CKPT_VERSION);
     return -1;
   }
-  if (strncmp(h->model, m->name, sizeof h->model) || h->batch != m->batch ||
+  if (strncmp(h->model, m->name, sizeof h->model) ||
       h->param_bytes != m->param_bytes || h->table_hash != table_hash(m) ||
       h->stats_bytes != m->stats_bytes) {
     fprintf(stderr, "netc: %s holds model '%.64s' at batch %d; this trainer "
                     "is '%s' at batch %d: a checkpoint only loads into the "
-                    "model and batch size that wrote it\n",
+                    "model that wrote it\n",
             path, h->model, h->batch, m->name, m->batch);
+    return -1;
+  }
+  if (global && h->batch != global) {
+    fprintf(stderr, "netc: %s was trained at %d images per step; this run "
+                    "has %d (batch %d x processes x --accumulate): a run "
+                    "resumes only at the global batch that wrote it\n",
+            path, h->batch, global, m->batch);
     return -1;
   }
   return 0;
@@ -183,7 +192,8 @@ static int read_part(FILE *f, void *p, size_t n) {
 
 /* Opens a checkpoint and reads its header for model m; NULL after a
  * message naming the file. */
-static FILE *open_checkpoint(const char *path, const NetcModel *m, Header *h) {
+static FILE *open_checkpoint(const char *path, const NetcModel *m, Header *h,
+                             int global) {
   FILE *f = fopen(path, "rb");
   if (!f) {
     fprintf(stderr, "netc: cannot open checkpoint %s: %s\n", path,
@@ -195,7 +205,8 @@ static FILE *open_checkpoint(const char *path, const NetcModel *m, Header *h) {
     fclose(f);
     return NULL;
   }
-  if (check_header(path, h, m) || h->nclasses < 0 || h->nclasses > 100000) {
+  if (check_header(path, h, m, global) || h->nclasses < 0 ||
+      h->nclasses > 100000) {
     fclose(f);
     return NULL;
   }
@@ -224,7 +235,8 @@ int checkpoint_load(const char *path, NetcState *s, NetcOptimizer *o,
                     RunState *r, ClassList *c) {
   const NetcModel *m = s->model;
   Header h;
-  FILE *f = open_checkpoint(path, m, &h);
+  int global = r && r->global_batch > 0 ? r->global_batch : 0;
+  FILE *f = open_checkpoint(path, m, &h, global);
   if (!f)
     return -1;
   /* Read into scratch copies; commit only after the checksum holds. */

@@ -74,11 +74,21 @@ typedef struct {
                     0 means no random crop) */
   uint64_t seed; /* order and augmentation derive from (seed, epoch, index) */
   int prefetch;  /* 1: a thread prepares the next batches */
+  /* One process's share of a global batch (data-parallel runs and
+   * gradient accumulation; 0: the whole batch is this loader's). A step
+   * covers `group` images of the epoch's order; this loader yields
+   * `parts` batches of it (0: 1), images [offset, offset + parts x batch)
+   * of the group, in order. A val loader (parts 1) gets its slice of each
+   * group, which may be short or empty at the end. The images and their
+   * augmentation depend on their global position only, so N loaders with
+   * offsets 0, B, ..., (N-1)B yield exactly one loader's batches of N B. */
+  int group, offset, parts;
 } LoaderOptions;
 
 Loader *loader_new(const Dataset *d, const LoaderOptions *o);
 void loader_free(Loader *l);
-/* Steps in one epoch: train drops the last partial batch; eval keeps it. */
+/* Batches in one epoch (steps x parts): train drops the last partial
+ * group; eval keeps it. */
 int loader_steps(const Loader *l);
 /* Positions the loader at batch `step` of epoch `epoch` (0-based): the
  * batches that follow are exactly those of an uninterrupted run. */

@@ -32,12 +32,30 @@ NetcState *netc_state_new(const NetcModel *m) {
   s->arena = netc_alloc(m->arena_bytes);
   s->bn_momentum = 0.1f;
   s->bn_eps = 1e-5f;
+  s->accumulate = 1;
+  s->loss_scale = 1.0f;
   if ((m->param_bytes && !s->params) || (m->stats_bytes && !s->bn_stats) ||
       !s->arena) {
     netc_state_free(s);
     return NULL;
   }
   return s;
+}
+
+int64_t netc_accum_bytes(const NetcModel *m) {
+  if (!m->nbuckets)
+    return m->param_bytes;
+  const NetcBucket *b = &m->buckets[m->nbuckets - 1];
+  return b->accum_offset + b->floats * 4;
+}
+
+int netc_state_accumulate(NetcState *s, int k, int procs) {
+  s->accumulate = k > 1 ? k : 1;
+  s->micro = 0;
+  s->loss_scale = 1.0f / ((float)s->accumulate * (float)(procs > 1 ? procs : 1));
+  if (s->accumulate > 1 && !s->accum)
+    s->accum = netc_alloc(netc_accum_bytes(s->model));
+  return s->accumulate == 1 || s->accum ? 0 : -1;
 }
 
 int netc_state_keep_grads(NetcState *s) {
@@ -57,6 +75,7 @@ void netc_state_free(NetcState *s) {
   free(s->prof_seconds);
   free(s->params);
   free(s->grads);
+  free(s->accum);
   free(s->bn_stats);
   free(s->arena);
   free(s);

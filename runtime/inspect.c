@@ -1,7 +1,9 @@
 /* inspect.c: the commands that describe without training: `info` (the
  * model: shapes, parameters, memory) and `inspect` (a checkpoint, verified,
  * and where its run is). */
+#include <math.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "commands.h"
 #include "netc_rt.h"
@@ -50,8 +52,46 @@ int cmd_info(int argc, char **argv) {
   return 0;
 }
 
+/* The largest differences between two models' parameters. */
+static int print_against(const NetcState *a, const char *path) {
+  NetcState *b = trainer_state_new(NULL);
+  ClassList cl = {0};
+  if (!b || checkpoint_load(path, b, NULL, NULL, &cl)) {
+    netc_state_free(b);
+    classes_free(&cl);
+    return 1;
+  }
+  /* max_rel_diff: the largest |a - b| of a tensor over its largest |a|,
+   * over the tensors (element by element, a weight near zero would make
+   * any difference look large). */
+  double abs_max = 0, rel_max = 0;
+  for (int p = 0; p < netc_model.nparam_tensors; p++) {
+    const float *x = netc_param(a, p), *y = netc_param(b, p);
+    double d = 0, scale = 0;
+    for (int64_t i = 0; i < netc_model.params[p].count; i++) {
+      d = fmax(d, fabs((double)x[i] - y[i]));
+      scale = fmax(scale, fabs(x[i]));
+    }
+    abs_max = fmax(abs_max, d);
+    if (d > 0)
+      rel_max = fmax(rel_max, scale > 0 ? d / scale : INFINITY);
+  }
+  printf("against=%s max_abs_diff=%.6e max_rel_diff=%.6e identical=%d\n",
+         path, abs_max, rel_max,
+         memcmp(a->params, b->params, (size_t)netc_model.param_bytes) == 0);
+  netc_state_free(b);
+  classes_free(&cl);
+  return 0;
+}
+
 int cmd_inspect(int argc, char **argv) {
-  const Option options[] = {{NULL}};
+  const char *against = NULL;
+  const Option options[] = {
+      {"--against", "OTHER.ckpt", "also print the largest parameter "
+       "differences from another checkpoint of this model (max_rel_diff: "
+       "per tensor, over its largest magnitude)",
+       .text = &against},
+      {NULL}};
   const CommandSpec c = {
       .name = "inspect", .args = "FILE.ckpt", .min_args = 1, .max_args = 1,
       .options = options,
@@ -63,7 +103,7 @@ int cmd_inspect(int argc, char **argv) {
     return rc;
   NetcState *s = trainer_state_new(NULL);
   NetcOptimizer o = {0};
-  RunState r;
+  RunState r = {0}; /* global_batch 0: a run of any batch */
   ClassList cl = {0};
   if (!s || checkpoint_load(argv[0], s, &o, &r, &cl)) {
     netc_state_free(s);
@@ -75,8 +115,9 @@ int cmd_inspect(int argc, char **argv) {
          argv[0], netc_model.name, netc_model.batch, r.epoch + 1, r.step,
          (long long)r.global_step, r.completed, r.epochs, r.best_top1,
          cl.nclasses, (unsigned long long)checkpoint_state_hash(s, &o));
+  rc = against ? print_against(s, against) : 0;
   netc_state_free(s);
   optim_free(&o);
   classes_free(&cl);
-  return 0;
+  return rc;
 }

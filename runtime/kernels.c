@@ -392,6 +392,50 @@ static void bn_eval(float *y, float *mean, float *invstd, void *work,
   bn_apply(y, x, scale, shift, s->M, C);
 }
 
+static RtBnGather bn_gather;
+static int bn_procs = 1;
+
+void rt_set_bn_sync(RtBnGather gather, int procs) {
+  bn_gather = procs > 1 ? gather : NULL;
+  bn_procs = procs > 1 ? procs : 1;
+}
+
+/* The mean and variance over every process's rows: each sends its row
+ * count and, per channel, its shift k (its first row) and its shifted sums
+ * S1 = sum(x - k), S2 = sum((x - k)^2); all combine them in rank order,
+ * M2 = sum over r of S2_r - 2 (mu - k_r) S1_r + M_r (mu - k_r)^2 (the
+ * shifted sums moved to the global mean, exact in algebra). The same
+ * bits on every process. Returns the global row count. */
+static double bn_sync_stats(const double *sum, const float *x, int64_t M,
+                            int C, double *mine, double *mu, double *var) {
+  mine[0] = (double)M;
+  for (int c = 0; c < C; c++) {
+    mine[1 + 3 * c] = x[c];
+    mine[2 + 3 * c] = sum[c];
+    mine[3 + 3 * c] = sum[C + c];
+  }
+  int n = 1 + 3 * C;
+  const double *all = bn_gather(mine, n);
+  double rows = 0;
+  for (int r = 0; r < bn_procs; r++)
+    rows += all[r * n];
+  for (int c = 0; c < C; c++) {
+    double t = 0, m2 = 0;
+    for (int r = 0; r < bn_procs; r++) {
+      const double *q = all + r * n;
+      t += q[0] * q[1 + 3 * c] + q[2 + 3 * c];
+    }
+    mu[c] = t / rows;
+    for (int r = 0; r < bn_procs; r++) {
+      const double *q = all + r * n;
+      double dk = mu[c] - q[1 + 3 * c];
+      m2 += q[3 + 3 * c] - 2 * dk * q[2 + 3 * c] + q[0] * dk * dk;
+    }
+    var[c] = m2 / rows;
+  }
+  return rows;
+}
+
 void batchnorm_forward(float *y, float *mean, float *invstd, void *work,
                        float *run_mean, float *run_var, const float *x,
                        const float *gamma, const float *beta,
@@ -406,10 +450,17 @@ void batchnorm_forward(float *y, float *mean, float *invstd, void *work,
   const double *sum = bn_sums(work, x, NULL, NULL, NULL, M, C, 0);
   float *scale = bn_factors(work, C), *shift = scale + C;
   float *mu_f = shift + C, *is_f = mu_f + C;
+  /* Synchronized: the global statistics, in the free part of the
+   * partial-sum slices (chunk 0 holds the totals). */
+  double *g_mu = bn_partials(work) + 2 * (int64_t)C, *g_var = g_mu + C;
+  double rows = bn_gather ? bn_sync_stats(sum, x, M, C, g_var + C, g_mu, g_var)
+                          : (double)M;
   /* Unbiased variance for the running estimate, as PyTorch. */
-  double unbias = M > 1 ? (double)M / (double)(M - 1) : 1.0;
+  double unbias = rows > 1 ? rows / (rows - 1) : 1.0;
   for (int c = 0; c < C; c++) {
     double d = sum[c] / M, mu = x[c] + d, var = sum[C + c] / M - d * d;
+    if (bn_gather)
+      mu = g_mu[c], var = g_var[c];
     var = var > 0 ? var : 0;
     double is = 1.0 / sqrt(var + eps);
     mu_f[c] = (float)mu;
@@ -467,13 +518,28 @@ void batchnorm_backward(float *dx, float *dgamma, float *dbeta, void *work,
   int C = s->C;
   const double *sum = bn_sums(work, x, dy, mean, invstd, M, C, 1);
   float *a = bn_factors(work, C), *b = a + C, *k = b + C;
-  for (int c = 0; c < C; c++) {
+  for (int c = 0; c < C; c++) { /* this process's share of the weights' */
     dgamma[c] = (float)(acc_dw ? dgamma[c] + sum[C + c] : sum[C + c]);
     dbeta[c] = (float)(acc_dw ? dbeta[c] + sum[c] : sum[c]);
+  }
+  double rows = (double)M;
+  if (bn_gather) { /* dX's means are over every process's rows */
+    double *mine = bn_partials(work) + 2 * (int64_t)C, *tot = mine + 2 * C + 1;
+    memcpy(mine, sum, sizeof(double) * 2 * (size_t)C);
+    mine[2 * C] = (double)M;
+    const double *all = bn_gather(mine, 2 * C + 1);
+    for (int i = 0; i <= 2 * C; i++) {
+      tot[i] = 0;
+      for (int r = 0; r < bn_procs; r++)
+        tot[i] += all[r * (2 * C + 1) + i];
+    }
+    sum = tot, rows = tot[2 * C];
+  }
+  for (int c = 0; c < C; c++) {
     /* dx = gamma*invstd * (dy - mean(dy) - xhat*mean(dy*xhat))
      *    = a*dy + b*x + k, per channel. */
     double gi = (double)gamma[c] * invstd[c];
-    double mdy = sum[c] / M, mdx = sum[C + c] / M;
+    double mdy = sum[c] / rows, mdx = sum[C + c] / rows;
     a[c] = (float)gi;
     b[c] = (float)(-gi * mdx * invstd[c]);
     k[c] = (float)(gi * (-mdy + mdx * invstd[c] * mean[c]));
@@ -712,9 +778,9 @@ float softmax_xent_forward(float *probs, const float *logits,
 
 void softmax_xent_backward(float *dlogits, const float *probs,
                            const int32_t *labels, const XentShape *s,
-                           int acc) {
+                           int acc, float scale) {
   int N = s->N, C = s->C;
-  float inv = 1.0f / (float)N;
+  float inv = scale / (float)N; /* scale = 1/2^k: exactly (1/N) / 2^k */
 #pragma omp parallel for schedule(static)
   for (int n = 0; n < N; n++)
     for (int c = 0; c < C; c++) {

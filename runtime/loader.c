@@ -138,8 +138,12 @@ static int make_batch(const Loader *l, Cursor *c, int epoch, int step,
   size_t img8 = (size_t)d->h * d->w * 3;
   if (step >= l->steps)
     return 0;
+  int parts = l->o.parts;
+  int64_t at = (int64_t)(step / parts) * l->o.group + l->o.offset +
+               (int64_t)(step % parts) * b; /* the batch's first position */
   if (!l->o.train) {
-    int first = step * b, count = d->n - first < b ? d->n - first : b;
+    int first = (int)(at < d->n ? at : d->n);
+    int count = d->n - first < b ? d->n - first : b;
     for (int j = 0; j < count; j++) {
       const uint8_t *p = d->pixels + (size_t)(first + j) * img8;
       float *o = x + (size_t)j * l->img;
@@ -159,7 +163,7 @@ static int make_batch(const Loader *l, Cursor *c, int epoch, int step,
     c->epoch = epoch;
   }
   for (int j = 0; j < b; j++) {
-    int64_t pos = (int64_t)step * b + j;
+    int64_t pos = at + j;
     int32_t k = c->perm[pos];
     augment(x + (size_t)j * l->img, d->pixels + (size_t)k * img8, d->h, d->w,
             l->o.pad, hash3(l->o.seed, (uint64_t)epoch, (uint64_t)pos),
@@ -231,7 +235,18 @@ Loader *loader_new(const Dataset *d, const LoaderOptions *o) {
   l->d = d;
   l->o = *o;
   l->o.pad = o->pad > 0 ? o->pad : 0;
-  l->steps = o->train ? d->n / o->batch : (d->n + o->batch - 1) / o->batch;
+  l->o.parts = o->parts > 0 ? o->parts : 1;
+  l->o.group = o->group > 0 ? o->group : o->batch * l->o.parts;
+  if (l->o.offset < 0 || l->o.offset + o->batch * l->o.parts > l->o.group) {
+    fprintf(stderr, "netc: error: a loader's share (%d + %d x %d) lies "
+                    "outside its group of %d images\n",
+            l->o.offset, l->o.parts, o->batch, l->o.group);
+    free(l);
+    return NULL;
+  }
+  int group = l->o.group;
+  l->steps = (o->train ? d->n / group : (d->n + group - 1) / group) *
+             l->o.parts;
   l->img = (size_t)d->h * d->w * 3;
   make_lut(l->lut);
   if (cursor_init(&l->cur, l) || (o->prefetch && start_prefetch(l))) {

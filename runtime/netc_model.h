@@ -87,6 +87,16 @@ struct NetcState {
   double prof_last;
   int first_nonfinite;    /* with NETC_PROFILE_FINITE: the first op whose
                              output held a NaN or an Inf, or -1 */
+  /* Gradient accumulation (train --accumulate K) and data parallelism:
+   * the backward pass of micro-batch `micro` (0 .. accumulate-1) adds its
+   * gradients into `accum`, and only the last one's are reduced over the
+   * processes and applied. loss_scale = 1 / (processes x accumulate), so
+   * that the summed gradient is the global batch's mean (netc_state_new:
+   * 1, 1, 0). */
+  int accumulate, micro;
+  unsigned char *accum;   /* netc_accum_bytes(model); NULL when K = 1 */
+  float loss_scale;
+  double comm_seconds;    /* time spent waiting for reductions, summed */
 };
 
 /* s->profile bits: the generated code calls netc_profile_mark (profile.c)
@@ -104,6 +114,22 @@ int netc_all_finite(const float *x, int64_t n);
 /* The generated backward calls this when parameter `param`'s gradient (in
  * the arena) is final: it goes to s->grads if kept, then to s->on_grad. */
 void netc_update(NetcState *s, int param, float *grad);
+/* dst = src when `first`, else dst += src: a micro-batch's gradients
+ * into the accumulation region, and that region into the last ones. */
+void netc_accumulate(float *dst, const float *src, int64_t n, int first);
+
+/* A bucket of weight gradients (netc build --mpi): bytes into the arena
+ * where the plan laid its gradients out contiguously, its floats, and its
+ * place in the accumulation region. The generated backward calls
+ * netc_bucket_start where the bucket's last gradient is final (a
+ * non-blocking sum over the processes begins), netc_comm_progress between
+ * ops, and netc_bucket_wait before the bucket's updates (runtime/comm.c). */
+typedef struct {
+  int64_t offset, floats, accum_offset;
+} NetcBucket;
+void netc_bucket_start(NetcState *s, int bucket, float *grads);
+void netc_bucket_wait(NetcState *s, int bucket, float *grads);
+void netc_comm_progress(NetcState *s);
 
 struct NetcModel {
   const char *name;       /* the network's name */
@@ -128,6 +154,11 @@ struct NetcModel {
   int isa;                /* the RT_ISA_* its kernels were built for */
   const char *conv_algos; /* how many conv passes use each algorithm:
                              "fwd:direct=19,gemm=1;bwd:direct=19,gemm=1" */
+  int nbuckets;           /* netc build --mpi: the gradient buckets, in the
+                             order backward reduces them; else 0 */
+  const NetcBucket *buckets;
+  uint64_t plan_hash;     /* of the schedule, offsets and buckets: every
+                             process of a run must have the same */
   /* training = 1: batch statistics (and running statistics updated);
    * 0: running statistics. Sets state->loss. */
   void (*forward)(NetcState *s, int training);
@@ -162,6 +193,12 @@ int64_t netc_allocated_bytes(void);
 /* 64-byte-aligned zeroed memory, counted in netc_allocated_bytes; NULL
  * for 0 bytes or when out of memory. */
 void *netc_alloc(int64_t bytes);
+/* The accumulation region's bytes: the buckets' floats, or without
+ * buckets a mirror of the parameter region. */
+int64_t netc_accum_bytes(const NetcModel *m);
+/* Sets up K micro-batches per step (allocates s->accum when K > 1) and the
+ * loss scale for `procs` processes; -1 when out of memory. */
+int netc_state_accumulate(NetcState *s, int k, int procs);
 /* Allocates s->grads (zeros), so that backward keeps a copy of every
  * gradient; -1 when out of memory. */
 int netc_state_keep_grads(NetcState *s);

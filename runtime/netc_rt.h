@@ -288,6 +288,15 @@ void conv_backward(float *dx, float *dw, float *db, float *work,
                    const float *dy, const float *x, const float *w,
                    const ConvShape *s, int acc_dx, int acc_dw);
 
+/* Synchronized batchnorm (train --sync-bn on several processes): a
+ * training batchnorm takes its statistics over every process's rows. The
+ * hook gathers n doubles from each process, in rank order, and returns
+ * the procs x n of them (storage of the hook's, valid until the next
+ * call); every process calls it at the same batchnorms in the same order.
+ * NULL (the default): each process's own rows. */
+typedef const double *(*RtBnGather)(const double *mine, int n);
+void rt_set_bn_sync(RtBnGather gather, int procs);
+
 /* Batch normalization. Training (training = 1): batch statistics (biased
  * variance to normalize), saves mean and invstd, and updates the running
  * statistics with momentum (unbiased variance, as PyTorch). Evaluation
@@ -347,10 +356,12 @@ void dense_backward(float *dx, float *dw, float *db, const float *dy,
  * (N, C) and returns the loss. A label outside 0..C-1 is a caller bug. */
 float softmax_xent_forward(float *probs, const float *logits,
                            const int32_t *labels, const XentShape *s);
-/* dlogits = (probs - onehot(labels)) / N. */
+/* dlogits = (probs - onehot(labels)) * scale / N. scale is the batch's
+ * share of the loss: 1, or 1 / (processes x accumulated micro-batches),
+ * so that gradients summed over those are the global batch's mean. */
 void softmax_xent_backward(float *dlogits, const float *probs,
                            const int32_t *labels, const XentShape *s,
-                           int acc);
+                           int acc, float scale);
 
 /* ---- naive references (reference.c): obviously correct loops, no BLAS,
  * no threads. For the tests. ---- */

@@ -120,8 +120,29 @@ void optim_step(NetcOptimizer *o, NetcState *s) {
   }
 }
 
+/* dst = src (the first micro-batch) or dst += src. */
+void netc_accumulate(float *dst, const float *src, int64_t n, int first) {
+#pragma omp parallel for simd schedule(static)
+  for (int64_t j = 0; j < n; j++)
+    dst[j] = first ? src[j] : dst[j] + src[j];
+}
+
 void netc_update(NetcState *s, int i, float *g) {
   const NetcParam *p = &s->model->params[i];
+  /* With buckets, netc_bucket_start has accumulated (comm.c); else each
+   * gradient goes into its mirror of the parameter region here. The
+   * last micro-batch's gradient adds the sum of the earlier ones. */
+  int last = s->micro == s->accumulate - 1;
+  if (s->accumulate > 1 && !s->model->nbuckets) {
+    float *a = (float *)(s->accum + p->offset);
+    if (!last) {
+      netc_accumulate(a, g, p->count, s->micro == 0);
+      return;
+    }
+    netc_accumulate(g, a, p->count, 0);
+  }
+  if (!last)
+    return;
   if (s->grads)
     memcpy(s->grads + p->offset, g, (size_t)p->count * sizeof(float));
   if (s->on_grad)

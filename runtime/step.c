@@ -5,6 +5,7 @@
 #include <math.h>
 #include <stdio.h>
 
+#include "comm.h"
 #include "commands.h"
 #include "netc_rt.h"
 #include "options.h"
@@ -19,7 +20,8 @@ StepResult train_step(NetcState *s, NetcOptimizer *o, float lr) {
   o->lr = lr;
   m->forward(s, 1);
   r.loss = s->loss;
-  if (!isfinite(s->loss)) {
+  /* On several processes all stop, or none: backward holds collectives. */
+  if (!comm_all(isfinite(s->loss))) {
     r.status = STEP_BAD_LOSS;
     return r;
   }
@@ -28,7 +30,8 @@ StepResult train_step(NetcState *s, NetcOptimizer *o, float lr) {
   /* Attached on every step: whatever ran before (a diagnosis that
    * detached the optimizer), this backward updates. */
   optim_attach(o, s);
-  optim_begin(o);
+  if (s->micro == s->accumulate - 1) /* the one that updates */
+    optim_begin(o);
   m->backward(s);
   if (o->nonfinite >= 0) {
     r.status = STEP_BAD_GRADIENT;

@@ -18,6 +18,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "comm.h"
 #include "commands.h"
 #include "data.h"
 #include "netc_rt.h"
@@ -40,6 +41,9 @@ typedef struct {
   long ckpt_steps;      /* also checkpoint every this many steps, 0: no */
   long log_every;       /* print the loss every this many steps, 0: no */
   long max_steps;       /* stop after this many steps (tests), 0: no */
+  long accumulate;      /* micro-batches per step */
+  int check_replicas;   /* compare the processes' parameters every step */
+  int sync_bn;          /* batchnorm statistics over all processes */
   RunState r;
 } TrainArgs;
 
@@ -67,9 +71,10 @@ static void set_recipe(TrainArgs *a) {
                   .nesterov = a->nesterov, .bn_decay = a->bn_decay,
                   .momentum = (float)a->momentum,
                   .warmup_epochs = (float)a->warmup_epochs};
-  /* 0.1 for batch 128, scaled linearly */
+  /* 0.1 for 128 images per step, scaled linearly */
+  r->global_batch = (int32_t)(netc_model.batch * a->accumulate * comm_size());
   r->lr = a->lr >= 0 ? (float)a->lr
-          : r->optimizer == OPT_SGD ? 0.1f * netc_model.batch / 128.0f
+          : r->optimizer == OPT_SGD ? 0.1f * r->global_batch / 128.0f
                                     : 1e-3f;
   r->weight_decay = a->weight_decay >= 0 ? (float)a->weight_decay
                     : r->optimizer == OPT_ADAMW ? 0.05f
@@ -82,13 +87,13 @@ static int parse_train(int argc, char **argv, TrainArgs *a) {
   *a = (TrainArgs){.epochs = 30, .seed = 1, .lr = -1, .warmup_epochs = 1,
                    .momentum = 0.9, .weight_decay = -1, .minutes = 10,
                    .optimizer = OPT_SGD, .schedule = SCHED_COSINE,
-                   .progress = isatty(2)};
+                   .progress = isatty(2), .accumulate = 1};
   const Option options[] = {
       {"--data", "DIR", "TinyImageNet-200 (release or ImageFolder layout)",
        .text = &a->data, .required = 1},
       {"--epochs", "E", "epochs (default 30)", .whole = &a->epochs, .min = 1,
        .max = 1000000},
-      {"--lr", "LR", "peak learning rate (default 0.1 x batch/128)",
+      {"--lr", "LR", "peak learning rate (default 0.1 x images per step / 128)",
        .real = &a->lr, .min = 0, .max = FLT_MAX},
       {"--schedule", "S", "cosine | step | constant (default cosine)",
        .choice = &a->schedule, .choices = schedules},
@@ -117,6 +122,12 @@ static int parse_train(int argc, char **argv, TrainArgs *a) {
        .whole = &a->log_every, .min = 0, .max = OPTIONS_NO_MAX},
       {"--max-steps", "N", "stop with a checkpoint at global step N (tests)",
        .whole = &a->max_steps, .min = 0, .max = OPTIONS_NO_MAX},
+      {"--accumulate", "K", "K micro-batches per step, their gradients "
+       "summed (default 1)", .whole = &a->accumulate, .min = 1, .max = 4096},
+      {"--sync-bn", NULL, "batchnorm statistics over the global batch, "
+       "not each process's (with mpirun)", .flag = &a->sync_bn},
+      {"--check-replicas", NULL, "after every step, check that every process "
+       "holds the same parameters (tests)", .flag = &a->check_replicas},
       {"--resize", NULL, "resize images that are not the input size",
        .flag = &a->resize},
       {"--no-plots", NULL, "skip the gnuplot pictures", .flag = &a->no_plots},
@@ -156,9 +167,14 @@ typedef struct {
   int64_t images;
 } EvalResult;
 
+/* On several processes each evaluates its slice of every group of
+ * processes x batch images, and the sums are added: every process gets
+ * the whole split's figures. */
 static EvalResult evaluate(NetcState *s, const Dataset *val) {
   const NetcModel *m = s->model;
-  LoaderOptions lo = {.batch = m->batch, .train = 0, .prefetch = 1};
+  LoaderOptions lo = {.batch = m->batch, .train = 0, .prefetch = 1,
+                      .group = m->batch * comm_size(),
+                      .offset = m->batch * comm_rank()};
   Loader *l = loader_new(val, &lo);
   float *x = (float *)(s->arena + m->input_offset);
   int32_t *y = (int32_t *)(s->arena + m->labels_offset);
@@ -171,6 +187,10 @@ static EvalResult evaluate(NetcState *s, const Dataset *val) {
     e.images += n;
   }
   loader_free(l);
+  double sums[4] = {e.loss, (double)t1, (double)t5, (double)e.images};
+  comm_sum_f64(sums, 4);
+  e.loss = sums[0], t1 = (int64_t)sums[1], t5 = (int64_t)sums[2];
+  e.images = (int64_t)sums[3];
   if (e.images) {
     e.loss /= (double)e.images;
     e.top1 = 100.0 * (double)t1 / (double)e.images;
@@ -229,9 +249,14 @@ static int trim_metrics(const TrainArgs *a, int completed) {
   return bad ? -1 : 0;
 }
 
+/* On several processes, rank 0 writes the run directory. */
+static int root(void) { return comm_rank() == 0; }
+
 static void append_metrics(const TrainArgs *a, int epoch, double tl,
                            double ta, const EvalResult *v, float lr,
                            double ips, double sec) {
+  if (!root())
+    return;
   char *path = run_path(a, "metrics.csv");
   FILE *f = fopen(path, "a");
   if (f) {
@@ -246,7 +271,7 @@ static void append_metrics(const TrainArgs *a, int epoch, double tl,
 
 /* Loss and accuracy per epoch, as the original project plotted them. */
 static void plot(const TrainArgs *a) {
-  if (a->no_plots)
+  if (a->no_plots || !root())
     return;
   if (system("command -v gnuplot >/dev/null 2>&1") != 0) {
     static int told;
@@ -374,16 +399,28 @@ typedef struct {
   char *last, *best;
 } Run;
 
+/* Every process calls it: the running statistics are averaged and the
+ * epoch's running sums added over the processes, so that rank 0's file is
+ * the run's, whatever the process count. */
 static int save(Run *run, const char *path) {
-  return checkpoint_save(path, run->s, run->o, &run->a->r, run->c);
+  comm_average_bn_stats(run->s);
+  RunState r = run->a->r;
+  double sums[3] = {r.loss_sum, (double)r.correct, (double)r.seen};
+  comm_sum_f64(sums, 3);
+  r.loss_sum = sums[0], r.correct = (int64_t)sums[1], r.seen = (int64_t)sums[2];
+  int rc = root() ? checkpoint_save(path, run->s, run->o, &r, run->c) : 0;
+  return comm_all(rc == 0) ? 0 : -1;
 }
 
 static int finish_epoch(Run *run, const Dataset *val, float lr) {
   RunState *r = &run->a->r;
+  comm_average_bn_stats(run->s);
   EvalResult v = evaluate(run->s, val);
-  double tl = r->seen ? r->loss_sum / (double)r->seen : 0;
-  double ta = r->seen ? 100.0 * (double)r->correct / (double)r->seen : 0;
-  double ips = r->seconds > 0 ? (double)r->seen / r->seconds : 0;
+  double sums[3] = {r->loss_sum, (double)r->correct, (double)r->seen};
+  comm_sum_f64(sums, 3); /* the epoch over every process */
+  double tl = sums[2] ? sums[0] / sums[2] : 0;
+  double ta = sums[2] ? 100.0 * sums[1] / sums[2] : 0;
+  double ips = r->seconds > 0 ? sums[2] / r->seconds : 0;
   append_metrics(run->a, r->epoch + 1, tl, ta, &v, lr, ips, r->seconds);
   printf("epoch %d/%d train_loss %.4f train_top1 %.2f%% val_loss %.4f "
          "val_top1 %.2f%% val_top5 %.2f%% lr %.4g %.1f img/s %.0f s\n",
@@ -417,17 +454,19 @@ static void locate_nonfinite(Run *run, Loader *l, const StepResult *res) {
   RunState *r = &run->a->r;
   float *x = (float *)(s->arena + netc_model.input_offset);
   int32_t *y = (int32_t *)(s->arena + netc_model.labels_offset);
-  loader_seek(l, r->epoch, r->step);
-  int saved = s->profile;
+  loader_seek(l, r->epoch, r->step * s->accumulate + s->micro);
+  int saved = s->profile, k = s->accumulate;
   s->profile = NETC_PROFILE_FINITE;
   s->first_nonfinite = -1;
   s->on_grad = NULL; /* the repeat updates nothing */
+  s->accumulate = 1, s->micro = 0; /* nor accumulates */
   if (loader_next(l, x, y) > 0) {
     netc_model.forward(s, 1);
-    if (s->first_nonfinite < 0)
+    /* every process runs backward, or none: it may hold collectives */
+    if (comm_all(s->first_nonfinite < 0))
       netc_model.backward(s);
   }
-  s->profile = saved;
+  s->profile = saved, s->accumulate = k;
   char what[512];
   fprintf(stderr, "\nnetc: %s at epoch %d step %d: training stopped%s; the "
                   "last checkpoint (%s) is intact\n",
@@ -456,15 +495,31 @@ static void locate_nonfinite(Run *run, Loader *l, const StepResult *res) {
 static int run_step(Run *run, Loader *l, int steps, double *last_report,
                     double t0) {
   RunState *r = &run->a->r;
+  NetcState *s = run->s;
   float lr = learning_rate(r, r->global_step);
-  StepResult res = train_step(run->s, run->o, lr);
-  if (res.status != STEP_OK) {
-    locate_nonfinite(run, l, &res);
-    return -1;
+  float *x = (float *)(s->arena + netc_model.input_offset);
+  int32_t *y = (int32_t *)(s->arena + netc_model.labels_offset);
+  StepResult res = {0};
+  /* The first micro-batch is in the arena; the others follow. */
+  for (s->micro = 0; s->micro < s->accumulate; s->micro++) {
+    if (s->micro > 0 && loader_next(l, x, y) <= 0)
+      return -1; /* cannot be: an epoch has whole steps */
+    res = train_step(s, run->o, lr);
+    if (res.status != STEP_OK) {
+      locate_nonfinite(run, l, &res);
+      return -1;
+    }
+    r->loss_sum += (double)res.loss * netc_model.batch;
+    r->correct += res.correct;
+    r->seen += netc_model.batch;
   }
-  r->loss_sum += (double)res.loss * netc_model.batch;
-  r->correct += res.correct;
-  r->seen += netc_model.batch;
+  s->micro = 0;
+  if (run->a->check_replicas && !comm_same_u64(comm_params_hash(s))) {
+    if (root())
+      fprintf(stderr, "\nnetc: the processes' parameters differ after global "
+                      "step %lld\n", (long long)r->global_step + 1);
+    comm_abort(1);
+  }
   r->step++;
   r->global_step++;
   if (run->a->log_every && r->global_step % run->a->log_every == 0) {
@@ -473,6 +528,8 @@ static int run_step(Run *run, Loader *l, int steps, double *last_report,
   }
   double t = now_seconds();
   r->seconds += t - t0;
+  if (!root())
+    return 0;
   if (t - *last_report >= (run->a->progress ? 0.5 : 60) || r->step == steps) {
     progress(run->a, r, steps, lr, r->seen / (r->seconds > 0 ? r->seconds : 1),
              r->step == steps);
@@ -499,26 +556,33 @@ static int train_epochs(Run *run, Loader *l, const Dataset *val) {
   int32_t *y = (int32_t *)(s->arena + netc_model.labels_offset);
   double last_ckpt = now_seconds(), last_report = 0;
   while (r->epoch < r->epochs) {
-    loader_seek(l, r->epoch, r->step);
+    loader_seek(l, r->epoch, r->step * s->accumulate);
     while (r->step < r->steps_per_epoch) {
       double t0 = now_seconds();
       if (loader_next(l, x, y) <= 0)
         break;
       if (run_step(run, l, r->steps_per_epoch, &last_report, t0))
         return 1;
+      /* Every process must checkpoint and stop at the same step: rank 0's
+       * clock decides the timed checkpoints; a signal or a closed output
+       * on any process stops them all. */
       int timed = now_seconds() - last_ckpt >= run->a->minutes * 60 ||
                   (run->a->ckpt_steps &&
                    r->global_step % run->a->ckpt_steps == 0);
+      comm_bcast(&timed, sizeof timed);
       const char *stop = stop_reason(run->a);
+      if (!comm_all(stop == NULL) && !stop)
+        stop = "stopped by another process";
       if (timed || stop) {
         if (save(run, run->last))
           return 1;
         last_ckpt = now_seconds();
       }
       if (stop) {
-        fprintf(stderr, "\nnetc: %s at epoch %d step %d; checkpoint %s "
-                        "written: continue with --resume\n",
-                stop, r->epoch + 1, r->step, run->last);
+        if (root())
+          fprintf(stderr, "\nnetc: %s at epoch %d step %d; checkpoint %s "
+                          "written: continue with --resume\n",
+                  stop, r->epoch + 1, r->step, run->last);
         /* An unfinished run is not a success; --max-steps asked for it. */
         return interrupted || output_closed;
       }
@@ -530,14 +594,63 @@ static int train_epochs(Run *run, Loader *l, const Dataset *val) {
   return 0;
 }
 
+/* A resume on several processes: rank 0 reads the checkpoint and sends
+ * the others its parameters, statistics, optimizer state and where the
+ * run is (so that the run directory need not be shared). The epoch's
+ * running sums stay with rank 0: the others start them from zero, so
+ * that the sum over the processes is the run's. */
+static int resume_run(Run *run) {
+  RunState *r = &run->a->r;
+  NetcState *s = run->s;
+  NetcOptimizer *o = run->o;
+  int ok = 1;
+  if (root()) {
+    classes_free(run->c); /* the checkpoint's list replaces the data's */
+    ok = checkpoint_load(run->last, s, o, r, run->c) == 0;
+  }
+  if (!comm_all(ok))
+    return -1;
+  if (comm_size() == 1)
+    return 0;
+  comm_bcast(r, sizeof *r);
+  comm_bcast(s->params, netc_model.param_bytes);
+  comm_bcast(s->bn_stats, netc_model.stats_bytes);
+  if (!root()) {
+    o->kind = r->optimizer;
+    if (optim_init(o, &netc_model))
+      comm_abort(1);
+    o->step = r->global_step;
+    r->loss_sum = 0, r->correct = r->seen = 0;
+  }
+  comm_bcast(o->state, netc_model.optimizer_bytes[o->kind]);
+  return 0;
+}
+
 static int start_run(TrainArgs *a, Run *run, Dataset *train, Loader **l) {
   RunState *r = &a->r;
+  int k = (int)a->accumulate, procs = comm_size();
   LoaderOptions lo = {.batch = netc_model.batch, .train = 1, .pad = 4,
-                      .seed = r->seed, .prefetch = 1};
+                      .seed = r->seed, .prefetch = 1,
+                      .group = r->global_batch, .parts = k,
+                      .offset = comm_rank() * k * netc_model.batch};
+  if (netc_state_accumulate(run->s, k, procs) ||
+      (a->sync_bn && comm_sync_bn(&netc_model))) {
+    fprintf(stderr, "netc: out of memory for --accumulate %d\n", k);
+    return -1;
+  }
+  if (a->resume) {
+    /* A job scheduler restarts a job with its command line: --resume in a
+     * run directory without a checkpoint yet starts the run. */
+    int have = root() && access(run->last, F_OK) == 0;
+    comm_bcast(&have, sizeof have);
+    if (!have) {
+      printf("netc: no checkpoint %s yet: starting a new run\n", run->last);
+      a->resume = 0;
+    }
+  }
   if (a->resume) {
     RunState given = *r;
-    classes_free(run->c); /* the checkpoint's list replaces the data's */
-    if (checkpoint_load(run->last, run->s, run->o, r, run->c))
+    if (resume_run(run))
       return -1;
     if (given.epochs != r->epochs && given.epochs != 30)
       r->epochs = given.epochs; /* a resume may lengthen a run */
@@ -545,11 +658,11 @@ static int start_run(TrainArgs *a, Run *run, Dataset *train, Loader **l) {
     printf("netc: resuming %s at epoch %d step %d (global step %lld)\n",
            run->last, r->epoch + 1, r->step, (long long)r->global_step);
     flush_log();
-    if (trim_metrics(a, r->completed))
+    if (root() && trim_metrics(a, r->completed))
       return -1;
   } else {
-    netc_init_params(run->s, r->seed);
-    if (trim_metrics(a, 0))
+    netc_init_params(run->s, r->seed); /* the same on every process */
+    if (root() && trim_metrics(a, 0))
       return -1;
   }
   run->o->kind = r->optimizer;
@@ -561,7 +674,7 @@ static int start_run(TrainArgs *a, Run *run, Dataset *train, Loader **l) {
   if (!a->resume && optim_init(run->o, &netc_model))
     return -1;
   *l = loader_new(train, &lo);
-  r->steps_per_epoch = loader_steps(*l);
+  r->steps_per_epoch = loader_steps(*l) / k;
   return *l ? 0 : -1;
 }
 
@@ -571,13 +684,28 @@ static int train_run(Run *run, Loader *l, const Dataset *train,
   const TrainArgs *a = run->a;
   printf("netc: training %s (batch %d, %d steps per epoch, %d train and %d "
          "val images, %d skipped) for %d epochs into %s\n",
-         netc_model.name, netc_model.batch, a->r.steps_per_epoch, train->n,
+         netc_model.name, a->r.global_batch, a->r.steps_per_epoch, train->n,
          val->n, train->skipped + val->skipped, a->r.epochs, a->out);
+  printf("netc: %d process%s x %d thread%s; %d images per step = batch %d "
+         "per process x %d process%s x %ld micro-batch%s; batchnorm over %s\n",
+         comm_size(), comm_size() == 1 ? "" : "es", rt_threads(),
+         rt_threads() == 1 ? "" : "s", a->r.global_batch, netc_model.batch,
+         comm_size(), comm_size() == 1 ? "" : "es", a->accumulate,
+         a->accumulate == 1 ? "" : "es",
+         a->sync_bn && comm_size() > 1 ? "the global batch (--sync-bn)"
+         : comm_size() > 1 || a->accumulate > 1 ? "each micro-batch"
+                                                : "the batch");
   flush_log();
   /* Ctrl-C or a polite kill: finish the step, checkpoint, exit 1. */
   signal(SIGINT, on_signal);
   signal(SIGTERM, on_signal);
-  return train_epochs(run, l, val);
+  int64_t from = a->r.global_step;
+  int rc = train_epochs(run, l, val);
+  if (a->check_replicas && rc == 0)
+    printf("netc: the parameters were identical on all %d processes after "
+           "each of %lld steps\n", comm_size(),
+           (long long)(a->r.global_step - from));
+  return rc;
 }
 
 int cmd_train(int argc, char **argv) {
@@ -594,10 +722,33 @@ int cmd_train(int argc, char **argv) {
     fprintf(stderr, "netc: cannot create %s: %s\n", a.out, strerror(errno));
     return 1;
   }
+  /* Rank 0 opens the data first: it decodes the images into their cache
+   * once, and the other processes then map it. */
   Dataset train, val;
-  if (open_data(a.data, a.resize, &train, &val))
+  int ok = root() ? open_data(a.data, a.resize, &train, &val) == 0 : 1;
+  if (!comm_all(ok))
     return 1;
-  remove_unfinished(a.out);
+  if (!root())
+    ok = open_data(a.data, a.resize, &train, &val) == 0;
+  if (!comm_all(ok)) {
+    if (ok)
+      dataset_close(&train), dataset_close(&val);
+    return 1;
+  }
+  /* Every process must run the same plan (the same collectives in the
+   * same order) on the same images. */
+  if (!comm_same_u64(netc_model.plan_hash) ||
+      !comm_same_u64((uint64_t)train.n << 32 | (uint64_t)val.n)) {
+    if (root())
+      fprintf(stderr, "netc: the processes of this run differ in their "
+                      "trainer (plan hash %016llx here) or their data (%d "
+                      "train images here): run one trainer binary on the "
+                      "same data everywhere\n",
+              (unsigned long long)netc_model.plan_hash, train.n);
+    comm_abort(1);
+  }
+  if (root())
+    remove_unfinished(a.out);
   NetcOptimizer o = {.kind = a.r.optimizer};
   ClassList c = classes_of(&train);
   Run run = {.a = &a, .s = trainer_state_new(NULL), .o = &o, .c = &c,

@@ -28,7 +28,12 @@ typedef struct {
   /* The recipe, so that a resume cannot silently change it. */
   int32_t optimizer, schedule, nesterov, bn_decay;
   float lr, momentum, weight_decay, warmup_epochs;
-  int32_t steps_per_epoch;
+  int32_t steps_per_epoch; /* global steps */
+  /* Images per global step: batch x processes x accumulated micro-batches
+   * (0 in checkpoints of netc before data parallelism: the batch). A run
+   * resumes only at the global batch that wrote it, on any process
+   * count. */
+  int32_t global_batch;
 } RunState;
 
 typedef struct {
@@ -45,9 +50,12 @@ typedef struct {
 int checkpoint_save(const char *path, const NetcState *s,
                     const NetcOptimizer *o, const RunState *r,
                     const ClassList *c);
-/* Reads and verifies (magic, version, model, batch, checksum) a checkpoint
- * into s, o and r (o and r may be NULL: eval and predict). Class lists are
- * allocated. Returns 0, or -1 with a message naming the file. */
+/* Reads and verifies (magic, version, model, checksum) a checkpoint into
+ * s, o and r (o and r may be NULL: eval and predict, which take the
+ * parameters of any batch size). With r, r->global_batch on entry is the
+ * resuming run's images per step (0: any), and the checkpoint's must be
+ * the same. Class lists are allocated. Returns 0, or -1 with a message
+ * naming the file. */
 int checkpoint_load(const char *path, NetcState *s, NetcOptimizer *o,
                     RunState *r, ClassList *c);
 

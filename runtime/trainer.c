@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "comm.h"
 #include "commands.h"
 #include "netc_model.h"
 #include "netc_rt.h"
@@ -45,6 +46,15 @@ static int dispatch(int argc, char **argv) {
     usage(stdout);
     return 0;
   }
+  /* Several processes (mpirun) train and bench; the other commands are
+   * one process's. */
+  if (comm_size() > 1 && strcmp(argv[1], "train") && strcmp(argv[1], "bench")) {
+    if (comm_rank() == 0)
+      fprintf(stderr, "%s: only 'train' and 'bench' run on several "
+                      "processes; run '%s' without mpirun\n",
+              netc_model.name, argv[1]);
+    return 2;
+  }
   for (int i = 0; i < NCOMMANDS; i++)
     if (!strcmp(argv[1], commands[i].name))
       return commands[i].run(argc - 2, argv + 2);
@@ -67,5 +77,13 @@ int main(int argc, char **argv) {
             netc_model.name, rt_isa_name(netc_model.isa));
     return 1;
   }
-  return output_status(dispatch(argc, argv));
+  if (comm_init(&argc, &argv))
+    return 1;
+  /* Rank 0 speaks for a run of several processes; the others' standard
+   * output (the log) goes nowhere, their errors still to stderr. */
+  if (comm_rank() > 0 && !freopen("/dev/null", "w", stdout))
+    return 1;
+  int rc = output_status(dispatch(argc, argv));
+  comm_finalize();
+  return rc;
 }

@@ -921,6 +921,65 @@ START_TEST(test_loader_determinism) {
 }
 END_TEST
 
+/* Data parallelism: P processes x K micro-batches of batch B, each
+ * loader taking its share (group P*K*B, offset r*K*B, parts K), see
+ * together exactly the batches of one loader of batch P*K*B: the same
+ * images in the same order with the same augmentation, over 3 epochs
+ * (so every image of each epoch once, in one process's order). Val
+ * loaders split every group of P*B images, the last one short. */
+START_TEST(test_loader_shares) {
+  Dataset d = fake_dataset(53, 8, 8);
+  size_t img = 8 * 8 * 3;
+  const int B = 3, cases[][2] = {{2, 1}, {1, 2}, {2, 2}, {3, 1}};
+  for (int c = 0; c < 4; c++) {
+    int P = cases[c][0], K = cases[c][1], G = P * K * B;
+    for (int train = 0; train < 2; train++) {
+      int parts = train ? K : 1, group = train ? G : P * B;
+      LoaderOptions whole = {.batch = group, .train = train, .pad = 2,
+                             .seed = 7, .prefetch = train};
+      int epochs = train ? 3 : 1;
+      Got *one = record(&d, whole, epochs);
+      int steps = train ? 53 / G : (53 + group - 1) / group;
+      Loader *l[3];
+      for (int r = 0; r < P; r++) {
+        LoaderOptions o = {.batch = B, .train = train, .pad = 2, .seed = 7,
+                           .group = group, .offset = r * parts * B,
+                           .parts = parts, .prefetch = r % 2};
+        l[r] = loader_new(&d, &o);
+        ck_assert_int_eq(loader_steps(l[r]), steps * parts);
+      }
+      for (int e = 0; e < epochs; e++) {
+        for (int r = 0; r < P; r++)
+          loader_seek(l[r], e, 0);
+        for (int st = 0; st < steps; st++) {
+          const Got *w = &one[e * steps + st];
+          for (int r = 0; r < P; r++)
+            for (int k = 0; k < parts; k++) {
+              Got g = next_batch(l[r], B, img);
+              int at = (r * parts + k) * B; /* its place in the group */
+              int real = w->n - at < 0 ? 0 : w->n - at > B ? B : w->n - at;
+              ck_assert_int_eq(g.n, real);
+              ck_assert(!memcmp(g.x, w->x + (size_t)at * img,
+                                sizeof(float) * img * (size_t)real));
+              ck_assert(!memcmp(g.y, w->y + at, sizeof(int32_t) * (size_t)real));
+              got_free(g);
+            }
+        }
+      }
+      for (int r = 0; r < P; r++)
+        loader_free(l[r]);
+      for (int k = 0; k < epochs * steps; k++)
+        got_free(one[k]);
+      free(one);
+    }
+  }
+  /* A share outside its group is refused. */
+  LoaderOptions bad = {.batch = 4, .train = 1, .group = 8, .offset = 6};
+  ck_assert_ptr_null(loader_new(&d, &bad));
+  fake_free(&d);
+}
+END_TEST
+
 START_TEST(test_loader_seek) {
   Dataset d = fake_dataset(40, 8, 8);
   size_t img = 8 * 8 * 3;
@@ -1033,6 +1092,7 @@ Suite *suite_data(void) {
   tcase_add_test(tc, test_loader_train_augmentation);
   tcase_add_test(tc, test_loader_determinism);
   tcase_add_test(tc, test_loader_seek);
+  tcase_add_test(tc, test_loader_shares);
   tcase_add_test(tc, test_loader_free_mid_epoch);
   tcase_add_test(tc, test_loader_on_dataset);
   suite_add_tcase(s, tc);

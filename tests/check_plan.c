@@ -39,6 +39,72 @@ START_TEST(test_every_model_plan) {
 }
 END_TEST
 
+/* A data-parallel build (comm.c) of every model, with buckets small
+ * enough that there are many: every trained weight's gradient lies in
+ * exactly one bucket, inside its bytes; each bucket's allreduce comes
+ * after its gradients' last writer and before its wait, the buckets start
+ * in order, and each update follows its bucket's wait; the graph
+ * verifies and the plan has no overlap. */
+START_TEST(test_every_model_buckets) {
+  Compiled c;
+  compile_path(&c, models[_i]);
+  ck_assert_int_eq(c.rc, 0);
+  Graph *g = &c.graph;
+  int64_t total = 0;
+  for (int w = 0; w < g->nweights; w++)
+    total += g->weights[w].grad >= 0 ? g->weights[w].count * 4 : 0;
+  int64_t target = total / 6; /* about six buckets */
+  insert_allreduce(g, target);
+  ck_assert_int_eq(graph_verify(g, stderr), 0);
+  ck_assert_int_gt(g->nbuckets, 1);
+  Plan p;
+  plan_memory(g, &p);
+  ck_assert_int_eq(plan_check(g, &p, stderr), 0);
+  int *start = calloc((size_t)g->nbuckets, sizeof(int));
+  int *wait = calloc((size_t)g->nbuckets, sizeof(int));
+  for (int i = g->nforward; i < g->nnodes; i++) {
+    const Node *n = &g->nodes[i];
+    if (n->op == OP_ALLREDUCE)
+      start[n->attr[0]] = i;
+    if (n->op == OP_ALLREDUCE_WAIT)
+      wait[n->attr[0]] = i;
+  }
+  for (int b = 0; b < g->nbuckets; b++) {
+    ck_assert_int_lt(start[b], wait[b]);
+    if (b > 0)
+      ck_assert_int_lt(start[b - 1], start[b]);
+  }
+  int trained = 0, placed = 0;
+  for (int w = 0; w < g->nweights; w++) {
+    int t = g->weights[w].grad;
+    if (t < 0)
+      continue;
+    trained++;
+    int bt = g->tensors[t].bucket, b = -1;
+    for (int k = 0; k < g->nbuckets; k++)
+      if (g->bucket_tensor[k] == bt)
+        b = k;
+    ck_assert_msg(b >= 0, "%s: %s is in no bucket", models[_i],
+                  g->weights[w].name);
+    placed++;
+    ck_assert_int_ge(p.offset[t], p.offset[bt]);
+    ck_assert_int_le(p.offset[t] + tensor_bytes(g, t),
+                     p.offset[bt] + tensor_bytes(g, bt));
+    /* written before the start, updated after the wait */
+    ck_assert_int_lt(p.first[t], start[b]);
+    for (int i = g->nforward; i < g->nnodes; i++)
+      if (g->nodes[i].op == OP_UPDATE && g->nodes[i].weight[0] == w)
+        ck_assert_int_gt(i, wait[b]);
+    if (tensor_bytes(g, bt) > target) /* only a gradient larger alone */
+      ck_assert_int_eq(g->tensors[t].bucket_offset, 0);
+  }
+  ck_assert_int_eq(trained, placed);
+  free(start);
+  free(wait);
+  compiled_free(&c);
+}
+END_TEST
+
 START_TEST(test_checker_catches_overlap) {
   Compiled c;
   compile_path(&c, "tests/golden/small.net");
@@ -175,6 +241,8 @@ Suite *suite_plan(void) {
   TCase *tc = tcase_create("plan");
   tcase_set_timeout(tc, 120);
   tcase_add_loop_test(tc, test_every_model_plan, 0,
+                      sizeof models / sizeof models[0]);
+  tcase_add_loop_test(tc, test_every_model_buckets, 0,
                       sizeof models / sizeof models[0]);
   tcase_add_test(tc, test_checker_catches_overlap);
   tcase_add_loop_test(tc, test_random_intervals, 0, 40);

@@ -741,7 +741,7 @@ START_TEST(test_softmax_xent_grad) {
   s.probs = alloc_f(4 * 5);
   float *dl = filled(4 * 5, NAN);
   xent_loss(&s);
-  softmax_xent_backward(dl, s.probs, labels, &s.s, 0);
+  softmax_xent_backward(dl, s.probs, labels, &s.s, 0, 1.0f);
   expect_fd("logits", s.logits, dl, 4 * 5, xent_loss, &s);
   free(dl), free(s.logits), free(s.probs);
 }
@@ -884,8 +884,8 @@ START_TEST(test_acc_elementwise) {
   float *g3 = filled(N * C, 1);
   const XentShape xs = {N, C};
   softmax_xent_forward(probs, y, labels, &xs);
-  softmax_xent_backward(g2, probs, labels, &xs, NETC_WRITE);
-  softmax_xent_backward(g3, probs, labels, &xs, NETC_ADD);
+  softmax_xent_backward(g2, probs, labels, &xs, NETC_WRITE, 1.0f);
+  softmax_xent_backward(g3, probs, labels, &xs, NETC_ADD, 1.0f);
   expect_plus_one("softmax dlogits", g3, g2, N * C);
   free(y), free(dy), free(g0), free(g1), free(probs), free(g2), free(g3);
 }
@@ -1361,7 +1361,8 @@ static void every_kernel(Operands *o) {
   global_avgpool_backward(o->gdx, o->gy, &gs, NETC_WRITE);
   const XentShape xs = {3, 5};
   softmax_xent_forward(o->probs, d->y, o->labels, &xs);
-  softmax_xent_backward(o->dl, o->probs, o->labels, &xs, NETC_WRITE);
+  softmax_xent_backward(o->dl, o->probs, o->labels, &xs, NETC_WRITE,
+                        1.0f);
   const EltShape es = {3 * 5};
   relu_forward(o->ey, d->y, &es);
   relu_backward(o->edx, o->dl, o->ey, &es, NETC_WRITE);

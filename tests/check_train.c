@@ -206,15 +206,21 @@ START_TEST(test_foreign_checkpoints_refused) {
   snprintf(why, sizeof why, "netc: %s/last.ckpt holds model 'tiny10' at batch "
            "64; this trainer is 'small10' at batch 64", run);
   refused(cmd, run, why);
-  /* Another batch size. */
+  /* Another global batch: 32 images per step, not 64. */
   snprintf(cmd, sizeof cmd, "build/testdata/tiny10-b32/tiny10 train --data %s "
            "--out %s --resume --no-plots", data, run);
-  snprintf(why, sizeof why, "this trainer is 'tiny10' at batch 32: a "
-           "checkpoint only loads into the model and batch size that wrote it");
+  snprintf(why, sizeof why, "last.ckpt was trained at 64 images per step; "
+           "this run has 32 (batch 32 x processes x --accumulate): a run "
+           "resumes only at the global batch that wrote it");
   refused(cmd, run, why);
-  snprintf(cmd, sizeof cmd, "build/testdata/tiny10-b32/tiny10 eval --data %s "
-           "--checkpoint %s/last.ckpt", data, run);
-  refused(cmd, run, why);
+  /* ... which a batch-32 trainer reaches with two micro-batches a step;
+   * and eval takes the parameters at any batch size. */
+  MUST("rm -rf %s-b32 && cp -r %s %s-b32 && build/testdata/tiny10-b32/tiny10 "
+       "train --data %s "
+       "--out %s-b32 --resume --accumulate 2 --epochs 2 --no-plots "
+       ">/dev/null 2>&1 && build/testdata/tiny10-b32/tiny10 eval --data %s "
+       "--checkpoint %s/last.ckpt | grep -q ' images=500$'",
+       run, run, run, data, run, data, run);
   /* A future format version (the field after the magic). */
   MUST("cp %s/last.ckpt %s/good.ckpt && printf '\\003' | dd of=%s/last.ckpt "
        "bs=1 seek=8 conv=notrunc 2>/dev/null", run, run, run);
@@ -289,7 +295,7 @@ static const struct {
     {"step --steps x", 2, "tiny10: --steps needs a whole number >= 1, not 'x'"},
     {"step --frobnicate 1", 2, "tiny10: unknown option '--frobnicate'"},
     {"eval --data build/testdata/sub10", 2, "--checkpoint FILE is required"},
-    {"inspect", 2, "usage: tiny10 inspect FILE.ckpt"},
+    {"inspect", 2, "usage: tiny10 inspect [options] FILE.ckpt"},
     {"train --data /nonexistent --out build/testdata/run-x", 1,
      "cannot open data directory /nonexistent"},
     {"eval --data build/testdata/sub10 --checkpoint /nonexistent", 1,
@@ -395,7 +401,7 @@ static const struct {
     {"bench-loader", "usage: tiny10 bench-loader --data DIR [options]",
      "  --batches N "},
     {"step", "usage: tiny10 step [options]", "  --seed S "},
-    {"inspect", "usage: tiny10 inspect FILE.ckpt", "  -h, --help "},
+    {"inspect", "usage: tiny10 inspect [options] FILE.ckpt", "  -h, --help "},
     {"info", "usage: tiny10 info", "  -h, --help "},
     {"compare", "usage: tiny10 compare [options] REF.bin", "  --verbose "},
 };
@@ -555,6 +561,157 @@ START_TEST(test_valgrind_one_step) {
 }
 END_TEST
 
+/* ---- data-parallel training (netc build --mpi) ------------------------ */
+
+/* mpirun as the tests run it: as root in CI (which Open MPI refuses
+ * unless told), two ranks on two cores, unbound (each rank's OpenMP
+ * threads may run anywhere), and under the sanitizers without the leak
+ * report, which would count Open MPI's own allocations at exit. */
+#define MPIRUN                                                                \
+  "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 "                \
+  "ASAN_OPTIONS=detect_leaks=0 timeout 300 mpirun -np 2 --bind-to none "
+
+static const char *mpi_tiny = "build/testdata/tiny10-mpi/tiny10";
+
+static void setup_mpi(void) {
+  setup();
+  build_with("tests/train/tiny10.net", 32, "build/testdata/tiny10-mpi",
+             "tiny10", "--mpi --bucket-kib 8");
+}
+
+/* The largest relative difference `inspect --against` prints. */
+static double params_rel_diff(const char *a, const char *b) {
+  int st;
+  char *out = sh(&st, "ASAN_OPTIONS=detect_leaks=0 %s inspect %s --against "
+                      "%s", mpi_tiny, a, b);
+  ck_assert_msg(st == 0, "%s", out);
+  const char *p = strstr(out, "max_rel_diff=");
+  ck_assert_ptr_nonnull(p);
+  double d = atof(p + strlen("max_rel_diff="));
+  free(out);
+  return d;
+}
+
+/* 2 processes x batch 32 take the steps of 1 process x batch 32 with two
+ * micro-batches a step: the same images, the same per-micro-batch
+ * batchnorm statistics, the same gradient sums (g0 + g1 either way). So
+ * the parameters agree to the last bit; the tolerance (1e-6 relative)
+ * leaves room for an MPI whose reduction order differs. The negative
+ * control, 1 process x batch 64, normalizes over all 64 images and must
+ * differ clearly. */
+START_TEST(test_mpi_equivalence) {
+  setup_mpi();
+  const char *r = "build/testdata/mpi-eq";
+  const char *common = "--data build/testdata/sub10 --epochs 1 --max-steps 12 "
+                       "--threads 1 --no-plots --warmup-epochs 0";
+  int st;
+  char *out = sh(&st, "rm -rf %s && mkdir -p %s && " MPIRUN "%s train %s "
+                      "--out %s/two --check-replicas 2>&1", r, r, mpi_tiny,
+                 common, r);
+  ck_assert_msg(st == 0, "%s", out);
+  assert_contains(out, "netc: 2 processes x 1 thread; 64 images per step = "
+                       "batch 32 per process x 2 processes x 1 micro-batch");
+  assert_contains(out, "netc: the parameters were identical on all 2 "
+                       "processes after each of 12 steps");
+  free(out);
+  MUST("ASAN_OPTIONS=detect_leaks=0 %s train %s --out %s/acc --accumulate 2 "
+       ">/dev/null 2>&1", mpi_tiny, common, r);
+  MUST("%s train %s --out %s/b64 >/dev/null 2>&1", tiny, common, r);
+  char a[256], b[256], c[256];
+  snprintf(a, sizeof a, "%s/two/last.ckpt", r);
+  snprintf(b, sizeof b, "%s/acc/last.ckpt", r);
+  snprintf(c, sizeof c, "%s/b64/last.ckpt", r);
+  double same = params_rel_diff(a, b), control = params_rel_diff(a, c);
+  fprintf(stderr, "mpi: 2 x 32 against 1 x 32 x accumulate 2: max relative "
+                  "parameter difference %.3e after 12 steps; against 1 x 64 "
+                  "(negative control): %.3e\n", same, control);
+  ck_assert_double_le(same, 1e-6);
+  ck_assert_double_ge(control, 1e-2);
+  /* Over TCP (loopback) instead of shared memory: the same sums. */
+  MUST(MPIRUN "--mca btl tcp,self %s train %s --out %s/tcp >/dev/null 2>&1",
+       mpi_tiny, common, r);
+  snprintf(b, sizeof b, "%s/tcp/last.ckpt", r);
+  ck_assert_double_eq(params_rel_diff(a, b), 0);
+}
+END_TEST
+
+/* --sync-bn: 2 processes x 32 normalize over all 64 images, as 1 x 64
+ * does. The sums go in another order (each process's rows, then across
+ * processes), so the runs agree to float noise, not to the bit: measured
+ * 1.8e-7 (max over tensors of max |a - b| / max |a|) after 12 steps,
+ * against 0.16 for ghost batches (the negative control above). The
+ * tolerance, 1e-5, is 50 times the noise and 10^4 below the signal. */
+START_TEST(test_mpi_sync_bn) {
+  setup_mpi();
+  const char *r = "build/testdata/mpi-sync";
+  const char *common = "--data build/testdata/sub10 --epochs 1 --max-steps 12 "
+                       "--threads 1 --no-plots --warmup-epochs 0";
+  int st;
+  char *out = sh(&st, "rm -rf %s && mkdir -p %s && " MPIRUN "%s train %s "
+                      "--sync-bn --check-replicas --out %s/sync 2>&1", r, r,
+                 mpi_tiny, common, r);
+  ck_assert_msg(st == 0, "%s", out);
+  assert_contains(out, "batchnorm over the global batch (--sync-bn)");
+  free(out);
+  MUST("%s train %s --out %s/b64 >/dev/null 2>&1", tiny, common, r);
+  char a[256], b[256];
+  snprintf(a, sizeof a, "%s/sync/last.ckpt", r);
+  snprintf(b, sizeof b, "%s/b64/last.ckpt", r);
+  double d = params_rel_diff(a, b);
+  fprintf(stderr, "mpi: 2 x 32 with --sync-bn against 1 x 64: max relative "
+                  "parameter difference %.3e after 12 steps\n", d);
+  ck_assert_double_le(d, 1e-5);
+}
+END_TEST
+
+/* A rank killed: the job ends non-zero within 60 s; resumed, on 2
+ * processes or on 1, it ends with the parameters of an uninterrupted run
+ * (tests/train/mpi_faults.sh). */
+START_TEST(test_mpi_kill_and_resume) {
+  setup_mpi();
+  int st;
+  char *out = sh(&st, "ASAN_OPTIONS=detect_leaks=0 sh tests/train/"
+                      "mpi_faults.sh %s build/testdata/sub10 "
+                      "build/testdata/mpi-faults 3 40", mpi_tiny);
+  fprintf(stderr, "%s", out);
+  ck_assert_msg(st == 0, "%s", out);
+  assert_contains(out, "mpi_faults: ok ");
+  free(out);
+}
+END_TEST
+
+/* Two trainers of different plans in one job: a message, not a hang. */
+START_TEST(test_mpi_plan_mismatch) {
+  setup_mpi();
+  build_with("tests/train/tiny10.net", 32, "build/testdata/tiny10-mpi16",
+             "tiny10", "--mpi --bucket-kib 16");
+  int st;
+  char *out = sh(&st, "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 "
+                      "ASAN_OPTIONS=detect_leaks=0 timeout 120 mpirun "
+                      "--bind-to none -np 1 %s train --data build/testdata/"
+                      "sub10 --out build/testdata/mpi-mismatch --no-plots : "
+                      "-np 1 build/testdata/tiny10-mpi16/tiny10 train --data "
+                      "build/testdata/sub10 --out build/testdata/mpi-mismatch "
+                      "--no-plots 2>&1", mpi_tiny);
+  ck_assert_msg(st != 0 && st != 124, "exit %d:\n%s", st, out);
+  assert_contains(out, "netc: the processes of this run differ in their "
+                       "trainer (plan hash ");
+  free(out);
+}
+END_TEST
+
+/* Only train runs on several processes. */
+START_TEST(test_mpi_other_commands_refused) {
+  setup_mpi();
+  int st;
+  char *out = sh(&st, MPIRUN "%s step 2>&1", mpi_tiny);
+  ck_assert_msg(st != 0, "%s", out);
+  assert_contains(out, "tiny10: only 'train' and 'bench' run on several "
+                       "processes; run 'step' without mpirun");
+  free(out);
+}
+END_TEST
+
 Suite *suite_train(void) {
   Suite *s = suite_create("train");
   TCase *tc = tcase_create("train");
@@ -569,6 +726,14 @@ Suite *suite_train(void) {
   tcase_add_test(tc, test_valgrind_one_step);
   tcase_add_test(tc, test_train_to_closed_pipe);
   suite_add_tcase(s, tc);
+  TCase *mpi = tcase_create("mpi");
+  tcase_set_timeout(mpi, 600);
+  tcase_add_test(mpi, test_mpi_equivalence);
+  tcase_add_test(mpi, test_mpi_sync_bn);
+  tcase_add_test(mpi, test_mpi_kill_and_resume);
+  tcase_add_test(mpi, test_mpi_plan_mismatch);
+  tcase_add_test(mpi, test_mpi_other_commands_refused);
+  suite_add_tcase(s, mpi);
   /* The command line: quick, apart from the runs above. */
   TCase *cli = tcase_create("cli");
   tcase_set_timeout(cli, 300);
