@@ -65,7 +65,7 @@ TEST_OBJ := $(patsubst tests/%.c,$(BUILD)/tests/%.o,$(TEST_SRC)) \
             $(BUILD)/tests/fuzz_front.o
 
 .PHONY: all deps test-deps train test check-models warnings clean golden graphs \
-        plans bench bench-layers bench-algos bench-peak fuzz
+        plans bench bench-layers bench-algos bench-peak bench-mpi fuzz
 .DEFAULT_GOAL := all
 
 all: deps $(BUILD)/netc $(BUILD)/libnetcrt.a $(BUILD)/libnetcrt_mpi.a \
@@ -215,6 +215,13 @@ bench-algos: all
 	@env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $(BUILD)/netc build --tune \
 	  --threads $${THREADS:-2} --no-compile -b $(BATCH) -o $(BUILD)/bench/algos $(MODEL)
 	@cat $(BUILD)/bench/algos/*.tune
+
+# Data parallelism on this machine (tests/bench/mpi.sh,
+# docs/distributed.md): 1 process x 2 threads against 2 x 1 at the same
+# global batch, the time a step waits for its sums, and MPI_Allreduce of
+# the real bucket sizes over shared memory and TCP.
+bench-mpi: all
+	@sh tests/bench/mpi.sh $(BUILD)/netc $(BUILD)/bench-mpi $(BENCH_MODELS)
 
 # This CPU's float32 FMA peak on THREADS threads (tests/bench/fma_peak.c):
 # the denominator of "fraction of peak" in docs/kernels.md.

@@ -700,7 +700,28 @@ START_TEST(test_mpi_plan_mismatch) {
 }
 END_TEST
 
-/* Only train runs on several processes. */
+/* A scheduler restarts a job with its command line: --resume before the
+ * first checkpoint starts the run, and says so. */
+START_TEST(test_mpi_resume_without_checkpoint) {
+  setup_mpi();
+  int st;
+  char *out = sh(&st, "rm -rf build/testdata/mpi-fresh && " MPIRUN "%s train "
+                      "--data build/testdata/sub10 --out build/testdata/"
+                      "mpi-fresh --resume --max-steps 2 --threads 1 "
+                      "--no-plots 2>&1", mpi_tiny);
+  ck_assert_msg(st == 0, "%s", out);
+  assert_contains(out, "netc: no checkpoint build/testdata/mpi-fresh/"
+                       "last.ckpt yet: starting a new run");
+  free(out);
+  out = sh(&st, "ASAN_OPTIONS=detect_leaks=0 %s inspect build/testdata/"
+                "mpi-fresh/last.ckpt", mpi_tiny);
+  ck_assert_msg(st == 0, "%s", out);
+  assert_contains(out, " global_step=2 ");
+  free(out);
+}
+END_TEST
+
+/* Only train and bench run on several processes. */
 START_TEST(test_mpi_other_commands_refused) {
   setup_mpi();
   int st;
@@ -733,6 +754,7 @@ Suite *suite_train(void) {
   tcase_add_test(mpi, test_mpi_kill_and_resume);
   tcase_add_test(mpi, test_mpi_plan_mismatch);
   tcase_add_test(mpi, test_mpi_other_commands_refused);
+  tcase_add_test(mpi, test_mpi_resume_without_checkpoint);
   suite_add_tcase(s, mpi);
   /* The command line: quick, apart from the runs above. */
   TCase *cli = tcase_create("cli");
