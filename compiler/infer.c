@@ -973,47 +973,151 @@ static const Decl *find_network(Ctx *c) {
   return net;
 }
 
-/* Binds the network's parameters: `input` (a CxHxW shape) becomes the input
+/* ---- -D name=value ------------------------------------------------------ */
+
+/* The value of -D text as the literal the lexer would make of it: an
+ * integer, true or false, or a shape; NULL if it is none of those. */
+static Expr *define_value(Pool *pool, const char *text, Loc loc) {
+  Expr *e;
+  if (!strcmp(text, "true") || !strcmp(text, "false")) {
+    e = new_expr(pool, EX_BOOL, loc);
+    e->ival = text[0] == 't';
+    return e;
+  }
+  int64_t dims[MAX_SHAPE_DIMS];
+  int n = 0;
+  const char *p = text;
+  bool neg = *p == '-';
+  p += neg;
+  for (;;) {
+    if (*p < '0' || *p > '9' || n == MAX_SHAPE_DIMS)
+      return NULL;
+    int64_t v = 0;
+    for (; *p >= '0' && *p <= '9'; p++)
+      if (__builtin_mul_overflow(v, 10, &v) ||
+          __builtin_add_overflow(v, *p - '0', &v))
+        return NULL;
+    dims[n++] = v;
+    if (!*p)
+      break;
+    if (*p++ != 'x')
+      return NULL;
+  }
+  if (n == 1) {
+    e = new_expr(pool, EX_INT, loc);
+    e->ival = neg ? -dims[0] : dims[0];
+    return e;
+  }
+  if (neg)
+    return NULL;
+  e = new_expr(pool, EX_SHAPE, loc);
+  e->ndims = n;
+  for (int i = 0; i < n; i++) {
+    if (dims[i] > MAX_DIM)
+      return NULL;
+    e->dims[i] = dims[i];
+  }
+  return e;
+}
+
+bool apply_defines(Diag *d, Pool *pool, Decl *decls, const Define *defs,
+                   int n) {
+  Decl *net = NULL;
+  for (Decl *x = decls; x; x = x->next)
+    if (x->kind == DECL_NETWORK && x->loc.file == 0 && !net)
+      net = x;
+  if (!net) {
+    if (n)
+      diag_error(d, (Loc){0, 0, 0}, "-D %s=%s: this file has no network "
+                 "to set it on", defs[0].name, defs[0].value);
+    return n == 0;
+  }
+  int errors = d->errors;
+  for (int i = 0; i < n; i++) {
+    Param *p = net->params;
+    while (p && strcmp(p->name, defs[i].name))
+      p = p->next;
+    if (!p) {
+      const char *cands[64];
+      int nc = 0;
+      char *list = pool_strdup(pool, "");
+      for (Param *q = net->params; q && nc < 64; q = q->next) {
+        cands[nc++] = q->name;
+        list = pool_printf(pool, "%s%s%s", list, nc > 1 ? ", " : "", q->name);
+      }
+      const char *near = nearest_name(defs[i].name, cands, nc);
+      diag_error(d, net->loc, "-D %s: network '%s' has no parameter '%s' "
+                 "(%s%s%sits parameters: %s)", defs[i].name, net->name,
+                 defs[i].name, near ? "did you mean '" : "", near ? near : "",
+                 near ? "'? " : "", nc ? list : "none");
+      continue;
+    }
+    Expr *e = define_value(pool, defs[i].value, p->loc);
+    if (!e) {
+      diag_error(d, net->loc, "-D %s=%s: '%s' is not a value (write an "
+                 "integer such as 10, true or false, or a shape such as "
+                 "3x32x32)", defs[i].name, defs[i].value, defs[i].value);
+      continue;
+    }
+    p->def = e;
+    p->defined = pool_printf(pool, "-D %s=%s", defs[i].name, defs[i].value);
+  }
+  return d->errors == errors;
+}
+
+/* Binds one network parameter: `input` (a CxHxW shape) becomes the input
  * tensor, `classes` an integer; others are constants with their defaults. */
+static void bind_network_param(Ctx *c, Scope *s, const Param *p,
+                               Loc *classes_loc) {
+  if (!p->def) {
+    ierror(c, p->loc, "network parameter '%s' needs a value (write "
+                      "%s = ..., or give one with -D %s=...)", p->name,
+           p->name, p->name);
+    return;
+  }
+  Value v = eval(c, s, p->def);
+  if (!strcmp(p->name, "input")) {
+    if (!want(c, v, V_SHAPE, p->def->loc, "'input'"))
+      return;
+    if (v.ndims != 3 || v.dims[0] < 1 || v.dims[1] < 1 || v.dims[2] < 1) {
+      ierror(c, p->def->loc, "'input' must be a shape CxHxW such "
+                                    "as 3x64x64");
+      return;
+    }
+    Shape sh = {v.dims[0], v.dims[1], v.dims[2]};
+    c->g->input = graph_add_tensor(c->g, sh, -1, p->loc);
+    c->g->tensors[c->g->input].kind = TK_INPUT;
+    c->g->tensors[c->g->input].label = "input";
+    /* One int32 class index per image. */
+    c->g->labels = graph_add_tensor(c->g, (Shape){1, 1, 1}, -1, p->loc);
+    c->g->tensors[c->g->labels].kind = TK_INPUT;
+    c->g->tensors[c->g->labels].is_int = true;
+    c->g->tensors[c->g->labels].label = "labels";
+    v = (Value){.kind = V_TENSOR, .tensor = c->g->input};
+  } else if (!strcmp(p->name, "classes")) {
+    if (want(c, v, V_INT, p->def->loc, "'classes'") && v.i < 1) {
+      ierror(c, p->def->loc, "'classes' must be at least 1");
+      v = none;
+    }
+    c->g->classes = v.kind == V_INT ? v.i : 0;
+    *classes_loc = p->def->loc;
+  }
+  bind(c, s, p->name, v, p->loc);
+}
+
+/* Binds the network's parameters, in order. */
 static bool network_params(Ctx *c, Scope *s, const Decl *net,
                            Loc *classes_loc) {
   bool have_input = false, have_classes = false;
   for (const Param *p = net->params; p; p = p->next) {
+    int errors = c->d->errors;
+    bind_network_param(c, s, p, classes_loc);
+    /* A value from the command line is wrong there, not in the file. */
+    if (c->d->errors > errors && p->defined)
+      diag_note(c->d, p->loc, "the value comes from the command line: %s",
+                p->defined);
     have_input |= !strcmp(p->name, "input");
     have_classes |= !strcmp(p->name, "classes");
-    if (!p->def) {
-      ierror(c, p->loc, "network parameter '%s' needs a value (write "
-                        "%s = ...)", p->name, p->name);
-      continue;
-    }
-    Value v = eval(c, s, p->def);
-    if (!strcmp(p->name, "input")) {
-      if (!want(c, v, V_SHAPE, p->def->loc, "'input'"))
-        continue;
-      if (v.ndims != 3 || v.dims[0] < 1 || v.dims[1] < 1 || v.dims[2] < 1) {
-        ierror(c, p->def->loc, "'input' must be a shape CxHxW such "
-                                      "as 3x64x64");
-        continue;
-      }
-      Shape sh = {v.dims[0], v.dims[1], v.dims[2]};
-      c->g->input = graph_add_tensor(c->g, sh, -1, p->loc);
-      c->g->tensors[c->g->input].kind = TK_INPUT;
-      c->g->tensors[c->g->input].label = "input";
-      /* One int32 class index per image. */
-      c->g->labels = graph_add_tensor(c->g, (Shape){1, 1, 1}, -1, p->loc);
-      c->g->tensors[c->g->labels].kind = TK_INPUT;
-      c->g->tensors[c->g->labels].is_int = true;
-      c->g->tensors[c->g->labels].label = "labels";
-      v = (Value){.kind = V_TENSOR, .tensor = c->g->input};
-    } else if (!strcmp(p->name, "classes")) {
-      if (want(c, v, V_INT, p->def->loc, "'classes'") && v.i < 1) {
-        ierror(c, p->def->loc, "'classes' must be at least 1");
-        v = none;
-      }
-      c->g->classes = v.kind == V_INT ? v.i : 0;
-      *classes_loc = p->def->loc;
-    }
-    bind(c, s, p->name, v, p->loc);
   }
   if (!have_input)
     ierror(c, net->loc, "network '%s' declares no input (add a "

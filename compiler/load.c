@@ -148,9 +148,12 @@ int compile_front(Diag *d, Pool *pool, const char *path, int64_t batch,
 }
 
 int compile_front_conv(Diag *d, Pool *pool, const char *path, int64_t batch,
-                       const ConvChoice *conv, Graph *g) {
-  return front(d, pool, path, load_program(d, pool, path), batch, conv, g,
-               NULL);
+                       const Define *defs, int n, const ConvChoice *conv,
+                       Graph *g) {
+  Decl *decls = load_program(d, pool, path);
+  if (!d->errors && !apply_defines(d, pool, decls, defs, n))
+    return 1;
+  return front(d, pool, path, decls, batch, conv, g, NULL);
 }
 
 int compile_source(Diag *d, Pool *pool, const char *name, const char *text,

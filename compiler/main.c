@@ -75,6 +75,8 @@ static const char usage[] =
     "The language is described in docs/language.md, the passes in\n"
     "docs/architecture.md, the memory plan in docs/memory-plan.md.\n";
 
+enum { MAX_DEFINES = 64 };
+
 typedef enum {
   CMD_CHECK, CMD_BUILD, CMD_AST, CMD_SHAPES, CMD_GRAPH, CMD_PLAN, CMD_DOT,
   CMD_MEMORY
@@ -95,6 +97,9 @@ typedef struct {
   int threads;        /* for --tune; 0: all cores */
   bool mpi;           /* data-parallel: buckets and allreduce (comm.c) */
   int64_t bucket_kib; /* 0: comm_default_bucket_bytes */
+  Define defines[MAX_DEFINES]; /* -D NAME=VALUE, in order */
+  char define_names[MAX_DEFINES][MAX_IDENT_LEN + 1];
+  int ndefines;
 } Options;
 
 static int bad_usage(const char *fmt, const char *arg) {
@@ -152,7 +157,8 @@ static int compile_conv(Diag *d, Pool *pool, const Options *o, Graph *g) {
     return 1;
   int isa = o->portable ? RT_ISA_AVX2 : conv_native_isa();
   ConvChoice conv = {o->conv_policy, file ? &tuning : NULL, isa};
-  int rc = compile_front_conv(d, pool, o->path, o->batch, &conv, g);
+  int rc = compile_front_conv(d, pool, o->path, o->batch, o->defines,
+                              o->ndefines, &conv, g);
   if (rc || !o->tune)
     return rc;
   const char *dir = out_dir(o, g);
@@ -167,7 +173,8 @@ static int compile_conv(Diag *d, Pool *pool, const Options *o, Graph *g) {
   Diag again; /* the sources once more, as if for the first time */
   diag_init(&again, pool, d->out);
   conv.tuning = &tuning;
-  rc = compile_front_conv(&again, pool, o->path, o->batch, &conv, g);
+  rc = compile_front_conv(&again, pool, o->path, o->batch, o->defines,
+                          o->ndefines, &conv, g);
   d->errors += again.errors;
   return rc;
 }
@@ -201,6 +208,8 @@ static int run(const Options *o) {
   }
   if (o->cmd == CMD_AST) { /* the parse alone: no meaning needed */
     Decl *decls = load_program(&d, &pool, o->path);
+    if (!d.errors)
+      apply_defines(&d, &pool, decls, o->defines, o->ndefines);
     rc = d.errors ? 1 : 0;
     if (rc == 0)
       dump_ast(out, &d, decls);
@@ -249,6 +258,27 @@ static int parse_command(int argc, char **argv, int *argi, Options *o) {
                    "or memory)", kind);
 }
 
+/* -D NAME=VALUE (or -DNAME=VALUE): the value is checked where the
+ * network is (apply_defines), the form here. */
+static int parse_define(const char *arg, Options *o) {
+  const char *eq = arg ? strchr(arg, '=') : NULL;
+  if (!eq || eq == arg || !eq[1])
+    return bad_usage("-D needs NAME=VALUE, such as -D classes=10, not '%s'",
+                     arg ? arg : "");
+  if (o->ndefines == MAX_DEFINES)
+    return bad_usage("%s", "too many -D options");
+  if (eq - arg > MAX_IDENT_LEN)
+    return bad_usage("-D %s: the name is too long to be a parameter", arg);
+  char *name = o->define_names[o->ndefines];
+  memcpy(name, arg, (size_t)(eq - arg));
+  name[eq - arg] = 0;
+  for (int i = 0; i < o->ndefines; i++)
+    if (!strcmp(o->defines[i].name, name))
+      return bad_usage("-D %s is given twice", name);
+  o->defines[o->ndefines++] = (Define){name, eq + 1};
+  return 0;
+}
+
 static int parse_options(int argc, char **argv, int argi, Options *o) {
   for (; argi < argc; argi++) {
     const char *a = argv[argi];
@@ -262,6 +292,9 @@ static int parse_options(int argc, char **argv, int argi, Options *o) {
         return bad_usage("the batch size must be 1..65536, not '%s'",
                          argv[argi]);
       o->batch = b;
+    } else if (!strncmp(a, "-D", 2)) {
+      if (parse_define(a[2] ? a + 2 : ++argi < argc ? argv[argi] : NULL, o))
+        return 2;
     } else if (!strcmp(a, "--json")) {
       o->json = true;
     } else if (!strcmp(a, "--no-compile")) {

@@ -161,6 +161,7 @@ struct Stmt {
 typedef struct Param {
   const char *name;
   Expr *def; /* default value, or NULL */
+  const char *defined; /* "-D name=value" when the command line set it */
   Loc loc;
   struct Param *next, *tail; /* tail: valid in the list head only */
 } Param;
@@ -618,6 +619,18 @@ int64_t place_intervals(int n, const int64_t *size, const int *first,
  * resolved), checks every value, and fills `g`. Returns false on errors. */
 bool infer_network(Diag *d, Decl *decls, Graph *g);
 
+/* A network argument set on the command line: -D classes=10. */
+typedef struct {
+  const char *name, *value;
+} Define;
+
+/* Replaces the defaults of the main file's network parameters by the n
+ * values in `defs` (an integer, true or false, or a shape such as
+ * 3x32x32). An unknown name or a value that is none of those is an error
+ * at the network's header line. Returns false on errors. */
+bool apply_defines(Diag *d, Pool *pool, Decl *decls, const Define *defs,
+                   int n);
+
 /* ---- load.c: parse a file with its imports ----------------------------- */
 
 /* Parses `path` and, transitively, every file it imports. Returns all
@@ -670,10 +683,12 @@ void dump_shapes(FILE *out, Diag *d, const Graph *g);
 int compile_front(Diag *d, Pool *pool, const char *path, int64_t batch,
                   Graph *g, Decl **decls_out);
 
-/* The same with the convolution algorithms chosen as `conv` says
- * (compile_front: the cost model for AVX2, as --portable builds). */
+/* The same with the n network arguments of `defs` (-D) and the
+ * convolution algorithms chosen as `conv` says (compile_front: the cost
+ * model for AVX2, as --portable builds). */
 int compile_front_conv(Diag *d, Pool *pool, const char *path, int64_t batch,
-                       const ConvChoice *conv, Graph *g);
+                       const Define *defs, int n, const ConvChoice *conv,
+                       Graph *g);
 
 /* The same for source text in memory named `name` (imports resolve from
  * the current directory): the fuzz target's entry. */

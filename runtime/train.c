@@ -357,9 +357,11 @@ static int open_data(const char *dir, int resize, Dataset *train,
   }
   const Dataset *d = train ? train : val;
   if (d->nclasses != netc_model.classes) {
-    fprintf(stderr, "netc: %s has %d classes; model '%s' has %d (change "
-                    "classes = in the .net file)\n",
-            dir, d->nclasses, netc_model.name, netc_model.classes);
+    fprintf(stderr, "netc: %s has %d classes; model '%s' has %d: rebuild "
+                    "it for this data with 'netc build -D classes=%d -b %d "
+                    "%s' (make train: CLASSES=%d)\n",
+            dir, d->nclasses, netc_model.name, netc_model.classes,
+            d->nclasses, netc_model.batch, netc_model.source, d->nclasses);
     if (train)
       dataset_close(train);
     if (val)

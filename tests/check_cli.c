@@ -48,6 +48,27 @@ static const struct {
     {"check /nonexistent.net", 1, "cannot open '/nonexistent.net'"},
     {"check models", 1, "cannot read 'models'"},
     {"check tests/errors/add_shape_mismatch.net", 1, "1 error"},
+    /* -D: the network's arguments from the command line. */
+    {"check -D classes=10 models/resnet18.net", 0,
+     "network=resnet18 input=3x64x64 classes=10 layers=70 params=11181642"},
+    {"check -Dinput=3x32x32 -D classes=10 models/resnet18.net", 0,
+     "input=3x32x32 classes=10"},
+    {"check -D clases=10 models/resnet18.net", 1,
+     "models/resnet18.net:5:9: error: -D clases: network 'resnet18' has no "
+     "parameter 'clases' (did you mean 'classes'? its parameters: input, "
+     "classes)"},
+    {"check -D classes=ten models/resnet18.net", 1,
+     "models/resnet18.net:5:9: error: -D classes=ten: 'ten' is not a value"},
+    {"check -D classes=3x3 models/resnet18.net", 1,
+     "note: the value comes from the command line: -D classes=3x3"},
+    {"check -D input=3x64 models/resnet18.net", 1,
+     "models/resnet18.net:5:18: error: 'input' must be a shape CxHxW"},
+    {"check -D classes=0 models/resnet18.net", 1, "must be at least 1"},
+    {"check -D classes models/resnet18.net", 2, "-D needs NAME=VALUE"},
+    {"check -D models/resnet18.net", 2, "-D needs NAME=VALUE"},
+    {"check -D classes=1 -D classes=2 models/resnet18.net", 2,
+     "-D classes is given twice"},
+    {"dump ast -D classes=7 models/resnet18.net", 0, "classes = 7)"},
 };
 
 START_TEST(test_usage_and_status) {

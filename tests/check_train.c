@@ -281,6 +281,33 @@ START_TEST(test_nonfinite_loss_names_the_op) {
 }
 END_TEST
 
+/* netc build -D: the stock ResNet-18 built for 10 classes trains on the
+ * 10-class subset; a trainer built for other classes refuses it and says
+ * how to rebuild. */
+START_TEST(test_defines_rebuild_for_the_data) {
+  setup();
+  build_with("models/resnet18.net", 8, "build/testdata/r18-c10", "resnet18",
+             "-D classes=10");
+  int st;
+  char *out = sh(&st, "build/testdata/r18-c10/resnet18 info");
+  ck_assert_int_eq(st, 0);
+  assert_contains(out, "classes=10");
+  free(out);
+  MUST("rm -rf build/testdata/run-r18c10 && build/testdata/r18-c10/resnet18 "
+       "train --data %s --epochs 1 --max-steps 2 --threads 2 --no-plots "
+       "--out build/testdata/run-r18c10 >/dev/null 2>&1", data);
+  build_with("tests/train/tiny10.net", 8, "build/testdata/tiny7", "tiny10",
+             "-D classes=7");
+  out = sh(&st, "build/testdata/tiny7/tiny10 train --data %s --epochs 1 "
+                "--out build/testdata/run-tiny7", data);
+  ck_assert_int_eq(st, 1);
+  assert_contains(out, "has 10 classes; model 'tiny10' has 7: rebuild it for "
+                       "this data with 'netc build -D classes=10 -b 8 "
+                       "tests/train/tiny10.net' (make train: CLASSES=10)");
+  free(out);
+}
+END_TEST
+
 /* Exit status: 0 success, 1 bad input or a failed run, 2 bad usage. */
 static const struct {
   const char *args;
@@ -746,6 +773,7 @@ Suite *suite_train(void) {
   tcase_add_test(tc, test_polite_signals);
   tcase_add_test(tc, test_valgrind_one_step);
   tcase_add_test(tc, test_train_to_closed_pipe);
+  tcase_add_test(tc, test_defines_rebuild_for_the_data);
   suite_add_tcase(s, tc);
   TCase *mpi = tcase_create("mpi");
   tcase_set_timeout(mpi, 600);
