@@ -543,6 +543,48 @@ static void emit_ops(Gen *x) {
   fputs("};\n\n", x->out);
 }
 
+/* The inference graph: every forward op but the loss, with the values it
+ * reads (0: the image, i + 1: layer i's output). Sets *logits to the
+ * value the loss reads. */
+static void emit_layers(Gen *x, int *logits) {
+  const Graph *g = x->g;
+  int *value = pool_alloc(x->pool, sizeof(int) * (size_t)g->ntensors);
+  for (int t = 0; t < g->ntensors; t++)
+    value[t] = -1;
+  value[g->input] = 0;
+  fputs("/* The forward graph without the loss, for export: op, layer, "
+        "inputs (0: the image,\n"
+        " * i + 1: layer i's output), weights, the op's parameters, "
+        "output shape. */\n"
+        "static const NetcLayer layers[] = {\n", x->out);
+  int n = 0;
+  for (int i = 0; i < g->nforward; i++) {
+    const Node *nd = &g->nodes[i];
+    const OpInfo *op = op_info(nd->op);
+    if (op->loss) {
+      *logits = value[nd->in[0]];
+      continue;
+    }
+    value[nd->out] = ++n;
+    const Shape *sh = &g->tensors[nd->out].shape;
+    const int64_t *a = nd->attr;
+    const char *it[] = {
+        pool_printf(x->pool, "{\"%s\"", op->name),
+        pool_printf(x->pool, "\"%s\"", nd->path),
+        pool_printf(x->pool, "%d", nd->nin),
+        pool_printf(x->pool, "{%d, %d}", value[nd->in[0]],
+                    nd->nin > 1 ? value[nd->in[1]] : -1),
+        pool_printf(x->pool, "{%d, %d}", nd->weight[0], nd->weight[1]),
+        pool_printf(x->pool, "{%lld, %lld, %lld, %lld, %lld, %lld}",
+                    (long long)a[0], (long long)a[1], (long long)a[2],
+                    (long long)a[3], (long long)a[4], (long long)a[5]),
+        pool_printf(x->pool, "%lld, %lld, %lld", (long long)sh->c,
+                    (long long)sh->h, (long long)sh->w)};
+    wrapped(x, "    ", it, 7, "},");
+  }
+  fputs("};\n\n", x->out);
+}
+
 /* The gradient buckets (build --mpi): arena bytes offset, floats, and
  * their places in the accumulation region, one after another. */
 static void emit_buckets(Gen *x) {
@@ -602,10 +644,13 @@ static uint64_t plan_hash(const Gen *x) {
   return h;
 }
 
-static void emit_model(Gen *x, const char *source) {
+static void emit_model(Gen *x, const char *source, int logits) {
   const Graph *g = x->g;
   const Plan *p = x->p;
   int sm = g->tensors[g->loss].producer;
+  int nlayers = 0;
+  for (int i = 0; i < g->nforward; i++)
+    nlayers += !op_info(g->nodes[i].op)->loss;
   fprintf(x->out,
           "const NetcModel netc_model = {\n"
           "    .name = \"%s\",\n    .source = \"%s\",\n"
@@ -621,6 +666,8 @@ static void emit_model(Gen *x, const char *source) {
           "    .arena_bytes = NETC_ARENA_BYTES,\n"
           "    .input_offset = %s,\n    .labels_offset = %s,\n"
           "    .logits_offset = %s,\n    .probs_offset = %s,\n"
+          "    .nlayers = %d,\n    .layers = layers,\n"
+          "    .logits_value = %d,\n"
           "    .nops = %d,\n    .ops = ops,\n    .flops_per_step = %.0f,\n"
           "    .isa = NETC_ISA,\n    .conv_algos = %s,\n"
           "    .nbuckets = %d,\n    .buckets = %s,\n"
@@ -631,7 +678,8 @@ static void emit_model(Gen *x, const char *source) {
           (long long)p->optimizer_bytes[PLAN_ADAM],
           (long long)p->optimizer_bytes[PLAN_ADAM], x->tname[g->input],
           x->tname[g->labels], x->tname[g->nodes[sm].in[0]],
-          x->tname[g->nodes[sm].extra[0]], g->nnodes, step_flops(g),
+          x->tname[g->nodes[sm].extra[0]], nlayers, logits, g->nnodes,
+          step_flops(g),
           algo_counts(x), g->nbuckets, g->nbuckets ? "buckets" : "NULL",
           (unsigned long long)plan_hash(x));
 }
@@ -660,7 +708,9 @@ static void emit_c(Gen *x, const char *source, const char *header) {
   emit_params(x);
   emit_buckets(x);
   emit_ops(x);
-  emit_model(x, source);
+  int logits = -1;
+  emit_layers(x, &logits);
+  emit_model(x, source, logits);
 }
 
 void codegen(FILE *c_out, FILE *h_out, Diag *d, const Graph *g,

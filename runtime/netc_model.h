@@ -43,6 +43,22 @@ typedef struct {
                         mean and variance; else -1 */
 } NetcParam;
 
+/* One op of the inference graph (the forward pass without the loss), for
+ * export (export.c). Values are numbered: 0 is the image batch, i + 1 the
+ * output of layer i. */
+typedef struct {
+  const char *op;     /* as written in .net: conv, batchnorm, relu, add,
+                         maxpool, avgpool, global_avgpool, dense, flatten */
+  const char *layer;  /* stage1.basic1.conv1 */
+  int nin;
+  int in[2];          /* the values it reads */
+  int param[2];       /* its weights (NetcParam indices), -1 if none */
+  int64_t attr[6];    /* the op's parameters in its order (netc's op
+                         table): conv out, k, stride, pad, bias; pools
+                         k, stride, pad; dense out, bias */
+  int64_t c, h, w;    /* its output, per image */
+} NetcLayer;
+
 typedef enum { OPT_SGD, OPT_ADAM, OPT_ADAMW, OPT_COUNT } NetcOptKind;
 
 typedef struct NetcModel NetcModel;
@@ -148,6 +164,9 @@ struct NetcModel {
   int64_t labels_offset;  /* int32 per image */
   int64_t logits_offset;  /* (batch, classes) floats, after forward */
   int64_t probs_offset;   /* softmax of the logits, after forward */
+  int nlayers;            /* the inference graph, for export */
+  const NetcLayer *layers;
+  int logits_value;       /* the value the loss reads: the logits */
   int nops;               /* forward and backward ops, schedule order */
   const NetcOp *ops;
   double flops_per_step;  /* forward + backward FLOPs of one batch */
