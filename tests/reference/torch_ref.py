@@ -3,9 +3,11 @@
 
     netc dump graph --json -b 8 FILE.net > graph.json
     python3 torch_ref.py graph.json ref.bin [--seed 1] [--steps 5]
+    python3 torch_ref.py --module torchvision|original graph.json ref.bin
 
 Builds the network of graph.json (the forward ops netc elaborated from the
-.net file) as a PyTorch computation, with its own random weights, input and
+.net file; with --module, the real PyTorch module the network claims to be,
+modules.py) as a PyTorch computation, with its own random weights, input and
 labels, runs one training step and writes, in netc's layouts, to a binary
 file that `<trainer> compare ref.bin` checks tensor by tensor: the input, the
 labels, every parameter, the logits, the loss, every parameter's gradient,
@@ -23,6 +25,8 @@ import struct
 
 import torch
 import torch.nn.functional as F
+
+from modules import ModuleNet
 
 
 class Records:
@@ -169,6 +173,11 @@ def main():
                     help="smallest |ReLU input| / std accepted (see "
                          "relu_margin); seeds are tried until one has it")
     ap.add_argument("--tries", type=int, default=30)
+    ap.add_argument("--module", choices=("original", "torchvision"),
+                    help="build the network as a real PyTorch module, "
+                         "independently of netc's graph (modules.py): "
+                         "torchvision's ResNet of the network's name, or "
+                         "the original project's seed network")
     ap.add_argument("--perturbations", type=int, default=4,
                     help="with --float64: float32 runs on inputs moved by "
                          "one rounding, to measure float32's own error")
@@ -183,9 +192,10 @@ def main():
     best = None
     for seed in range(args.seed, args.seed + args.tries):
         gen = torch.Generator().manual_seed(seed)
-        net = Net(graph, gen)
+        net = ModuleNet(graph, gen, args.module) if args.module else Net(graph, gen)
         n = graph["batch"]
-        c, h, w = net.tensors[graph["input"]]["shape"]
+        c, h, w = next(t["shape"] for t in graph["tensors"]
+                       if t["id"] == graph["input"])
         x = torch.randn(n, c, h, w, generator=gen)
         labels = torch.randint(0, graph["classes"], (n,), generator=gen)
         margin = net.relu_margin(x, labels)
