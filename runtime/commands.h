@@ -14,5 +14,6 @@ int cmd_step(int argc, char **argv);         /* step.c */
 int cmd_bench(int argc, char **argv);        /* bench.c */
 int cmd_bench_loader(int argc, char **argv); /* bench.c */
 int cmd_compare(int argc, char **argv);      /* compare.c */
+int cmd_export(int argc, char **argv);       /* export.c */
 
 #endif

@@ -7,6 +7,7 @@
 
 #include "comm.h"
 #include "commands.h"
+#include "export.h"
 #include "netc_rt.h"
 #include "options.h"
 
@@ -117,11 +118,16 @@ static int run_steps(NetcState *s, NetcOptimizer *o, long steps) {
 
 int cmd_step(int argc, char **argv) {
   long steps = 1, seed = 1, threads = 0;
+  const char *init = NULL, *checkpoint = NULL;
   const Option options[] = {
       {"--steps", "N", "steps (default 1)", .whole = &steps, .min = 1,
        .max = OPTIONS_NO_MAX},
       {"--seed", "S", "initialization and the batch (default 1)",
        .whole = &seed, .min = 0, .max = OPTIONS_NO_MAX},
+      {"--init", "FILE", "the weights of FILE.safetensors instead (export)",
+       .text = &init},
+      {"--checkpoint", "FILE", "the weights of a checkpoint instead",
+       .text = &checkpoint},
       threads_option(&threads),
       {NULL}};
   const CommandSpec c = {
@@ -139,6 +145,15 @@ int cmd_step(int argc, char **argv) {
   if (!s)
     return 1;
   netc_init_params(s, (uint64_t)seed);
+  ClassList classes = {0};
+  rc = (init && safetensors_import(s, init)) ||
+       (checkpoint && checkpoint_load(checkpoint, s, NULL, NULL, &classes));
+  classes_free(&classes);
+  if (rc) {
+    optim_free(&o);
+    netc_state_free(s);
+    return 1;
+  }
   random_batch(s, (uint64_t)seed + 1);
   rc = run_steps(s, &o, steps);
   optim_free(&o);

@@ -21,6 +21,7 @@
 #include "comm.h"
 #include "commands.h"
 #include "data.h"
+#include "export.h"
 #include "netc_rt.h"
 #include "options.h"
 #include "step.h"
@@ -33,6 +34,7 @@ enum { SCHED_COSINE, SCHED_STEP, SCHED_CONSTANT };
  * from the checkpoint. */
 typedef struct {
   const char *data, *out;
+  const char *init;     /* --init: starting weights (safetensors) */
   long epochs, threads, seed;
   int resume, progress, resize, no_plots;
   int optimizer, schedule, nesterov, bn_decay;
@@ -114,6 +116,8 @@ static int parse_train(int argc, char **argv, TrainArgs *a) {
       {"--out", "RUN_DIR", "metrics, plots, checkpoints (default "
        "runs/<model>)", .text = &a->out},
       {"--resume", NULL, "continue from RUN_DIR/last.ckpt", .flag = &a->resume},
+      {"--init", "FILE", "start from the weights of FILE.safetensors (netc "
+       "export, or torchvision's names)", .text = &a->init},
       {"--checkpoint-minutes", "N", "also checkpoint every N minutes (default "
        "10)", .real = &a->minutes, .min = 0, .max = OPTIONS_NO_MAX},
       {"--checkpoint-steps", "N", "also checkpoint every N steps",
@@ -167,10 +171,43 @@ typedef struct {
   int64_t images;
 } EvalResult;
 
+/* What eval writes besides its figures (eval --limit, --inputs,
+ * --logits): the first `limit` images (0: all), as the network sees them
+ * (float32 NCHW, normalized) and the logits it gives them (float32, one
+ * row of classes per image), in the split's order. */
+typedef struct {
+  int64_t limit;
+  FILE *inputs, *logits;
+} EvalDump;
+
+static int dump_batch(const NetcState *s, int n, const EvalDump *d) {
+  const NetcModel *m = s->model;
+  const float *x = (const float *)(s->arena + m->input_offset);
+  const float *z = (const float *)(s->arena + m->logits_offset);
+  int64_t hw = (int64_t)m->in_h * m->in_w, img = hw * m->in_c;
+  int bad = 0;
+  float *chw = xmalloc(sizeof(float) * (size_t)img);
+  for (int i = 0; i < n; i++) {
+    if (d->inputs) {
+      for (int64_t p = 0; p < hw; p++)
+        for (int c = 0; c < m->in_c; c++)
+          chw[c * hw + p] = x[i * img + p * m->in_c + c];
+      bad |= fwrite(chw, sizeof(float), (size_t)img, d->inputs) !=
+             (size_t)img;
+    }
+    if (d->logits)
+      bad |= fwrite(z + (int64_t)i * m->classes, sizeof(float),
+                    (size_t)m->classes, d->logits) != (size_t)m->classes;
+  }
+  free(chw);
+  return bad ? -1 : 0;
+}
+
 /* On several processes each evaluates its slice of every group of
  * processes x batch images, and the sums are added: every process gets
  * the whole split's figures. */
-static EvalResult evaluate(NetcState *s, const Dataset *val) {
+static EvalResult evaluate_dump(NetcState *s, const Dataset *val,
+                                const EvalDump *d, int *failed) {
   const NetcModel *m = s->model;
   LoaderOptions lo = {.batch = m->batch, .train = 0, .prefetch = 1,
                       .group = m->batch * comm_size(),
@@ -182,9 +219,15 @@ static EvalResult evaluate(NetcState *s, const Dataset *val) {
   int64_t t1 = 0, t5 = 0;
   loader_seek(l, 0, 0);
   for (int n; (n = loader_next(l, x, y)) > 0;) {
+    if (d && d->limit && e.images + n > d->limit)
+      n = (int)(d->limit - e.images);
     m->forward(s, 0); /* the labels stay in the arena through the step */
     score_batch(s, n, y, &e.loss, &t1, &t5);
     e.images += n;
+    if (d && dump_batch(s, n, d))
+      *failed = 1;
+    if (d && d->limit && e.images >= d->limit)
+      break;
   }
   loader_free(l);
   double sums[4] = {e.loss, (double)t1, (double)t5, (double)e.images};
@@ -197,6 +240,10 @@ static EvalResult evaluate(NetcState *s, const Dataset *val) {
     e.top5 = 100.0 * (double)t5 / (double)e.images;
   }
   return e;
+}
+
+static EvalResult evaluate(NetcState *s, const Dataset *val) {
+  return evaluate_dump(s, val, NULL, NULL);
 }
 
 /* ---- the run directory: metrics and plots ------------------------------- */
@@ -664,6 +711,11 @@ static int start_run(TrainArgs *a, Run *run, Dataset *train, Loader **l) {
       return -1;
   } else {
     netc_init_params(run->s, r->seed); /* the same on every process */
+    /* Fine-tuning: every process reads the same file. */
+    if (a->init && !comm_all(safetensors_import(run->s, a->init) == 0))
+      return -1;
+    if (a->init)
+      printf("netc: starting from the weights of %s\n", a->init);
     if (root() && trim_metrics(a, 0))
       return -1;
   }
@@ -778,6 +830,8 @@ typedef struct {
   long threads;
   int resize;
   int nimages; /* predict: the image paths, moved to argv[0..nimages) */
+  long limit;  /* eval: the first this many images, 0: all */
+  const char *inputs, *logits; /* eval: where to write them, or NULL */
 } EvalArgs;
 
 static int parse_eval(int argc, char **argv, EvalArgs *e, int predict) {
@@ -790,13 +844,22 @@ static int parse_eval(int argc, char **argv, EvalArgs *e, int predict) {
       threads_option(&e->threads),
       {"--resize", NULL, "resize images that are not the input size",
        .flag = &e->resize},
+      {"--limit", "N", "only the first N images of the split",
+       .whole = &e->limit, .min = 0, .max = OPTIONS_NO_MAX},
+      {"--logits", "FILE", "write each image's logits (float32, a row of "
+       "classes per image)", .text = &e->logits},
+      {"--inputs", "FILE", "write each image as the network sees it (float32 "
+       "NCHW, normalized)", .text = &e->inputs},
       {NULL}};
   const CommandSpec eval = {
       .name = "eval", .options = options,
       .about = "Top-1, top-5 and mean loss of a checkpoint on the val split; "
                "the last line is\ntop1=.. top5=.. loss=.. images=.."};
+  /* predict: --checkpoint, --threads and --resize of those */
+  const Option predict_options[] = {options[1], options[2], options[3],
+                                    {NULL}};
   const CommandSpec predict_spec = {
-      .name = "predict", .options = options + 1, /* no --data */
+      .name = "predict", .options = predict_options,
       .args = "IMAGE...", .min_args = 1, .max_args = -1,
       .about = "The 5 most likely classes of each image, with their "
                "names."};
@@ -833,10 +896,32 @@ int cmd_eval(int argc, char **argv) {
     fprintf(stderr, "netc: %s was trained on other classes than %s has\n",
             e.checkpoint, e.data);
   } else {
-    EvalResult r = evaluate(s, &val);
-    printf("top1=%.2f top5=%.2f loss=%.4f images=%lld\n", r.top1, r.top5,
-           r.loss, (long long)r.images);
-    rc = 0;
+    EvalDump d = {.limit = e.limit};
+    int failed = 0;
+    if (e.inputs && !(d.inputs = fopen(e.inputs, "wb")))
+      fprintf(stderr, "netc: cannot write %s: %s\n", e.inputs,
+              strerror(errno));
+    else if (e.logits && !(d.logits = fopen(e.logits, "wb")))
+      fprintf(stderr, "netc: cannot write %s: %s\n", e.logits,
+              strerror(errno));
+    else {
+      EvalResult r = evaluate_dump(s, &val, &d, &failed);
+      if (d.inputs && fclose(d.inputs))
+        failed = 1;
+      if (d.logits && fclose(d.logits))
+        failed = 1;
+      d.inputs = d.logits = NULL;
+      if (failed)
+        fprintf(stderr, "netc: writing %s failed: %s\n",
+                e.logits ? e.logits : e.inputs, strerror(errno));
+      printf("top1=%.2f top5=%.2f loss=%.4f images=%lld\n", r.top1, r.top5,
+             r.loss, (long long)r.images);
+      rc = failed;
+    }
+    if (d.inputs)
+      fclose(d.inputs);
+    if (d.logits)
+      fclose(d.logits);
   }
   dataset_close(&val);
   netc_state_free(s);

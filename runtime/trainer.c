@@ -25,6 +25,7 @@ static const struct {
     {"bench-loader", cmd_bench_loader, "images/s of the data pipeline alone"},
     {"inspect", cmd_inspect, "verify a checkpoint; print where its run is"},
     {"info", cmd_info, "shapes, parameters and memory"},
+    {"export", cmd_export, "a checkpoint's weights as safetensors"},
     {"step", cmd_step, "SGD steps on random data, with their losses"},
     {"compare", cmd_compare, "check one step against PyTorch (tests)"},
 };

@@ -308,6 +308,115 @@ START_TEST(test_defines_rebuild_for_the_data) {
 }
 END_TEST
 
+/* export: weights in torchvision's names load into torchvision's own
+ * ResNet with strict=True and give netc's logits on real validation
+ * images (tests/export/torchvision_check.py); weights in netc's names
+ * come back in with step --init and give the exporting checkpoint's
+ * losses exactly. */
+static const char *const exported[] = {"resnet18", "resnet50"};
+
+START_TEST(test_export_torchvision) {
+  setup();
+  const char *net = exported[_i];
+  char dir[256], model[256], run[256];
+  snprintf(dir, sizeof dir, "build/testdata/%s-c10", net);
+  snprintf(model, sizeof model, "models/%s.net", net);
+  snprintf(run, sizeof run, "build/testdata/run-export-%s", net);
+  build_with(model, 8, dir, net, "-D classes=10");
+  MUST("rm -rf %s && %s/%s train --data %s --epochs 1 --max-steps 3 "
+       "--threads 2 --no-plots --out %s >/dev/null 2>&1", run, dir, net, data,
+       run);
+  MUST("%s/%s export --checkpoint %s/last.ckpt --names torchvision -o "
+       "%s/tv.safetensors && %s/%s eval --data %s --checkpoint %s/last.ckpt "
+       "--limit 40 --inputs %s/in.f32 --logits %s/z.f32", dir, net, run, run,
+       dir, net, data, run, run, run);
+  int st;
+  char *out = sh(&st, "/usr/bin/python3 tests/export/torchvision_check.py %s "
+                      "10 %s/tv.safetensors %s/in.f32 %s/z.f32", net, run, run,
+                 run);
+  fprintf(stderr, "%s", out);
+  ck_assert_msg(st == 0, "%s", out);
+  assert_contains(out, "top1_agree=40/40");
+  free(out);
+  /* Back in, in either naming: the same first steps as the checkpoint. */
+  MUST("%s/%s export --checkpoint %s/last.ckpt -o %s/netc.safetensors", dir,
+       net, run, run);
+  char *want = sh(&st, "%s/%s step --steps 2 --checkpoint %s/last.ckpt", dir,
+                  net, run);
+  ck_assert_int_eq(st, 0);
+  assert_contains(want, "step 2 loss ");
+  for (int k = 0; k < 2; k++) {
+    out = sh(&st, "%s/%s step --steps 2 --init %s/%s.safetensors", dir, net,
+             run, k ? "netc" : "tv");
+    ck_assert_int_eq(st, 0);
+    ck_assert_str_eq(out, want);
+    free(out);
+  }
+  /* ... which a fresh initialization does not give. */
+  out = sh(&st, "%s/%s step --steps 2", dir, net);
+  ck_assert_str_ne(out, want);
+  free(out);
+  free(want);
+}
+END_TEST
+
+/* Bad weights files: a clear error naming the file or the tensor, exit 1,
+ * and nothing overwritten. */
+START_TEST(test_export_bad_inputs) {
+  setup();
+  const char *run = "build/testdata/run-export-bad";
+  MUST("rm -rf %s && %s train --data %s --epochs 1 --max-steps 2 --threads 2 "
+       "--no-plots --out %s >/dev/null 2>&1 && %s export --checkpoint "
+       "%s/last.ckpt -o %s/w.safetensors", run, tiny, data, run, tiny, run,
+       run);
+  build_with("tests/train/tiny10.net", 8, "build/testdata/tiny7", "tiny10",
+             "-D classes=7");
+  MUST("head -c 3000 %s/w.safetensors > %s/short.safetensors && "
+       "printf 'keep' > %s/keep.safetensors", run, run, run);
+  const char *tiny7 = "build/testdata/tiny7/tiny10";
+  /* Each command: the trainer, then the run directory wherever %s is. */
+  const struct {
+    const char *trainer, *cmd, *why;
+  } bad[] = {
+      {tiny, "%s step --init %s/short.safetensors",
+       "lies past the end of the file"},
+      {tiny, "%s step --init tests/train/tiny10.net",
+       "tests/train/tiny10.net is not a safetensors file"},
+      {tiny, "%s step --init %s/missing.safetensors", "cannot open"},
+      {tiny7, "%s step --init %s/w.safetensors",
+       "tensor classifier1.dense1.weight has shape [10, 16]; model 'tiny10' "
+       "needs [7, 16]"},
+      {tiny, "%s train --data build/testdata/sub10 --out %s/again --init "
+       "%s/short.safetensors", "lies past the end of the file"},
+      {tiny, "%s export --checkpoint %s/last.ckpt --names torchvision -o "
+       "%s/keep.safetensors", "tensor conv1.weight has no torchvision name"},
+      {tiny, "%s export --checkpoint %s/missing.ckpt -o %s/keep.safetensors",
+       "cannot open checkpoint"},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, bad[i].cmd, bad[i].trainer, run, run);
+    int st;
+    char *out = sh(&st, "%s", cmd);
+    ck_assert_msg(st == 1, "%s: status %d\n%s", cmd, st, out);
+    assert_contains(out, bad[i].why);
+    free(out);
+  }
+  char *kept = read_file("build/testdata/run-export-bad/keep.safetensors",
+                         NULL);
+  ck_assert_str_eq(kept, "keep");
+  free(kept);
+  /* A file that is JSON-headed but not safetensors' JSON. */
+  MUST("printf '\\010\\000\\000\\000\\000\\000\\000\\000{\"a\": 1}' > "
+       "%s/json.safetensors", run);
+  int st;
+  char *out = sh(&st, "%s step --init %s/json.safetensors", tiny, run);
+  ck_assert_int_eq(st, 1);
+  assert_contains(out, "is not a safetensors file");
+  free(out);
+}
+END_TEST
+
 /* Exit status: 0 success, 1 bad input or a failed run, 2 bad usage. */
 static const struct {
   const char *args;
@@ -774,6 +883,9 @@ Suite *suite_train(void) {
   tcase_add_test(tc, test_valgrind_one_step);
   tcase_add_test(tc, test_train_to_closed_pipe);
   tcase_add_test(tc, test_defines_rebuild_for_the_data);
+  tcase_add_loop_test(tc, test_export_torchvision, 0,
+                      sizeof exported / sizeof exported[0]);
+  tcase_add_test(tc, test_export_bad_inputs);
   suite_add_tcase(s, tc);
   TCase *mpi = tcase_create("mpi");
   tcase_set_timeout(mpi, 600);
