@@ -408,6 +408,7 @@ static const char *arg(const Gen *x, int i, KernelArg a) {
   case KA_PARAM: return x->windex[n->weight[0]];
   case KA_BUCKET: return pool_printf(x->pool, "%lld", (long long)n->attr[0]);
   case KA_LOSS_SCALE: return "s->loss_scale";
+  case KA_SMOOTHING: return "s->label_smoothing";
   case KA_END: break;
   }
   op_unhandled("codegen's arg", n->op);

@@ -309,6 +309,7 @@ typedef enum {
   KA_BUCKET,         /* a gradient bucket's index (attr[0], comm.c) */
   KA_LOSS_SCALE,     /* s->loss_scale: the loss gradient's share of the
                         global batch (data-parallel runs, accumulation) */
+  KA_SMOOTHING,      /* s->label_smoothing (train --label-smoothing) */
 } KernelArg;
 
 /* The runtime's shape structs (runtime/netc_rt.h). */

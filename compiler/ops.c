@@ -319,7 +319,7 @@ static const OpInfo table[OP_COUNT] = {
         .flops = softmax_flops, .extras = {SAVED("probs", XS_INPUT)},
         .nextras = 1, .loss = true, .shape = SK_XENT,
         .kernel = {"softmax_xent_forward", "s->loss",
-                   ARGS(KA_EXTRA0, KA_IN0, KA_IN1, KA_SHAPE)}},
+                   ARGS(KA_EXTRA0, KA_IN0, KA_IN1, KA_SHAPE, KA_SMOOTHING)}},
 
     /* The ops autodiff.c makes. Each writes the gradient of its forward
      * op's input 0 (or nothing: out = -1) and the gradients of its
@@ -383,7 +383,7 @@ static const OpInfo table[OP_COUNT] = {
         .bwd_in = {BI_SAVED0, BI_LABELS}, .nbwd_in = 2, .shape = SK_XENT,
         .kernel = {"softmax_xent_backward", NULL,
                    ARGS(KA_OUT, KA_IN0, KA_IN1, KA_SHAPE, KA_ACC,
-                        KA_LOSS_SCALE)}},
+                        KA_LOSS_SCALE, KA_SMOOTHING)}},
     [OP_GRAD_ADD] = {
         .name = "grad_add", .doc = "the sum of two gradient contributions",
         .ninputs = 2, .backward = OP_NONE, .bwd_flops = BF_NONE,

@@ -70,6 +70,7 @@ typedef struct Loader Loader;
 typedef struct {
   int batch;
   int train;     /* 1: shuffled, random crop (zero padding) and flip */
+  int no_flip;   /* train: no random horizontal flip (--no-augment) */
   int pad;       /* crop padding, pixels (default 4; taken as given, so
                     0 means no random crop) */
   uint64_t seed; /* order and augmentation derive from (seed, epoch, index) */

@@ -737,8 +737,12 @@ void dense_backward(float *dx, float *dw, float *db, const float *dy,
 
 /* One row: probabilities into p, returns -log p[label] computed as
  * log(sum exp(l - max)) - (l[label] - max), which cannot overflow and
- * stays finite even where p[label] underflows to 0. */
-static double softmax_row(float *p, const float *l, int label, int C) {
+ * stays finite even where p[label] underflows to 0. With label smoothing
+ * eps the target is (1 - eps) onehot + eps / C, as PyTorch's
+ * cross_entropy(label_smoothing=eps): the loss adds eps times the mean
+ * over classes of -log p[c], with the label's weight 1 - eps. */
+static double softmax_row(float *p, const float *l, int label, int C,
+                          float eps) {
   float mx = l[0];
   for (int c = 1; c < C; c++)
     if (l[c] > mx)
@@ -751,7 +755,13 @@ static double softmax_row(float *p, const float *l, int label, int C) {
   float inv = (float)(1.0 / sum);
   for (int c = 0; c < C; c++)
     p[c] *= inv;
-  return log(sum) - ((double)l[label] - mx);
+  double nll = log(sum) - ((double)l[label] - mx);
+  if (eps == 0)
+    return nll;
+  double all = 0; /* sum over c of -log p[c] */
+  for (int c = 0; c < C; c++)
+    all += log(sum) - ((double)l[c] - mx);
+  return (1.0 - eps) * nll + eps * all / C;
 }
 
 /* Row chunks of the loss sum: fixed, like batchnorm's, so the loss is the
@@ -760,7 +770,8 @@ static double softmax_row(float *p, const float *l, int label, int C) {
 enum { XENT_CHUNKS = 16 };
 
 float softmax_xent_forward(float *probs, const float *logits,
-                           const int32_t *labels, const XentShape *s) {
+                           const int32_t *labels, const XentShape *s,
+                           float smoothing) {
   int N = s->N, C = s->C, nch = N < XENT_CHUNKS ? N : XENT_CHUNKS;
   double part[XENT_CHUNKS], total = 0;
 #pragma omp parallel for schedule(static)
@@ -768,7 +779,7 @@ float softmax_xent_forward(float *probs, const float *logits,
     double t = 0;
     for (int n = N * k / nch; n < N * (k + 1) / nch; n++)
       t += softmax_row(probs + (int64_t)n * C, logits + (int64_t)n * C,
-                       labels[n], C);
+                       labels[n], C, smoothing);
     part[k] = t;
   }
   for (int k = 0; k < nch; k++)
@@ -778,14 +789,15 @@ float softmax_xent_forward(float *probs, const float *logits,
 
 void softmax_xent_backward(float *dlogits, const float *probs,
                            const int32_t *labels, const XentShape *s,
-                           int acc, float scale) {
+                           int acc, float scale, float smoothing) {
   int N = s->N, C = s->C;
   float inv = scale / (float)N; /* scale = 1/2^k: exactly (1/N) / 2^k */
+  float on = 1.0f - smoothing + smoothing / (float)C, off = smoothing / (float)C;
 #pragma omp parallel for schedule(static)
   for (int n = 0; n < N; n++)
     for (int c = 0; c < C; c++) {
       int64_t i = (int64_t)n * C + c;
-      float g = (probs[i] - (c == labels[n] ? 1.0f : 0.0f)) * inv;
+      float g = (probs[i] - (c == labels[n] ? on : off)) * inv;
       dlogits[i] = acc ? dlogits[i] + g : g;
     }
 }

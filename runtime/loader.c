@@ -166,7 +166,9 @@ static int make_batch(const Loader *l, Cursor *c, int epoch, int step,
     int64_t pos = at + j;
     int32_t k = c->perm[pos];
     augment(x + (size_t)j * l->img, d->pixels + (size_t)k * img8, d->h, d->w,
-            l->o.pad, hash3(l->o.seed, (uint64_t)epoch, (uint64_t)pos),
+            l->o.pad,
+            hash3(l->o.seed, (uint64_t)epoch, (uint64_t)pos) &
+                (l->o.no_flip ? ~(1ULL << 63) : ~0ULL),
             l->lut);
     y[j] = d->labels[k];
   }

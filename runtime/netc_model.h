@@ -97,6 +97,7 @@ struct NetcState {
   unsigned char *bn_stats; /* batchnorm running statistics (NetcParam.stats) */
   unsigned char *arena;   /* every activation, gradient, scratch, workspace */
   float loss;             /* of the last forward */
+  float label_smoothing;  /* the loss's target: (1 - e) onehot + e / C */
   float bn_momentum, bn_eps;
   int profile;            /* NETC_PROFILE_TIME | NETC_PROFILE_FINITE */
   double *prof_seconds;   /* per op of the model */

@@ -352,16 +352,19 @@ void dense_backward(float *dx, float *dw, float *db, const float *dy,
                     const float *x, const float *w, const DenseShape *s,
                     int acc_dx, int acc_dw);
 
-/* Softmax cross-entropy, mean over the batch. Writes the probabilities
- * (N, C) and returns the loss. A label outside 0..C-1 is a caller bug. */
+/* Softmax cross-entropy, mean over the batch, against targets smoothed
+ * by `smoothing` ((1 - e) onehot + e / C; 0: the labels). Writes the
+ * probabilities (N, C) and returns the loss. A label outside 0..C-1 is a
+ * caller bug. */
 float softmax_xent_forward(float *probs, const float *logits,
-                           const int32_t *labels, const XentShape *s);
-/* dlogits = (probs - onehot(labels)) * scale / N. scale is the batch's
+                           const int32_t *labels, const XentShape *s,
+                           float smoothing);
+/* dlogits = (probs - target) * scale / N, the target as above. scale is the batch's
  * share of the loss: 1, or 1 / (processes x accumulated micro-batches),
  * so that gradients summed over those are the global batch's mean. */
 void softmax_xent_backward(float *dlogits, const float *probs,
                            const int32_t *labels, const XentShape *s,
-                           int acc, float scale);
+                           int acc, float scale, float smoothing);
 
 /* ---- naive references (reference.c): obviously correct loops, no BLAS,
  * no threads. For the tests. ---- */

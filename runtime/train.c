@@ -37,6 +37,8 @@ typedef struct {
   const char *init;     /* --init: starting weights (safetensors) */
   long epochs, threads, seed;
   int resume, progress, resize, no_plots;
+  int no_augment;       /* shuffled, but neither cropped nor flipped */
+  double label_smoothing;
   int optimizer, schedule, nesterov, bn_decay;
   double lr, warmup_epochs, momentum, weight_decay; /* lr, wd < 0: default */
   double minutes;       /* checkpoint interval */
@@ -72,7 +74,9 @@ static void set_recipe(TrainArgs *a) {
                   .optimizer = a->optimizer, .schedule = a->schedule,
                   .nesterov = a->nesterov, .bn_decay = a->bn_decay,
                   .momentum = (float)a->momentum,
-                  .warmup_epochs = (float)a->warmup_epochs};
+                  .warmup_epochs = (float)a->warmup_epochs,
+                  .label_smoothing = (float)a->label_smoothing,
+                  .no_augment = a->no_augment};
   /* 0.1 for 128 images per step, scaled linearly */
   r->global_batch = (int32_t)(netc_model.batch * a->accumulate * comm_size());
   r->lr = a->lr >= 0 ? (float)a->lr
@@ -110,6 +114,11 @@ static int parse_train(int argc, char **argv, TrainArgs *a) {
        .real = &a->weight_decay, .min = 0, .max = FLT_MAX},
       {"--bn-decay", NULL, "also decay batchnorm parameters and biases",
        .flag = &a->bn_decay},
+      {"--label-smoothing", "E", "targets (1 - E) onehot + E / classes, as "
+       "PyTorch's (default 0)", .real = &a->label_smoothing, .min = 0,
+       .max = 1},
+      {"--no-augment", NULL, "no random crop or flip of the training images",
+       .flag = &a->no_augment},
       {"--seed", "S", "data order, augmentation, init (default 1)",
        .whole = &a->seed, .min = 0, .max = OPTIONS_NO_MAX},
       threads_option(&a->threads),
@@ -727,6 +736,10 @@ static int start_run(TrainArgs *a, Run *run, Dataset *train, Loader **l) {
   run->o->beta1 = 0.9f, run->o->beta2 = 0.999f, run->o->eps = 1e-8f;
   if (!a->resume && optim_init(run->o, &netc_model))
     return -1;
+  /* The recipe as given, or as the resumed checkpoint recorded it. */
+  lo.pad = r->no_augment ? 0 : 4;
+  lo.no_flip = r->no_augment;
+  run->s->label_smoothing = r->label_smoothing;
   *l = loader_new(train, &lo);
   r->steps_per_epoch = loader_steps(*l) / k;
   return *l ? 0 : -1;
@@ -740,6 +753,9 @@ static int train_run(Run *run, Loader *l, const Dataset *train,
          "val images, %d skipped) for %d epochs into %s\n",
          netc_model.name, a->r.global_batch, a->r.steps_per_epoch, train->n,
          val->n, train->skipped + val->skipped, a->r.epochs, a->out);
+  printf("netc: augmentation %s; label smoothing %g\n",
+         a->r.no_augment ? "none" : "random crop (4 pixels) and flip",
+         (double)a->r.label_smoothing);
   printf("netc: %d process%s x %d thread%s; %d images per step = batch %d "
          "per process x %d process%s x %ld micro-batch%s; batchnorm over %s\n",
          comm_size(), comm_size() == 1 ? "" : "es", rt_threads(),

@@ -10,7 +10,7 @@
 /* CKPT_VERSION 2: checksums by util.h's hash_bytes, and the plan's byte
  * layout of the parameter, statistics and optimizer regions (1: an older
  * hash and float counts). */
-enum { CKPT_VERSION = 2, MAX_CLASS_NAME = 80 };
+enum { CKPT_VERSION = 3, MAX_CLASS_NAME = 80 };
 
 /* Where a run is: everything beyond the tensors that a resume needs to
  * continue exactly as if it had never stopped. */
@@ -34,6 +34,10 @@ typedef struct {
    * resumes only at the global batch that wrote it, on any process
    * count. */
   int32_t global_batch;
+  /* The loss's target smoothing (--label-smoothing) and whether the
+   * training images go unaugmented (--no-augment); version 3. */
+  float label_smoothing;
+  int32_t no_augment;
 } RunState;
 
 typedef struct {

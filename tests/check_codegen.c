@@ -40,6 +40,9 @@ static const struct {
 } compared[] = {
     {"tests/golden/small.net", "small", 8, "", NULL, ""},
     {"tests/reference/flat.net", "flat", 8, "", NULL, ""},
+    /* train --label-smoothing: as cross_entropy(label_smoothing=0.1) */
+    {"tests/golden/small.net", "small", 8, "--label-smoothing 0.1",
+     "smoothing", ""},
     {"models/resnet18.net", "resnet18", 8, "--float64", NULL, ""},
     /* The seed network with direct convolutions: with the cost model's
      * Winograd F(4x4,3x3) on its 3x3 layers, its float32 gradients differ

@@ -518,7 +518,7 @@ START_TEST(test_softmax_forward) {
       want[n * C + c] = (float)(exp(l[n * C + c] - mx) / s);
     loss += log(s) - (l[n * C + labels[n]] - mx);
   }
-  float got = softmax_xent_forward(p, l, labels, &(XentShape){N, C});
+  float got = softmax_xent_forward(p, l, labels, &(XentShape){N, C}, 0.0f);
   ck_assert(isfinite(got));
   ck_assert_double_eq_tol(got, loss / N, 1e-5 * (1 + loss / N));
   expect_close("probs", p, want, N * C, 1e-7, 1e-5);
@@ -724,24 +724,29 @@ typedef struct {
   XentShape s;
   float *logits, *probs;
   const int32_t *labels;
+  float smoothing;
 } Xent;
 
 static double xent_loss(void *ctx) {
   Xent *x = ctx;
-  return softmax_xent_forward(x->probs, x->logits, x->labels, &x->s);
+  return softmax_xent_forward(x->probs, x->logits, x->labels, &x->s,
+                              x->smoothing);
 }
+
+/* Without and with label smoothing (train --label-smoothing). */
+static const float xent_smoothing[] = {0.0f, 0.1f, 0.9f};
 
 START_TEST(test_softmax_xent_grad) {
   seed(1200);
   static const int32_t labels[4] = {2, 0, 4, 4};
-  Xent s = {.s = {4, 5}, .labels = labels};
+  Xent s = {.s = {4, 5}, .labels = labels, .smoothing = xent_smoothing[_i]};
   s.logits = randv(4 * 5);
   for (int i = 0; i < 4 * 5; i++)
     s.logits[i] *= 3.0f;
   s.probs = alloc_f(4 * 5);
   float *dl = filled(4 * 5, NAN);
   xent_loss(&s);
-  softmax_xent_backward(dl, s.probs, labels, &s.s, 0, 1.0f);
+  softmax_xent_backward(dl, s.probs, labels, &s.s, 0, 1.0f, s.smoothing);
   expect_fd("logits", s.logits, dl, 4 * 5, xent_loss, &s);
   free(dl), free(s.logits), free(s.probs);
 }
@@ -883,9 +888,9 @@ START_TEST(test_acc_elementwise) {
   float *probs = alloc_f(N * C), *g2 = filled(N * C, NAN);
   float *g3 = filled(N * C, 1);
   const XentShape xs = {N, C};
-  softmax_xent_forward(probs, y, labels, &xs);
-  softmax_xent_backward(g2, probs, labels, &xs, NETC_WRITE, 1.0f);
-  softmax_xent_backward(g3, probs, labels, &xs, NETC_ADD, 1.0f);
+  softmax_xent_forward(probs, y, labels, &xs, 0.0f);
+  softmax_xent_backward(g2, probs, labels, &xs, NETC_WRITE, 1.0f, 0.0f);
+  softmax_xent_backward(g3, probs, labels, &xs, NETC_ADD, 1.0f, 0.0f);
   expect_plus_one("softmax dlogits", g3, g2, N * C);
   free(y), free(dy), free(g0), free(g1), free(probs), free(g2), free(g3);
 }
@@ -1360,9 +1365,9 @@ static void every_kernel(Operands *o) {
   global_avgpool_forward(o->gy, o->gx, &gs);
   global_avgpool_backward(o->gdx, o->gy, &gs, NETC_WRITE);
   const XentShape xs = {3, 5};
-  softmax_xent_forward(o->probs, d->y, o->labels, &xs);
+  softmax_xent_forward(o->probs, d->y, o->labels, &xs, 0.0f);
   softmax_xent_backward(o->dl, o->probs, o->labels, &xs, NETC_WRITE,
-                        1.0f);
+                        1.0f, 0.0f);
   const EltShape es = {3 * 5};
   relu_forward(o->ey, d->y, &es);
   relu_backward(o->edx, o->dl, o->ey, &es, NETC_WRITE);
@@ -1408,7 +1413,8 @@ Suite *suite_runtime(void) {
   tcase_add_loop_test(tc, test_pool_grad, 0, NPOOL);
   tcase_add_test(tc, test_global_avgpool_grad);
   tcase_add_test(tc, test_dense_grad);
-  tcase_add_test(tc, test_softmax_xent_grad);
+  tcase_add_loop_test(tc, test_softmax_xent_grad, 0,
+                      sizeof xent_smoothing / sizeof xent_smoothing[0]);
   tcase_add_test(tc, test_relu_grad);
   suite_add_tcase(s, tc);
   tc = tcase_create("contracts");

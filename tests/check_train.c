@@ -222,19 +222,19 @@ START_TEST(test_foreign_checkpoints_refused) {
        "--checkpoint %s/last.ckpt | grep -q ' images=500$'",
        run, run, run, data, run, data, run);
   /* A future format version (the field after the magic). */
-  MUST("cp %s/last.ckpt %s/good.ckpt && printf '\\003' | dd of=%s/last.ckpt "
+  MUST("cp %s/last.ckpt %s/good.ckpt && printf '\\004' | dd of=%s/last.ckpt "
        "bs=1 seek=8 conv=notrunc 2>/dev/null", run, run, run);
   snprintf(cmd, sizeof cmd, "%s train --data %s --out %s --resume --no-plots",
            tiny, data, run);
-  snprintf(why, sizeof why, "%s/last.ckpt is checkpoint format version 3; "
-           "this trainer reads version 2", run);
+  snprintf(why, sizeof why, "%s/last.ckpt is checkpoint format version 4; "
+           "this trainer reads version 3", run);
   refused(cmd, run, why);
   /* Version 1: the same layout, but checksums by a hash this netc no longer
    * has; refused by its version, for resume and eval alike. */
   MUST("printf '\\001' | dd of=%s/last.ckpt bs=1 seek=8 conv=notrunc "
        "2>/dev/null", run);
   snprintf(why, sizeof why, "netc: %s/last.ckpt is checkpoint format version "
-           "1, written by an older netc; this trainer reads version 2 only",
+           "1, written by an older netc; this trainer reads version 3 only",
            run);
   refused(cmd, run, why);
   snprintf(cmd, sizeof cmd, "%s eval --data %s --checkpoint %s/last.ckpt",
@@ -305,6 +305,44 @@ START_TEST(test_defines_rebuild_for_the_data) {
                        "this data with 'netc build -D classes=10 -b 8 "
                        "tests/train/tiny10.net' (make train: CLASSES=10)");
   free(out);
+}
+END_TEST
+
+/* The recipe's knobs: --label-smoothing and --no-augment change the
+ * steps, and a resumed run keeps them from its checkpoint without being
+ * told again. */
+START_TEST(test_recipe_knobs) {
+  setup();
+  const char *base = "build/testdata/run-knobs";
+  const char *common = "--data build/testdata/sub10 --epochs 1 --threads 2 "
+                       "--no-plots --log-every 1 --checkpoint-steps 2";
+  char *out[4];
+  const char *flags[4] = {"", "--label-smoothing 0.3", "--no-augment",
+                          "--label-smoothing 0.3 --no-augment"};
+  for (int k = 0; k < 4; k++) {
+    int st;
+    out[k] = sh(&st, "rm -rf %s%d && %s train %s %s --max-steps 4 --out %s%d "
+                     "2>/dev/null | grep '^step '", base, k, tiny, common,
+                flags[k], base, k);
+    ck_assert_msg(st == 0, "%s", out[k]);
+    assert_contains(out[k], "step 4 loss ");
+  }
+  for (int k = 1; k < 4; k++)
+    ck_assert_str_ne(out[k], out[0]);
+  ck_assert_str_ne(out[1], out[2]);
+  int st;
+  char *resumed = sh(&st, "rm -rf %s-r && %s train %s %s --max-steps 2 "
+                          "--out %s-r >/dev/null 2>&1 && %s train %s --resume "
+                          "--max-steps 4 --out %s-r 2>/dev/null | grep "
+                          "'^step '", base, tiny, common, flags[3], base, tiny,
+                     common, base);
+  ck_assert_int_eq(st, 0);
+  /* steps 3 and 4 of the uninterrupted run */
+  ck_assert_ptr_nonnull(strstr(out[3], "step 3 loss "));
+  ck_assert_str_eq(resumed, strstr(out[3], "step 3 loss "));
+  free(resumed);
+  for (int k = 0; k < 4; k++)
+    free(out[k]);
 }
 END_TEST
 
@@ -886,6 +924,7 @@ Suite *suite_train(void) {
   tcase_add_loop_test(tc, test_export_torchvision, 0,
                       sizeof exported / sizeof exported[0]);
   tcase_add_test(tc, test_export_bad_inputs);
+  tcase_add_test(tc, test_recipe_knobs);
   suite_add_tcase(s, tc);
   TCase *mpi = tcase_create("mpi");
   tcase_set_timeout(mpi, 600);

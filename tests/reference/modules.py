@@ -23,6 +23,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+# torch_ref.py --label-smoothing: the loss's targets, smoothed.
+LABEL_SMOOTHING = 0.0
+
 try:  # torch >= 2.0
     from torch.func import functional_call
 except ImportError:  # Debian's torch 1.13
@@ -191,7 +194,8 @@ class ModuleNet:
             d[prefix + ".running_mean"] = rm
             d[prefix + ".running_var"] = rv
         self.logits = functional_call(self.module, d, (x,))
-        return F.cross_entropy(self.logits, labels)
+        return F.cross_entropy(self.logits, labels,
+                               label_smoothing=LABEL_SMOOTHING)
 
     def relu_margin(self, x, labels):
         """As Net.relu_margin: the smallest |ReLU input| / std, float64."""

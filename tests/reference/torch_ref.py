@@ -26,6 +26,7 @@ import struct
 import torch
 import torch.nn.functional as F
 
+import modules
 from modules import ModuleNet
 
 
@@ -116,7 +117,8 @@ class Net:
                 y = F.linear(ins[0].flatten(1), w[0], w[1])[:, :, None, None]
             elif op == "softmax_cross_entropy":
                 self.logits = ins[0].flatten(1)
-                y = F.cross_entropy(self.logits, labels)
+                y = F.cross_entropy(self.logits, labels,
+                                    label_smoothing=modules.LABEL_SMOOTHING)
             else:
                 raise SystemExit(f"torch_ref.py: unknown op {op}")
             v[n["out"]] = y
@@ -181,6 +183,10 @@ def main():
     ap.add_argument("--perturbations", type=int, default=4,
                     help="with --float64: float32 runs on inputs moved by "
                          "one rounding, to measure float32's own error")
+    ap.add_argument("--label-smoothing", type=float, default=0.0,
+                    help="the loss's targets smoothed by E, as "
+                         "cross_entropy(label_smoothing=E) and train "
+                         "--label-smoothing E")
     ap.add_argument("--float64", action="store_true",
                     help="write float64 results as the reference, with "
                          "PyTorch float32's own error on each tensor, for "
@@ -189,6 +195,7 @@ def main():
     args = ap.parse_args()
     with open(args.graph) as f:
         graph = json.load(f)
+    modules.LABEL_SMOOTHING = args.label_smoothing
     best = None
     for seed in range(args.seed, args.seed + args.tries):
         gen = torch.Generator().manual_seed(seed)
@@ -225,6 +232,8 @@ def main():
 def start_records(net, x, labels, names):
     """The inputs of the compared step: the batch and the weights."""
     rec = Records()
+    if modules.LABEL_SMOOTHING:
+        rec.add("label_smoothing", torch.tensor([modules.LABEL_SMOOTHING]))
     rec.add("input", x.permute(0, 2, 3, 1))
     rec.add("labels", labels, torch.int32)
     for wid, p in net.params.items():
