@@ -457,15 +457,22 @@ typedef struct {
   char *last, *best;
 } Run;
 
-/* Every process calls it: the running statistics are averaged and the
- * epoch's running sums added over the processes, so that rank 0's file is
- * the run's, whatever the process count. */
-static int save(Run *run, const char *path) {
-  comm_average_bn_stats(run->s);
-  RunState r = run->a->r;
+/* The run state with the epoch's running sums (loss, correct, seen) added
+ * over the processes: the run's, whatever the process count. Every
+ * process calls it. */
+static RunState epoch_sums(const RunState *mine) {
+  RunState r = *mine;
   double sums[3] = {r.loss_sum, (double)r.correct, (double)r.seen};
   comm_sum_f64(sums, 3);
   r.loss_sum = sums[0], r.correct = (int64_t)sums[1], r.seen = (int64_t)sums[2];
+  return r;
+}
+
+/* Every process calls it: the running statistics are averaged and the
+ * epoch's sums added, so that rank 0's file is the run's. */
+static int save(Run *run, const char *path) {
+  comm_average_bn_stats(run->s);
+  RunState r = epoch_sums(&run->a->r);
   int rc = root() ? checkpoint_save(path, run->s, run->o, &r, run->c) : 0;
   return comm_all(rc == 0) ? 0 : -1;
 }
@@ -474,11 +481,11 @@ static int finish_epoch(Run *run, const Dataset *val, float lr) {
   RunState *r = &run->a->r;
   comm_average_bn_stats(run->s);
   EvalResult v = evaluate(run->s, val);
-  double sums[3] = {r->loss_sum, (double)r->correct, (double)r->seen};
-  comm_sum_f64(sums, 3); /* the epoch over every process */
-  double tl = sums[2] ? sums[0] / sums[2] : 0;
-  double ta = sums[2] ? 100.0 * sums[1] / sums[2] : 0;
-  double ips = r->seconds > 0 ? sums[2] / r->seconds : 0;
+  RunState all = epoch_sums(r); /* the epoch over every process */
+  double seen = (double)all.seen;
+  double tl = seen ? all.loss_sum / seen : 0;
+  double ta = seen ? 100.0 * (double)all.correct / seen : 0;
+  double ips = r->seconds > 0 ? seen / r->seconds : 0;
   append_metrics(run->a, r->epoch + 1, tl, ta, &v, lr, ips, r->seconds);
   printf("epoch %d/%d train_loss %.4f train_top1 %.2f%% val_loss %.4f "
          "val_top1 %.2f%% val_top5 %.2f%% lr %.4g %.1f img/s %.0f s\n",

@@ -746,6 +746,10 @@ END_TEST
   "ASAN_OPTIONS=detect_leaks=0 timeout 300 mpirun -np 2 --bind-to none "
 
 static const char *mpi_tiny = "build/testdata/tiny10-mpi/tiny10";
+/* The run the MPI equivalence tests repeat on 1 and 2 processes. */
+static const char *mpi_common = "--data build/testdata/sub10 --epochs 1 "
+                                "--max-steps 12 --threads 1 --no-plots "
+                                "--warmup-epochs 0";
 
 static void setup_mpi(void) {
   setup();
@@ -776,8 +780,7 @@ static double params_rel_diff(const char *a, const char *b) {
 START_TEST(test_mpi_equivalence) {
   setup_mpi();
   const char *r = "build/testdata/mpi-eq";
-  const char *common = "--data build/testdata/sub10 --epochs 1 --max-steps 12 "
-                       "--threads 1 --no-plots --warmup-epochs 0";
+  const char *common = mpi_common;
   int st;
   char *out = sh(&st, "rm -rf %s && mkdir -p %s && " MPIRUN "%s train %s "
                       "--out %s/two --check-replicas 2>&1", r, r, mpi_tiny,
@@ -818,8 +821,7 @@ END_TEST
 START_TEST(test_mpi_sync_bn) {
   setup_mpi();
   const char *r = "build/testdata/mpi-sync";
-  const char *common = "--data build/testdata/sub10 --epochs 1 --max-steps 12 "
-                       "--threads 1 --no-plots --warmup-epochs 0";
+  const char *common = mpi_common;
   int st;
   char *out = sh(&st, "rm -rf %s && mkdir -p %s && " MPIRUN "%s train %s "
                       "--sync-bn --check-replicas --out %s/sync 2>&1", r, r,
