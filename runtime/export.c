@@ -9,6 +9,7 @@
 #include "commands.h"
 #include "data.h"
 #include "export.h"
+#include "onnx.h"
 #include "options.h"
 #include "step.h"
 #include "util.h"
@@ -673,7 +674,8 @@ int cmd_export(int argc, char **argv) {
   const Option options[] = {
       {"--checkpoint", "FILE", "the checkpoint to export", .text = &checkpoint,
        .required = 1},
-      {"-o", "FILE", "weights.safetensors: the weights and batchnorm "
+      {"-o", "FILE", "model.onnx: the inference graph with its weights; "
+                     "weights.safetensors: the weights and batchnorm "
                      "statistics in PyTorch's layouts", .text = &out,
        .required = 1},
       {"--names", "KIND", "netc (as netc check names them, default) or "
@@ -682,13 +684,19 @@ int cmd_export(int argc, char **argv) {
       {NULL}};
   const CommandSpec c = {
       .name = "export", .options = options,
-      .about = "Writes a checkpoint's weights for use outside netc."};
+      .about = "Writes a checkpoint's model (ONNX) or weights (safetensors) "
+               "for use outside netc."};
   int rc = parse_command(&c, argc, argv, NULL);
   if (rc != OPTIONS_RUN)
     return rc;
-  if (!ends_with(out, ".safetensors")) {
-    fprintf(stderr, "netc: export writes FILE.safetensors; '%s' is neither\n",
-            out);
+  int onnx = ends_with(out, ".onnx");
+  if (!onnx && !ends_with(out, ".safetensors")) {
+    fprintf(stderr, "netc: export writes FILE.onnx or FILE.safetensors; "
+                    "'%s' is neither\n", out);
+    return 2;
+  }
+  if (onnx && names != NAMES_NETC) {
+    fprintf(stderr, "netc: --names goes with FILE.safetensors\n");
     return 2;
   }
   NetcState *s = trainer_state_new(NULL);
@@ -696,10 +704,15 @@ int cmd_export(int argc, char **argv) {
   RunState r = {0};
   rc = 1;
   if (s && !checkpoint_load(checkpoint, s, NULL, &r, &cl) &&
-      !safetensors_export(s, &cl, names, r.global_step, out)) {
-    printf("exported %s: %d parameter tensors of model '%s' (%s names) -> "
-           "%s\n", checkpoint, netc_model.nparam_tensors, netc_model.name,
-           name_kinds[names], out);
+      !(onnx ? onnx_export(s, &cl, out)
+             : safetensors_export(s, &cl, names, r.global_step, out))) {
+    if (onnx)
+      printf("exported %s: model '%s', %d layers, as ONNX (opset 17) -> %s\n",
+             checkpoint, netc_model.name, netc_model.nlayers, out);
+    else
+      printf("exported %s: %d parameter tensors of model '%s' (%s names) -> "
+             "%s\n", checkpoint, netc_model.nparam_tensors, netc_model.name,
+             name_kinds[names], out);
     rc = 0;
   }
   netc_state_free(s);

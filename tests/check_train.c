@@ -398,6 +398,43 @@ START_TEST(test_export_torchvision) {
 }
 END_TEST
 
+/* export -o model.onnx: the model passes onnx.checker with full checking,
+ * and ONNX Runtime (onnxruntime-node) gives netc's eval logits on real
+ * validation images: the same top-1 for each, within 1e-4 relative. */
+static const struct {
+  const char *net, *name;
+} onnx_models[] = {
+    {"tests/train/small10.net", "small10"},
+    {"models/resnet18.net", "resnet18"},
+    {"models/seed_resnet.net", "seed_resnet"},
+};
+
+START_TEST(test_export_onnx) {
+  setup();
+  MUST("sh tests/export/setup.sh build/npm");
+  const char *net = onnx_models[_i].net, *name = onnx_models[_i].name;
+  char dir[256], run[256];
+  snprintf(dir, sizeof dir, "build/testdata/onnx-%s", name);
+  snprintf(run, sizeof run, "build/testdata/run-onnx-%s", name);
+  build_with(net, 8, dir, name, "-D classes=10");
+  MUST("rm -rf %s && %s/%s train --data %s --epochs 1 --max-steps 3 "
+       "--threads 2 --no-plots --out %s >/dev/null 2>&1 && %s/%s export "
+       "--checkpoint %s/last.ckpt -o %s/model.onnx && %s/%s eval --data %s "
+       "--checkpoint %s/last.ckpt --limit 200 --inputs %s/in.f32 --logits "
+       "%s/z.f32", run, dir, name, data, run, dir, name, run, run, dir, name,
+       data, run, run, run);
+  int st;
+  char *out = sh(&st, "/usr/bin/python3 tests/export/onnx_check.py "
+                      "%s/model.onnx 10 && NODE_PATH=build/npm/node_modules "
+                      "node tests/export/onnx_run.js %s/model.onnx 10 "
+                      "%s/in.f32 %s/z.f32", run, run, run, run);
+  fprintf(stderr, "%s: %s", name, out);
+  ck_assert_msg(st == 0, "%s", out);
+  assert_contains(out, "top1_agree=200/200");
+  free(out);
+}
+END_TEST
+
 /* Bad weights files: a clear error naming the file or the tensor, exit 1,
  * and nothing overwritten. */
 START_TEST(test_export_bad_inputs) {
@@ -926,6 +963,8 @@ Suite *suite_train(void) {
   tcase_add_loop_test(tc, test_export_torchvision, 0,
                       sizeof exported / sizeof exported[0]);
   tcase_add_test(tc, test_export_bad_inputs);
+  tcase_add_loop_test(tc, test_export_onnx, 0,
+                      sizeof onnx_models / sizeof onnx_models[0]);
   tcase_add_test(tc, test_recipe_knobs);
   suite_add_tcase(s, tc);
   TCase *mpi = tcase_create("mpi");
