@@ -351,7 +351,8 @@ END_TEST
  * images (tests/export/torchvision_check.py); weights in netc's names
  * come back in with step --init and give the exporting checkpoint's
  * losses exactly. */
-static const char *const exported[] = {"resnet18", "resnet50"};
+static const char *const exported[] = {"resnet18", "resnet34", "resnet50",
+                                       "resnet101", "resnet152"};
 
 START_TEST(test_export_torchvision) {
   setup();
