@@ -199,7 +199,7 @@ static int load_inputs(NetcState *s, RefFile *ref) {
   memcpy(s->arena + m->input_offset, x->data, (size_t)x->n * 4);
   memcpy(s->arena + m->labels_offset, y->data, (size_t)y->n * 4);
   /* torch_ref --label-smoothing E: the loss's target, smoothed */
-  Record *e = find(ref, "label_smoothing");
+  Record *e = lookup(ref, "label_smoothing"); /* optional */
   if (e && e->n == 1 && e->type == 0)
     s->label_smoothing = *(const float *)e->data;
   for (int i = 0; i < m->nparam_tensors; i++) {
