@@ -669,7 +669,7 @@ static int ends_with(const char *s, const char *suffix) {
 
 int cmd_export(int argc, char **argv) {
   const char *checkpoint = NULL, *out = NULL;
-  int names = NAMES_NETC;
+  int names = NAMES_NETC, fold_bn = 0;
   static const char *const name_kinds[] = {"netc", "torchvision", NULL};
   const Option options[] = {
       {"--checkpoint", "FILE", "the checkpoint to export", .text = &checkpoint,
@@ -681,6 +681,8 @@ int cmd_export(int argc, char **argv) {
       {"--names", "KIND", "netc (as netc check names them, default) or "
                           "torchvision (the zoo's ResNets)",
        .choice = &names, .choices = name_kinds},
+      {"--fold-bn", NULL, "model.onnx: fold each batchnorm into the "
+                          "convolution before it", .flag = &fold_bn},
       {NULL}};
   const CommandSpec c = {
       .name = "export", .options = options,
@@ -699,16 +701,22 @@ int cmd_export(int argc, char **argv) {
     fprintf(stderr, "netc: --names goes with FILE.safetensors\n");
     return 2;
   }
+  if (!onnx && fold_bn) {
+    fprintf(stderr, "netc: --fold-bn goes with FILE.onnx (a safetensors "
+                    "file keeps the batchnorm tensors PyTorch loads)\n");
+    return 2;
+  }
   NetcState *s = trainer_state_new(NULL);
   ClassList cl = {0};
   RunState r = {0};
   rc = 1;
   if (s && !checkpoint_load(checkpoint, s, NULL, &r, &cl) &&
-      !(onnx ? onnx_export(s, &cl, out)
+      !(onnx ? onnx_export(s, &cl, fold_bn, out)
              : safetensors_export(s, &cl, names, r.global_step, out))) {
     if (onnx)
-      printf("exported %s: model '%s', %d layers, as ONNX (opset 17) -> %s\n",
-             checkpoint, netc_model.name, netc_model.nlayers, out);
+      printf("exported %s: model '%s', %d layers, as ONNX (opset 17%s) -> "
+             "%s\n", checkpoint, netc_model.name, netc_model.nlayers,
+             fold_bn ? ", batchnorm folded" : "", out);
     else
       printf("exported %s: %d parameter tensors of model '%s' (%s names) -> "
              "%s\n", checkpoint, netc_model.nparam_tensors, netc_model.name,

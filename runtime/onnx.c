@@ -7,9 +7,11 @@
  * ONNX tools expect: netc's NHWC activations never show, because every
  * weight is written in PyTorch's layout (export.c's to_torch_layout), and
  * batchnorm is BatchNormalization in inference mode with the running
- * statistics. Opset 17 and IR version 8: what Debian's onnx 1.12 checks,
+ * statistics, or with --fold-bn folded into the convolution before it.
+ * Opset 17 and IR version 8: what Debian's onnx 1.12 checks,
  * and what current ONNX Runtime runs. */
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,6 +68,12 @@ typedef struct {
   /* per parameter: written as an initializer (bit 0), its running mean
    * (bit 1) and variance (bit 2): a shared block's weights once */
   unsigned char *written;
+  /* --fold-bn: the (conv weight, batchnorm weight) pairs folded so far
+   * and the base name of their folded tensors, so that a shared block's
+   * folded weights are written once too */
+  int fold;
+  int nfolds, *fold_conv, *fold_bn;
+  const char **fold_name;
 } Writer;
 
 static Onnx__AttributeProto *attr_ints(Writer *w, const char *name,
@@ -173,6 +181,60 @@ static const char *stat_init(Writer *w, int p, int which) {
   return name;
 }
 
+/* A name "<base>.<what>" that lives as long as the writer. */
+static const char *bag_name(Writer *w, const char *base, const char *what) {
+  size_t n = strlen(base) + strlen(what) + 2;
+  char *c = bag(&w->b, n);
+  snprintf(c, n, "%s.%s", base, what);
+  return c;
+}
+
+/* Conv layer l's weights with batchnorm layer b folded in, as the
+ * initializers "<conv layer>.folded_weight" and ".folded_bias":
+ * scale = gamma / sqrt(running_var + eps) per output channel, W' = W scale,
+ * b' = (b - running_mean) scale + beta, in double. Sets in[1] and in[2]. */
+static void folded_init(Writer *w, const NetcLayer *l, const NetcLayer *b,
+                        const char **in) {
+  const NetcModel *m = w->s->model;
+  int cp = l->param[0], bp = b->param[0];
+  for (int k = 0; k < w->nfolds; k++)
+    if (w->fold_conv[k] == cp && w->fold_bn[k] == bp) {
+      in[1] = bag_name(w, w->fold_name[k], "folded_weight");
+      in[2] = bag_name(w, w->fold_name[k], "folded_bias");
+      return;
+    }
+  int k = w->nfolds++;
+  w->fold_conv = xrealloc(w->fold_conv, sizeof(int) * (size_t)w->nfolds);
+  w->fold_bn = xrealloc(w->fold_bn, sizeof(int) * (size_t)w->nfolds);
+  w->fold_name = xrealloc(w->fold_name, sizeof(char *) * (size_t)w->nfolds);
+  w->fold_conv[k] = cp, w->fold_bn[k] = bp, w->fold_name[k] = l->layer;
+  in[1] = bag_name(w, l->layer, "folded_weight");
+  in[2] = bag_name(w, l->layer, "folded_bias");
+
+  const NetcParam *q = &m->params[cp];
+  int64_t dims[4];
+  int nd = torch_dims(m, cp, dims);
+  int64_t out_c = dims[0], per = q->count / out_c;
+  float *wt = xmalloc(sizeof(float) * (size_t)q->count);
+  float *bias = xmalloc(sizeof(float) * (size_t)out_c);
+  to_torch_layout(m, cp, netc_param(w->s, cp), wt);
+  const float *gamma = netc_param(w->s, bp);
+  const float *beta = netc_param(w->s, b->param[1]);
+  const float *mean = netc_bn_stat(w->s, bp, 0);
+  const float *var = netc_bn_stat(w->s, bp, 1);
+  const float *cb = l->param[1] >= 0 ? netc_param(w->s, l->param[1]) : NULL;
+  for (int64_t o = 0; o < out_c; o++) {
+    double scale = gamma[o] / sqrt((double)var[o] + w->s->bn_eps);
+    for (int64_t j = 0; j < per; j++)
+      wt[o * per + j] = (float)(wt[o * per + j] * scale);
+    bias[o] = (float)(((cb ? cb[o] : 0.0) - mean[o]) * scale + beta[o]);
+  }
+  init(w, in[1], dims, nd, wt, q->count);
+  init(w, in[2], dims, 1, bias, out_c);
+  free(wt);
+  free(bias);
+}
+
 static Onnx__ValueInfoProto *value_info(Writer *w, const char *name,
                                         const int64_t *dims, int ndims) {
   Onnx__TensorShapeProto *sh = bag(&w->b, sizeof *sh);
@@ -240,6 +302,13 @@ static char *class_list(const ClassList *c, int which) {
 static int graph_nodes(Writer *w, const char **value, int *rank,
                        Bag *names) {
   const NetcModel *m = w->s->model;
+  /* How many layers read each value: a conv folds with the batchnorm
+   * after it only when nothing else reads the conv's output. */
+  int *readers = xcalloc((size_t)m->nlayers + 1, sizeof *readers);
+  for (int i = 0; i < m->nlayers; i++)
+    for (int k = 0; k < m->layers[i].nin; k++)
+      readers[m->layers[i].in[k]]++;
+  readers[m->logits_value]++;
   for (int i = 0; i < m->nlayers; i++) {
     const NetcLayer *l = &m->layers[i];
     const int64_t *a = l->attr;
@@ -268,14 +337,24 @@ static int graph_nodes(Writer *w, const char **value, int *rank,
       fprintf(stderr, "netc: cannot export layer %s: a %s after a flatten "
                       "or dense layer has no ONNX counterpart here\n",
               l->layer, l->op);
+      free(readers);
       return -1;
     }
     if (!strcmp(l->op, "conv")) {
       int64_t k[2] = {a[1], a[1]}, st[2] = {a[2], a[2]};
       int64_t pads[4] = {a[3], a[3], a[3], a[3]};
-      const char *in[] = {x, param_init(w, l->param[0]),
-                          l->param[1] >= 0 ? param_init(w, l->param[1]) : NULL,
-                          NULL};
+      const NetcLayer *b = i + 1 < m->nlayers ? l + 1 : NULL;
+      const char *in[4] = {x, NULL, NULL, NULL};
+      if (w->fold && b && !strcmp(b->op, "batchnorm") && b->in[0] == i + 1 &&
+          readers[i + 1] == 1) {
+        folded_init(w, l, b, in);
+        out = value[i + 2];
+        rank[i + 2] = 4;
+        i++; /* the batchnorm is in the conv */
+      } else {
+        in[1] = param_init(w, l->param[0]);
+        in[2] = l->param[1] >= 0 ? param_init(w, l->param[1]) : NULL;
+      }
       node(w, "Conv", l->layer, in, out,
            (Onnx__AttributeProto *[]){attr_ints(w, "kernel_shape", k, 2),
                                       attr_ints(w, "strides", st, 2),
@@ -316,15 +395,18 @@ static int graph_nodes(Writer *w, const char **value, int *rank,
     } else {
       fprintf(stderr, "netc: cannot export layer %s: op %s has no ONNX "
                       "writer\n", l->layer, l->op);
+      free(readers);
       return -1;
     }
   }
+  free(readers);
   return 0;
 }
 
-int onnx_export(const NetcState *s, const ClassList *c, const char *path) {
+int onnx_export(const NetcState *s, const ClassList *c, int fold_bn,
+                const char *path) {
   const NetcModel *m = s->model;
-  Writer w = {.s = s};
+  Writer w = {.s = s, .fold = fold_bn};
   w.written = xcalloc((size_t)m->nparam_tensors, 1);
   Bag names = {0};
   /* Value names: the image "input", each layer's output its layer name,
@@ -420,6 +502,9 @@ int onnx_export(const NetcState *s, const ClassList *c, const char *path) {
   free(w.inits.v);
   free(w.meta.v);
   free(w.written);
+  free(w.fold_conv);
+  free(w.fold_bn);
+  free(w.fold_name);
   free(value);
   free(rank);
   bag_free(&names);

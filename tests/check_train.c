@@ -433,6 +433,19 @@ START_TEST(test_export_onnx) {
   ck_assert_msg(st == 0, "%s", out);
   assert_contains(out, "top1_agree=200/200");
   free(out);
+  /* --fold-bn: no BatchNormalization left (every batchnorm here follows a
+   * conv), the same predictions. */
+  out = sh(&st, "%s/%s export --checkpoint %s/last.ckpt --fold-bn -o "
+                "%s/folded.onnx >/dev/null && /usr/bin/python3 "
+                "tests/export/onnx_check.py %s/folded.onnx 10 && "
+                "NODE_PATH=build/npm/node_modules node tests/export/onnx_run.js "
+                "%s/folded.onnx 10 %s/in.f32 %s/z.f32", dir, name, run, run,
+           run, run, run, run);
+  fprintf(stderr, "%s --fold-bn: %s", name, out);
+  ck_assert_msg(st == 0, "%s", out);
+  assert_contains(out, "top1_agree=200/200");
+  ck_assert_msg(!strstr(out, "BatchNormalization"), "%s", out);
+  free(out);
   if (strcmp(name, "seed_resnet"))
     return;
   /* The seed network's weights in the original module, written apart
@@ -530,6 +543,11 @@ static const struct {
     {"info extra", 2, "unexpected argument 'extra'"},
     {"predict --checkpoint x.ckpt", 2, "predict needs IMAGE..."},
     {"compare", 2, "compare needs REF.bin"},
+    {"export --checkpoint c.ckpt -o m.onnx --names torchvision", 2,
+     "--names goes with FILE.safetensors"},
+    {"export --checkpoint c.ckpt -o w.safetensors --fold-bn", 2,
+     "--fold-bn goes with FILE.onnx"},
+    {"export --checkpoint c.ckpt -o w.bin", 2, "'w.bin' is neither"},
     {"step --steps 1 --threads 1", 0, "step 1 loss "},
 };
 
