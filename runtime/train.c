@@ -850,6 +850,7 @@ int cmd_train(int argc, char **argv) {
 
 typedef struct {
   const char *data, *checkpoint;
+  const char *init; /* eval: weights from FILE.safetensors instead */
   long threads;
   int resize;
   int nimages; /* predict: the image paths, moved to argv[0..nimages) */
@@ -863,7 +864,7 @@ static int parse_eval(int argc, char **argv, EvalArgs *e, int predict) {
       {"--data", "DIR", "TinyImageNet-200 (release or ImageFolder layout)",
        .text = &e->data, .required = 1},
       {"--checkpoint", "FILE", "a checkpoint of this model and batch size",
-       .text = &e->checkpoint, .required = 1},
+       .text = &e->checkpoint, .required = predict},
       threads_option(&e->threads),
       {"--resize", NULL, "resize images that are not the input size",
        .flag = &e->resize},
@@ -873,11 +874,15 @@ static int parse_eval(int argc, char **argv, EvalArgs *e, int predict) {
        "classes per image)", .text = &e->logits},
       {"--inputs", "FILE", "write each image as the network sees it (float32 "
        "NCHW, normalized)", .text = &e->inputs},
+      {"--init", "FILE", "instead of a checkpoint: the weights and batchnorm "
+       "statistics of FILE.safetensors (export's, or PyTorch's in netc's or "
+       "torchvision's names)", .text = &e->init},
       {NULL}};
   const CommandSpec eval = {
       .name = "eval", .options = options,
-      .about = "Top-1, top-5 and mean loss of a checkpoint on the val split; "
-               "the last line is\ntop1=.. top5=.. loss=.. images=.."};
+      .about = "Top-1, top-5 and mean loss of a checkpoint (or of --init's "
+               "weights) on the val split;\nthe last line is top1=.. "
+               "top5=.. loss=.. images=.."};
   /* predict: --checkpoint, --threads and --resize of those */
   const Option predict_options[] = {options[1], options[2], options[3],
                                     {NULL}};
@@ -888,6 +893,12 @@ static int parse_eval(int argc, char **argv, EvalArgs *e, int predict) {
                "names."};
   int rc = parse_command(predict ? &predict_spec : &eval, argc, argv,
                          &e->nimages);
+  if (rc == OPTIONS_RUN && !predict && !e->checkpoint == !e->init) {
+    fprintf(stderr, "%s: eval needs --checkpoint FILE or --init "
+                    "FILE.safetensors (one of them)\nTry '%s eval --help'.\n",
+            netc_model.name, netc_model.name);
+    return 2;
+  }
   if (rc == OPTIONS_RUN && e->threads > 0)
     rt_set_threads((int)e->threads);
   return rc;
@@ -913,9 +924,10 @@ int cmd_eval(int argc, char **argv) {
   NetcState *s = trainer_state_new(NULL);
   ClassList c = {0};
   rc = 1;
-  if (!s || checkpoint_load(e.checkpoint, s, NULL, NULL, &c)) {
+  if (!s || (e.checkpoint ? checkpoint_load(e.checkpoint, s, NULL, NULL, &c)
+                           : safetensors_import(s, e.init))) {
     /* said */
-  } else if (!same_classes(&c, &val)) {
+  } else if (e.checkpoint && !same_classes(&c, &val)) {
     fprintf(stderr, "netc: %s was trained on other classes than %s has\n",
             e.checkpoint, e.data);
   } else {

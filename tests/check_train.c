@@ -396,6 +396,19 @@ START_TEST(test_export_torchvision) {
   ck_assert_str_ne(out, want);
   free(out);
   free(want);
+  /* Weights PyTorch made (its own initialization, random batchnorm
+   * statistics, its own safetensors writer) come in: `eval --init` gives
+   * torchvision's eval-mode logits on the same images. */
+  out = sh(&st, "/usr/bin/python3 tests/export/torchvision_write.py %s 10 "
+                "%s/pt.safetensors %s/in.f32 %s/pt.f32 && %s/%s eval --data %s "
+                "--init %s/pt.safetensors --limit 40 --logits %s/zpt.f32 && "
+                "/usr/bin/python3 tests/export/logits_compare.py 10 %s/pt.f32 "
+                "%s/zpt.f32", net, run, run, run, dir, net, data, run, run, run,
+           run);
+  fprintf(stderr, "%s from PyTorch: %s", net, out);
+  ck_assert_msg(st == 0, "%s", out);
+  assert_contains(out, "top1_agree=40/40");
+  free(out);
 }
 END_TEST
 
@@ -485,6 +498,8 @@ START_TEST(test_export_bad_inputs) {
       {tiny, "%s step --init tests/train/tiny10.net",
        "tests/train/tiny10.net is not a safetensors file"},
       {tiny, "%s step --init %s/missing.safetensors", "cannot open"},
+      {tiny, "%s eval --data build/testdata/sub10 --init "
+       "%s/short.safetensors", "lies past the end of the file"},
       {tiny7, "%s step --init %s/w.safetensors",
        "tensor classifier1.dense1.weight has shape [10, 16]; model 'tiny10' "
        "needs [7, 16]"},
@@ -532,7 +547,11 @@ static const struct {
     {"train --data build/testdata/sub10 --optimizer lamb", 2, "not 'lamb'"},
     {"step --steps x", 2, "tiny10: --steps needs a whole number >= 1, not 'x'"},
     {"step --frobnicate 1", 2, "tiny10: unknown option '--frobnicate'"},
-    {"eval --data build/testdata/sub10", 2, "--checkpoint FILE is required"},
+    {"eval --data build/testdata/sub10", 2,
+     "eval needs --checkpoint FILE or --init FILE.safetensors"},
+    {"eval --data build/testdata/sub10 --checkpoint a.ckpt --init "
+     "w.safetensors", 2, "(one of them)"},
+    {"predict x.jpg", 2, "--checkpoint FILE is required"},
     {"inspect", 2, "usage: tiny10 inspect [options] FILE.ckpt"},
     {"train --data /nonexistent --out build/testdata/run-x", 1,
      "cannot open data directory /nonexistent"},
@@ -636,8 +655,7 @@ static const struct {
   const char *command, *usage, *option;
 } helps[] = {
     {"train", "usage: tiny10 train --data DIR [options]", "  --log-every N "},
-    {"eval", "usage: tiny10 eval --data DIR --checkpoint FILE [options]",
-     "  --threads T "},
+    {"eval", "usage: tiny10 eval --data DIR [options]", "  --init FILE "},
     {"predict", "usage: tiny10 predict --checkpoint FILE [options] IMAGE...",
      "  --resize "},
     {"bench", "usage: tiny10 bench [options]", "  --profile "},
