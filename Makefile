@@ -188,9 +188,13 @@ warnings: deps
 	$(MAKE) --no-print-directory CC=clang BUILD=$(BUILD)/clang $(BUILD)/clang/netc
 
 # Sanitized, the training tests build their trainers with --conv gemm
-# (tests/check_train.c says why).
+# (tests/check_train.c says why), and the timeouts (there to stop a hang,
+# not to time anything) are doubled: ASan and UBSan run the trainers 2-3x
+# slower, and a busy machine made the first training test of a sanitized
+# run pass its 600 s.
 test: deps test-deps all $(BUILD)/check_netc warnings
-	NETC=$(BUILD)/netc $(if $(filter 1,$(SANITIZE)),NETC_TEST_CONV=gemm) \
+	NETC=$(BUILD)/netc \
+	  $(if $(filter 1,$(SANITIZE)),NETC_TEST_CONV=gemm CK_TIMEOUT_MULTIPLIER=2) \
 	  $(BUILD)/check_netc
 
 # Every model in the zoo must check; prints each summary's totals line.
