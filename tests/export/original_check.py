@@ -21,6 +21,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "reference"))
 from modules import ResNet, original_name  # noqa: E402
 from torchvision_check import read_safetensors  # noqa: E402
+from logits_compare import agreement  # noqa: E402
 
 
 def main():
@@ -56,14 +57,11 @@ def main():
     x = np.fromfile(a.inputs, dtype=np.float32).reshape(z.shape[0], 3, 64, 64)
     with torch.no_grad():
         t = model(torch.from_numpy(x)).numpy()
-    rel = float(np.abs(t - z).max() / np.abs(z).max())
-    agree = int((t.argmax(1) == z.argmax(1)).sum())
-    ok = rel <= a.tol and agree == z.shape[0]
+    ok, text = agreement(t, z, a.tol)
     params = sum(p.numel() for p in model.parameters())
     print(f"original module: {len(renamed)} tensors loaded, {len(unused)} "
           f"unused projection tensors at their initial values, {params} "
-          f"parameters; images={z.shape[0]} top1_agree={agree}/{z.shape[0]} "
-          f"max_rel_diff={rel:.3e} (tol {a.tol:g}) {'ok' if ok else 'FAIL'}")
+          f"parameters; {text}")
     sys.exit(0 if ok else 1)
 
 

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 import torchvision
 
+from logits_compare import agreement
+
 DTYPES = {"F32": np.float32, "F64": np.float64, "I64": np.int64,
           "F16": np.float16}
 
@@ -57,12 +59,8 @@ def main():
         int(d) for d in meta["input"].split()[0].split("x")[1:]))
     with torch.no_grad():
         t = model(torch.from_numpy(x)).numpy()
-    rel = float(np.abs(t - z).max() / np.abs(z).max())
-    agree = int((t.argmax(1) == z.argmax(1)).sum())
-    ok = rel <= a.tol and agree == z.shape[0]
-    print(f"torchvision {a.arch} strict load: {len(state)} tensors; "
-          f"images={z.shape[0]} top1_agree={agree}/{z.shape[0]} "
-          f"max_rel_diff={rel:.3e} (tol {a.tol:g}) {'ok' if ok else 'FAIL'}")
+    ok, text = agreement(t, z, a.tol)
+    print(f"torchvision {a.arch} strict load: {len(state)} tensors; {text}")
     sys.exit(0 if ok else 1)
 
 
