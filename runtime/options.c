@@ -40,9 +40,7 @@ static void print_help(const CommandSpec *c) {
   printf("  %-24s %s\n", "-h, --help", "print this help and exit");
 }
 
-static int fail(const CommandSpec *c, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static int fail(const CommandSpec *c, const char *fmt, ...) {
+int usage_error(const CommandSpec *c, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
   fprintf(stderr, "%s: ", netc_model.name);
@@ -117,7 +115,7 @@ static int set_value(const CommandSpec *c, const Option *o, const char *v) {
         *o->choice = i;
         return 0;
       }
-    return fail(c, "%s is %s, not '%s'", o->name, wanted(o, want, sizeof want),
+    return usage_error(c, "%s is %s, not '%s'", o->name, wanted(o, want, sizeof want),
                 v);
   }
   if (o->whole && !parse_whole(v, &w) && in_range(o, (double)w)) {
@@ -128,7 +126,7 @@ static int set_value(const CommandSpec *c, const Option *o, const char *v) {
     *o->real = r;
     return 0;
   }
-  return fail(c, "%s needs %s, not '%s'", o->name,
+  return usage_error(c, "%s needs %s, not '%s'", o->name,
               wanted(o, want, sizeof want), v);
 }
 
@@ -151,17 +149,17 @@ static int one_option(const CommandSpec *c, int argc, char **argv, int *i) {
   size_t len = eq ? (size_t)(eq - w) : strlen(w);
   const Option *o = find_option(c, w, len);
   if (!o)
-    return fail(c, "unknown option '%.*s'", (int)len, w);
+    return usage_error(c, "unknown option '%.*s'", (int)len, w);
   if (o->flag) {
     if (eq)
-      return fail(c, "%s takes no value, not '%s'", o->name, eq + 1);
+      return usage_error(c, "%s takes no value, not '%s'", o->name, eq + 1);
     *o->flag = 1;
     return OPTIONS_RUN;
   }
   const char *v = eq ? eq + 1 : *i + 1 < argc ? argv[++*i] : NULL;
   char want[256];
   if (!v)
-    return fail(c, "%s needs %s", o->name, wanted(o, want, sizeof want));
+    return usage_error(c, "%s needs %s", o->name, wanted(o, want, sizeof want));
   int rc = set_value(c, o, v);
   return rc ? rc : OPTIONS_RUN;
 }
@@ -181,11 +179,11 @@ int parse_command(const CommandSpec *c, int argc, char **argv, int *nargs) {
   }
   for (const Option *o = c->options; o->name; o++)
     if (o->required && o->text && !*o->text)
-      return fail(c, "%s %s is required", o->name, o->value);
+      return usage_error(c, "%s %s is required", o->name, o->value);
   if (n > c->max_args && c->max_args >= 0)
-    return fail(c, "unexpected argument '%s'", argv[c->max_args]);
+    return usage_error(c, "unexpected argument '%s'", argv[c->max_args]);
   if (n < c->min_args)
-    return fail(c, "%s needs %s", c->name, c->args);
+    return usage_error(c, "%s needs %s", c->name, c->args);
   if (nargs)
     *nargs = n;
   return OPTIONS_RUN;

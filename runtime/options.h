@@ -51,6 +51,12 @@ enum { OPTIONS_RUN = -1 };
  * --help, 2 after a message about a bad option. */
 int parse_command(const CommandSpec *c, int argc, char **argv, int *nargs);
 
+/* A usage error in command c, found after parse_command: "<model>: <the
+ * message>", c's usage and where --help is, on stderr. Returns 2, the exit
+ * status of bad usage. */
+int usage_error(const CommandSpec *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
 /* --threads T: OpenMP's and OpenBLAS's threads, 0 (the default) all. */
 Option threads_option(long *threads);
 

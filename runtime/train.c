@@ -893,12 +893,9 @@ static int parse_eval(int argc, char **argv, EvalArgs *e, int predict) {
                "names."};
   int rc = parse_command(predict ? &predict_spec : &eval, argc, argv,
                          &e->nimages);
-  if (rc == OPTIONS_RUN && !predict && !e->checkpoint == !e->init) {
-    fprintf(stderr, "%s: eval needs --checkpoint FILE or --init "
-                    "FILE.safetensors (one of them)\nTry '%s eval --help'.\n",
-            netc_model.name, netc_model.name);
-    return 2;
-  }
+  if (rc == OPTIONS_RUN && !predict && !e->checkpoint == !e->init)
+    return usage_error(&eval, "eval needs --checkpoint FILE or --init "
+                              "FILE.safetensors (one of them)");
   if (rc == OPTIONS_RUN && e->threads > 0)
     rt_set_threads((int)e->threads);
   return rc;
