@@ -349,7 +349,6 @@ static int graph_nodes(Writer *w, const char **value, int *rank,
           readers[i + 1] == 1) {
         folded_init(w, l, b, in);
         out = value[i + 2];
-        rank[i + 2] = 4;
         i++; /* the batchnorm is in the conv */
       } else {
         in[1] = param_init(w, l->param[0]);
