@@ -45,26 +45,30 @@ MODELS := $(filter-out models/blocks.net,$(wildcard models/*.net))
 
 COMPILER_SRC := pool.c diag.c ast.c ops.c graph.c infer.c algo.c tune.c \
                 autodiff.c comm.c plan.c load.c report.c dump.c codegen.c build.c
-# runtime/util.c serves the compiler too (build.c's make_dirs).
+# runtime/util/util.c serves the compiler too (build.c's make_dirs).
 COMPILER_OBJ := $(addprefix $(BUILD)/,$(COMPILER_SRC:.c=.o)) \
                 $(BUILD)/parse.o $(BUILD)/lex.o $(BUILD)/util.o
-# The runtime: everything in runtime/ but the trainer's main().
-RT_SRC := $(filter-out runtime/trainer.c runtime/tune_main.c,$(wildcard runtime/*.c))
-RT_HEADERS := $(wildcard runtime/*.h)
+# The runtime, one folder per layer (docs/architecture.md): util, kernels
+# and data, model, formats, trainer; an #include names its folder
+# ("kernels/netc_rt.h"). Everything but the trainer's main() and the tools
+# goes into libnetcrt.a.
+RT_LAYERS  := util kernels data model formats trainer
+RT_SRC     := $(filter-out runtime/trainer/trainer.c,$(foreach l,$(RT_LAYERS),$(wildcard runtime/$(l)/*.c)))
+RT_HEADERS := $(wildcard runtime/*/*.h)
 RT_OBJ := $(patsubst runtime/%.c,$(BUILD)/rt/%.o,$(RT_SRC))
-# runtime/isa/ holds kernels compiled once per instruction set; the
-# trainer picks one at run time (rt_set_isa). -ffp-contract=fast: their
-# vector a += s * v is one FMA.
+# runtime/kernels/isa/ holds kernels compiled once per instruction set;
+# the trainer picks one at run time (rt_set_isa). -ffp-contract=fast:
+# their vector a += s * v is one FMA.
 ISA_ARCH_avx2   := -march=x86-64-v3
 ISA_ARCH_avx512 := -march=x86-64-v4
-ISA_SRC := $(wildcard runtime/isa/*.c)
-RT_OBJ += $(foreach i,avx2 avx512,$(patsubst runtime/isa/%.c,$(BUILD)/rt/%_$(i).o,$(ISA_SRC)))
+ISA_SRC := $(wildcard runtime/kernels/isa/*.c)
+RT_OBJ += $(foreach i,avx2 avx512,$(patsubst runtime/%.c,$(BUILD)/rt/%_$(i).o,$(ISA_SRC)))
 RT_OBJ += $(BUILD)/rt/onnx.pb-c.o
 # The runtime of data-parallel trainers (netc build --mpi): the same
 # objects, with comm.c compiled by Open MPI's mpicc against MPI.
 MPICC ?= mpicc
-RT_MPI_OBJ := $(filter-out $(BUILD)/rt/comm.o,$(RT_OBJ)) $(BUILD)/rt/comm_mpi.o
-TEST_SRC := $(wildcard tests/check_*.c)
+RT_MPI_OBJ := $(filter-out $(BUILD)/rt/trainer/comm.o,$(RT_OBJ)) $(BUILD)/rt/trainer/comm_mpi.o
+TEST_SRC := $(wildcard tests/check_*.c) tests/trainer_util.c
 TEST_OBJ := $(patsubst tests/%.c,$(BUILD)/tests/%.o,$(TEST_SRC)) \
             $(BUILD)/tests/fuzz_front.o
 
@@ -97,21 +101,21 @@ $(BUILD)/parse.o: $(BUILD)/parse.c $(BUILD)/lex.h compiler/netc.h
 $(BUILD)/lex.o: $(BUILD)/lex.c compiler/netc.h
 	$(CC) $(ALLFLAGS) $(GEN_FLAGS) $(CPPFLAGS) -c -o $@ $<
 
-# netc.h includes runtime/netc_rt.h (ConvShape, the algorithms' sizes).
-$(BUILD)/%.o: compiler/%.c compiler/netc.h runtime/netc_rt.h $(BUILD)/parse.h
+# netc.h includes runtime/kernels/netc_rt.h (ConvShape, the algorithms' sizes).
+$(BUILD)/%.o: compiler/%.c compiler/netc.h runtime/kernels/netc_rt.h $(BUILD)/parse.h
 	$(CC) $(ALLFLAGS) $(CPPFLAGS) -c -o $@ $<
 
 # The op table sizes kernel workspaces with the runtime's own formulas.
-$(BUILD)/ops.o: runtime/netc_rt.h
+$(BUILD)/ops.o: runtime/kernels/netc_rt.h
 
 # The compiler's copy of the runtime's helpers: plain C, without the
 # runtime's OpenMP and -march flags, so netc runs on any x86-64.
-$(BUILD)/util.o: runtime/util.c runtime/util.h
+$(BUILD)/util.o: runtime/util/util.c runtime/util/util.h
 	@mkdir -p $(BUILD)
-	$(CC) $(ALLFLAGS) -c -o $@ $<
+	$(CC) $(ALLFLAGS) -Iruntime -c -o $@ $<
 
 # netc build compiles trainers against this tree's runtime.
-$(BUILD)/build.o: compiler/build.c compiler/netc.h runtime/util.h $(BUILD)/parse.h
+$(BUILD)/build.o: compiler/build.c compiler/netc.h runtime/util/util.h $(BUILD)/parse.h
 	$(CC) $(ALLFLAGS) $(CPPFLAGS) -DNETC_RT_INCLUDE='"$(abspath runtime)"' \
 	  -DNETC_RT_LIBDIR='"$(abspath $(BUILD))"' -DNETC_CC='"$(CC) $(SAN_FLAGS)"' \
 	  -DNETC_MPICC='"$(MPICC) $(SAN_FLAGS)"' \
@@ -126,14 +130,14 @@ $(BUILD)/rt/onnx.pb-c.o: $(BUILD)/onnx/onnx.pb-c.c
 	@mkdir -p $(BUILD)/rt
 	$(CC) -std=c11 -O2 $(SAN_FLAGS) -I$(BUILD)/onnx -c -o $@ $<
 
-$(BUILD)/rt/onnx.o: $(BUILD)/onnx/onnx.pb-c.h
+$(BUILD)/rt/formats/onnx.o: $(BUILD)/onnx/onnx.pb-c.h
 
-$(BUILD)/trainer.o: runtime/trainer.c $(RT_HEADERS)
+$(BUILD)/trainer.o: runtime/trainer/trainer.c $(RT_HEADERS)
 	$(CC) $(ALLFLAGS) $(RT_FLAGS) -Iruntime -c -o $@ $<
 
-# netc-tune: each conv pass timed with every algorithm (netc build --tune,
-# make bench-algos).
-$(BUILD)/netc-tune: runtime/tune_main.c $(BUILD)/libnetcrt.a $(RT_HEADERS)
+# netc-tune (runtime/tools/): each conv pass timed with every algorithm
+# (netc build --tune, make bench-algos).
+$(BUILD)/netc-tune: runtime/tools/netc_tune.c $(BUILD)/libnetcrt.a $(RT_HEADERS)
 	$(CC) $(ALLFLAGS) $(RT_FLAGS) -Iruntime -o $@ $< $(BUILD)/libnetcrt.a $(RT_LIBS)
 
 # Archives are made afresh: `ar r` keeps members whose source is gone (a
@@ -146,30 +150,30 @@ $(BUILD)/netc: $(BUILD)/main.o $(BUILD)/libnetc.a
 	$(CC) $(LDFLAGS) -o $@ $^
 
 $(BUILD)/rt/%.o: runtime/%.c $(RT_HEADERS)
-	@mkdir -p $(BUILD)/rt
+	@mkdir -p $(dir $@)
 	$(CC) $(ALLFLAGS) $(RT_FLAGS) -Iruntime -c -o $@ $<
 
-$(BUILD)/rt/%_avx2.o: runtime/isa/%.c $(RT_HEADERS)
-	@mkdir -p $(BUILD)/rt
+$(BUILD)/rt/%_avx2.o: runtime/%.c $(RT_HEADERS)
+	@mkdir -p $(dir $@)
 	$(CC) $(ALLFLAGS) $(RT_FLAGS) $(ISA_ARCH_avx2) -ffp-contract=fast -Wno-psabi -Iruntime -c -o $@ $<
 
-$(BUILD)/rt/%_avx512.o: runtime/isa/%.c $(RT_HEADERS)
-	@mkdir -p $(BUILD)/rt
+$(BUILD)/rt/%_avx512.o: runtime/%.c $(RT_HEADERS)
+	@mkdir -p $(dir $@)
 	$(CC) $(ALLFLAGS) $(RT_FLAGS) $(ISA_ARCH_avx512) -ffp-contract=fast -Wno-psabi -Iruntime -c -o $@ $<
 
 $(BUILD)/libnetcrt.a: $(RT_OBJ)
 	rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/rt/comm_mpi.o: runtime/comm.c $(RT_HEADERS)
-	@mkdir -p $(BUILD)/rt
+$(BUILD)/rt/trainer/comm_mpi.o: runtime/trainer/comm.c $(RT_HEADERS)
+	@mkdir -p $(dir $@)
 	$(MPICC) $(ALLFLAGS) $(RT_FLAGS) -DNETC_MPI -Iruntime -c -o $@ $<
 
 $(BUILD)/libnetcrt_mpi.a: $(RT_MPI_OBJ)
 	rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/tests/%.o: tests/%.c tests/check_netc.h compiler/netc.h $(RT_HEADERS) $(BUILD)/parse.h
+$(BUILD)/tests/%.o: tests/%.c tests/check_netc.h tests/check_train.h compiler/netc.h $(RT_HEADERS) $(BUILD)/parse.h
 	@mkdir -p $(BUILD)/tests
 	$(CC) $(ALLFLAGS) $(CPPFLAGS) $(BLAS_CFLAGS) -Itests -Iruntime -c -o $@ $<
 

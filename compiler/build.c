@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "netc.h"
-#include "util.h" /* runtime/util.h: make_dirs */
+#include "util/util.h" /* runtime/util/util.h: make_dirs */
 
 #ifndef NETC_RT_INCLUDE
 #define NETC_RT_INCLUDE "runtime"
@@ -98,14 +98,15 @@ int build_trainer(Diag *d, const Graph *g, const Plan *p, const char *source,
   }
   char *cmd = pool_printf(
       g->pool,
-      "%s -std=c11 %s %s -Wall -Wextra -Werror -fopenmp -I'%s' -I'%s' "
-      "-o '%s/%s' '%s/%s.c' '%s/trainer.o' '%s/%s' %s -lm -lpthread",
+      "%s -std=c11 %s %s -Wall -Wextra -Werror -fopenmp -I'%s/kernels' "
+      "-I'%s/model' -I'%s' -o '%s/%s' '%s/%s.c' '%s/trainer.o' '%s/%s' %s "
+      "-lm -lpthread",
       cc,
       /* -g3 keeps the macros: gdb can `print *F(T_conv1)@8` by name. */
       debug ? "-O0 -g3" : "-O2",
       /* The generated code asks for the kernels of the instruction set it
        * is compiled for (NETC_ISA in codegen.c). */
-      bo->portable ? "-march=x86-64-v3" : "-march=native", rt, dir, dir,
+      bo->portable ? "-march=x86-64-v3" : "-march=native", rt, rt, dir, dir,
       stem, dir, stem, lib, lib, rtlib, NETC_BLAS_LIBS);
   int rc = system(cmd);
   if (rc != 0) {

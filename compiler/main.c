@@ -19,7 +19,7 @@
 #include <string.h>
 
 #include "netc.h"
-#include "util.h" /* runtime/util.h: make_dirs */
+#include "util/util.h" /* runtime/util/util.h: make_dirs */
 
 static const char usage[] =
     "usage: netc <command> [options] FILE.net\n"

@@ -14,7 +14,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "netc_rt.h" /* ConvShape, CONV_*: the runtime's shapes */
+#include "kernels/netc_rt.h" /* ConvShape, CONV_*: the runtime's shapes */
 
 #define NETC_VERSION "0.1.0"
 

@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "netc.h"
-#include "netc_rt.h" /* BATCHNORM_WORK_BYTES: the kernel's workspace */
+#include "kernels/netc_rt.h" /* BATCHNORM_WORK_BYTES: the kernel's workspace */
 
 /* ---- shape rules --------------------------------------------------------- */
 

@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "check_netc.h"
-#include "netc_rt.h"
+#include "kernels/netc_rt.h"
 
 static const char *head =
     "  return global_avgpool(x) -> flatten -> dense(classes) -> "

@@ -62,9 +62,14 @@ static const struct {
     /* ResNet-50 at batch 4 with direct convolutions too: with its Winograd
      * layers, stage 4's gradients differ from float64 by up to 5.2e-1 where
      * PyTorch's float32 differs by 1.7e-1 (2x2 maps, 16 values per
-     * batchnorm); direct: within 3x PyTorch float32's own error. */
-    {"models/resnet50.net", "resnet50", 4, "--float64 --module torchvision",
-     "torchvision", "--conv direct"},
+     * batchnorm); direct: within 3x PyTorch float32's own error. That
+     * error is estimated from perturbed float32 runs: with torch_ref's 4,
+     * on an AVX-512 EPYC its estimate on stage3.bottleneck6.conv3.weight
+     * was 1.3e-2 where netc's was 5.1e-2; 16 runs estimate 5.1e-2 (13 s
+     * more), so the bound is PyTorch's spread, not one lucky draw. */
+    {"models/resnet50.net", "resnet50", 4,
+     "--float64 --module torchvision --perturbations 16", "torchvision",
+     "--conv direct"},
     {"models/seed_resnet.net", "seed_resnet", 2,
      "--float64 --tries 3 --lr 0.01 --module original", "original",
      "--conv direct"},
@@ -103,10 +108,12 @@ START_TEST(test_generated_code_is_clean_and_deterministic) {
   free(must("cmp %s/g1/resnet50.c %s/g2/resnet50.c && cmp %s/g1/resnet50.h "
             "%s/g2/resnet50.h", dir, dir, dir, dir));
   /* Both compilers, every warning an error. */
-  free(must("gcc -std=c11 -Wall -Wextra -Werror -fsyntax-only -Iruntime "
-            "-I%s/g1 %s/g1/resnet50.c", dir, dir));
-  free(must("clang -std=c11 -Wall -Wextra -Werror -fsyntax-only -Iruntime "
-            "-I%s/g1 %s/g1/resnet50.c", dir, dir));
+  free(must("gcc -std=c11 -Wall -Wextra -Werror -fsyntax-only "
+            "-Iruntime/kernels -Iruntime/model -I%s/g1 %s/g1/resnet50.c",
+            dir, dir));
+  free(must("clang -std=c11 -Wall -Wextra -Werror -fsyntax-only "
+            "-Iruntime/kernels -Iruntime/model -I%s/g1 %s/g1/resnet50.c",
+            dir, dir));
   /* Reads like hand-written code: a banner, the plan, commented calls. */
   char *path = NULL;
   ck_assert_int_ge(asprintf(&path, "%s/g1/resnet50.c", dir), 0);

@@ -18,7 +18,7 @@
 #include <jpeglib.h>
 
 #include "check_netc.h"
-#include "data.h"
+#include "data/data.h"
 
 /* ---- helpers ------------------------------------------------------------ */
 

@@ -115,6 +115,9 @@ int main(void) {
   srunner_add_suite(sr, suite_errors());
   srunner_add_suite(sr, suite_cli());
   srunner_add_suite(sr, suite_train());
+  srunner_add_suite(sr, suite_export());
+  srunner_add_suite(sr, suite_mpi());
+  srunner_add_suite(sr, suite_trainer());
   srunner_add_suite(sr, suite_runtime());
   srunner_add_suite(sr, suite_data());
   srunner_add_suite(sr, suite_fuzz());

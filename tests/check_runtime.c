@@ -11,8 +11,8 @@
 #include <string.h>
 
 #include "check_netc.h"
-#include "netc_rt.h"
-#include "util.h"
+#include "kernels/netc_rt.h"
+#include "util/util.h"
 
 /* ---- helpers ------------------------------------------------------------ */
 

@@ -10,7 +10,7 @@
 #include <time.h>
 
 #include "check_netc.h"
-#include "util.h"
+#include "util/util.h"
 
 static int is_dir(const char *path) {
   struct stat st;

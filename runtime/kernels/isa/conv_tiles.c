@@ -1,0 +1,463 @@
+/* conv_tiles.c: the arithmetic of netc's direct convolution (see
+ * conv_direct.h for the idea), in register tiles.
+ *
+ * This file is compiled twice (Makefile): with -march=x86-64-v3 into the
+ * _avx2 functions and with -march=x86-64-v4 into the _avx512 ones. The
+ * code is written once over a native vector V (__m256 or __m512, LANES
+ * floats) through the few operations below; a channel block is VL = 2 x
+ * LANES floats, two registers. The tiles are sized to the register file:
+ * PIX pixels x one block of accumulators is 12 of the 16 ymm registers,
+ * or 24 of the 32 zmm. (GCC's generic 64-byte vectors were tried first:
+ * on AVX2 it kept them in memory, 4x slower than sgemm.)
+ *
+ * Every pass is deterministic: each output element is one thread's sum in
+ * a fixed order, whatever the thread count. */
+#include <immintrin.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels/conv_direct.h"
+
+#define INLINE static inline __attribute__((always_inline))
+
+#if defined(__AVX512F__)
+#define VL AVX512_VL
+#define PIX AVX512_PIX
+#define OCT AVX512_OCT
+#define ISA(name) name##_avx512
+enum { LANES = 16 };
+typedef __m512 V;
+#define vzero() _mm512_setzero_ps()
+#define vset1(x) _mm512_set1_ps(x)
+#define vload(p) _mm512_loadu_ps(p)
+#define vloada(p) _mm512_load_ps(p)
+#define vstore(p, v) _mm512_storeu_ps(p, v)
+#define vadd(a, b) _mm512_add_ps(a, b)
+#define vfma(a, b, c) _mm512_fmadd_ps(a, b, c)
+/* n in [0, LANES]: the first n lanes; the others are not touched. */
+INLINE V vload_n(const float *p, int n) {
+  return _mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1), p);
+}
+INLINE void vstore_n(float *p, V v, int n) {
+  _mm512_mask_storeu_ps(p, (__mmask16)((1u << n) - 1), v);
+}
+#else
+#define VL AVX2_VL
+#define PIX AVX2_PIX
+#define OCT AVX2_OCT
+#define ISA(name) name##_avx2
+enum { LANES = 8 };
+typedef __m256 V;
+#define vzero() _mm256_setzero_ps()
+#define vset1(x) _mm256_set1_ps(x)
+#define vload(p) _mm256_loadu_ps(p)
+#define vloada(p) _mm256_load_ps(p)
+#define vstore(p, v) _mm256_storeu_ps(p, v)
+#define vadd(a, b) _mm256_add_ps(a, b)
+#define vfma(a, b, c) _mm256_fmadd_ps(a, b, c)
+INLINE __m256i lane_mask(int n) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(n),
+                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+INLINE V vload_n(const float *p, int n) {
+  return _mm256_maskload_ps(p, lane_mask(n));
+}
+INLINE void vstore_n(float *p, V v, int n) {
+  _mm256_maskstore_ps(p, lane_mask(n), v);
+}
+#endif
+
+/* A channel block: VL floats in two registers. */
+typedef struct {
+  V lo, hi;
+} B;
+
+INLINE B bzero(void) { return (B){vzero(), vzero()}; }
+INLINE int lanes(int n, int half) {
+  n -= half * LANES;
+  return n < 0 ? 0 : n > LANES ? LANES : n;
+}
+/* The first n <= VL floats of a block (all VL when n == VL). */
+INLINE B bload(const float *p, int n) {
+  if (n == VL)
+    return (B){vload(p), vload(p + LANES)};
+  return (B){vload_n(p, lanes(n, 0)), vload_n(p + LANES, lanes(n, 1))};
+}
+INLINE void bstore(float *p, B v, int n) {
+  if (n == VL) {
+    vstore(p, v.lo);
+    vstore(p + LANES, v.hi);
+    return;
+  }
+  vstore_n(p, v.lo, lanes(n, 0));
+  vstore_n(p + LANES, v.hi, lanes(n, 1));
+}
+INLINE B badd(B a, B b) { return (B){vadd(a.lo, b.lo), vadd(a.hi, b.hi)}; }
+/* a + s * w */
+INLINE B bfma(B a, V s, B w) {
+  return (B){vfma(s, w.lo, a.lo), vfma(s, w.hi, a.hi)};
+}
+
+static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+/* Packed forward weights a thread keeps in cache (see conv_tiles_forward):
+ * half of Zen 3's 512 KiB L2. */
+enum { FWD_CHUNK_BYTES = 256 << 10 };
+
+/* Pixel q of the class pair (rh, rw) over the batch: its image, output
+ * row and column; ir and ic are its row and column within the class. */
+typedef struct {
+  int n, row, col, ir, ic;
+} Pixel;
+
+INLINE Pixel class_pixel(const ConvClasses *cc, DimClass rh, DimClass rw,
+                         int64_t q) {
+  int64_t plane = (int64_t)rh.count * rw.count;
+  int64_t r = q % plane;
+  int ir = (int)(r / rw.count), ic = (int)(r % rw.count);
+  return (Pixel){(int)(q / plane), cc->pos[0][rh.start + ir],
+                 cc->pos[1][rw.start + ic], ir, ic};
+}
+
+/* The pixel after p, without class_pixel's divisions: two 64-bit
+ * divisions per pixel cost more than the arithmetic of a tile of a
+ * pointwise conv with 64 channels (the 1x1 layers of ResNet-50 ran at a
+ * third of PyTorch's speed). */
+INLINE Pixel next_pixel(const ConvClasses *cc, DimClass rh, DimClass rw,
+                        Pixel p) {
+  if (++p.ic == rw.count) {
+    p.ic = 0;
+    if (++p.ir == rh.count)
+      p.ir = 0, p.n++;
+    p.row = cc->pos[0][rh.start + p.ir];
+  }
+  p.col = cc->pos[1][rw.start + p.ic];
+  return p;
+}
+
+/* ---- forward ------------------------------------------------------------ */
+
+/* a[i] += sum over l < L of xr[i][l] * w[l]: PIX rows against a packed
+ * block of VL columns (L x VL floats, 64-byte aligned). The inner loop of
+ * the forward tiles and of the small GEMMs below. */
+INLINE void run_dot(B *a, const float *const *xr, const float *w,
+                    int64_t L) {
+  for (int64_t l = 0; l < L; l++) {
+    B wv = {vloada(w + l * VL), vloada(w + l * VL + LANES)};
+    for (int i = 0; i < PIX; i++)
+      a[i] = bfma(a[i], vset1(xr[i][l]), wv);
+  }
+}
+
+/* PIX output pixels x VL output channels. xb[i]: pixel i's input at its
+ * first tap; the taps of one kernel row are contiguous in NHWC and in
+ * the packing, so a row is one run of ntaps * C multiply-adds. */
+INLINE void fwd_tile(float *const *yb, int np, const float *const *xb,
+                     const float *wblk, DimClass rh, DimClass rw,
+                     const ConvShape *s, const float *bias, int noc,
+                     int acc) {
+  B a[PIX];
+  for (int i = 0; i < PIX; i++)
+    a[i] = bzero();
+  const int64_t L = (int64_t)rw.ntaps * s->C, xrow = (int64_t)s->W * s->C;
+  for (int j = 0; j < rh.ntaps; j++) {
+    const float *wr =
+        wblk + ((int64_t)(rh.first + j) * s->K + rw.first) * s->C * VL;
+    const float *xr[PIX];
+    for (int i = 0; i < PIX; i++)
+      xr[i] = xb[i] + j * xrow;
+    run_dot(a, xr, wr, L);
+  }
+  B bv = bias ? bload(bias, noc) : bzero();
+  for (int i = 0; i < np; i++) {
+    B v = badd(a[i], bv);
+    bstore(yb[i], acc ? badd(v, bload(yb[i], noc)) : v, noc);
+  }
+}
+
+void ISA(conv_tiles_forward)(float *y, const float *x, const float *wp,
+                             const float *b, const ConvShape *s,
+                             const ConvClasses *cc, int acc) {
+  const int nocb = (s->OC + VL - 1) / VL;
+  /* The output-channel blocks go in chunks whose packed weights fit in
+   * FWD_CHUNK_BYTES (L2, with room for the pixels); within a chunk the
+   * tasks walk the pixels, each pixel tile through all of the chunk's
+   * blocks while its input rows are in L1. So the input is read once per
+   * chunk, not once per block: a pointwise layer with small weights (64
+   * to 256 channels) read its input 8 times, and ran 25-40% slower. */
+  const int64_t blk_bytes = (int64_t)s->K * s->K * s->C * VL * 4;
+  const int cpb = (int)(blk_bytes >= FWD_CHUNK_BYTES ? 1
+                        : min64(nocb, FWD_CHUNK_BYTES / blk_bytes));
+#pragma omp parallel
+  for (int ch = 0; ch < cc->ncls[0]; ch++)
+    for (int cw = 0; cw < cc->ncls[1]; cw++) {
+      const DimClass rh = cc->cls[0][ch], rw = cc->cls[1][cw];
+      const int64_t npix = (int64_t)s->N * rh.count * rw.count;
+      const int64_t nblk = (npix + PIX - 1) / PIX;
+      const int empty = rh.ntaps == 0 || rw.ntaps == 0;
+#pragma omp for schedule(static) nowait
+      for (int64_t t = 0; t < nocb * nblk; t++) {
+        int64_t chunk = t / (cpb * nblk), rem = t - chunk * cpb * nblk;
+        int width = (int)min64(cpb, nocb - chunk * cpb); /* its blocks */
+        int ocb = (int)(chunk * cpb + rem % width);
+        int64_t q0 = rem / width * PIX;
+        int np = (int)min64(PIX, npix - q0);
+        const float *xb[PIX];
+        float *yb[PIX];
+        Pixel p = class_pixel(cc, rh, rw, q0);
+        for (int i = 0; i < PIX; i++) { /* past np: repeat the last */
+          if (i > 0 && i < np)
+            p = next_pixel(cc, rh, rw, p);
+          int ih = p.row * s->stride - s->pad + rh.first;
+          int iw = p.col * s->stride - s->pad + rw.first;
+          xb[i] = empty ? x : x + (((int64_t)p.n * s->H + ih) * s->W + iw) *
+                                      s->C;
+          yb[i] = y + (((int64_t)p.n * s->OH + p.row) * s->OW + p.col) *
+                          s->OC + ocb * VL;
+        }
+        int noc = (int)min64(VL, s->OC - (int64_t)ocb * VL);
+        const float *wblk = wp + (int64_t)ocb * s->K * s->K * s->C * VL;
+        const float *bb = b ? b + ocb * VL : NULL;
+        fwd_tile(yb, np, xb, wblk, rh, rw, s, bb, noc, acc);
+      }
+    }
+}
+
+/* ---- gradient of the input ---------------------------------------------- */
+
+/* PIX input pixels x VL input channels: dX at (ih, iw) sums dY over the
+ * taps kh = first + j * stride (output row oh0 - j) and every output
+ * channel. wblk: this channel block's packed weights, (K, K, OC, VL).
+ * dyb[i]: pixel i's dY at its first tap. */
+INLINE void bwd_data_tile(float *const *dxb, int np, const float *const *dyb,
+                          const float *wblk, DimClass rh, DimClass rw,
+                          const ConvShape *s, int nc, int acc) {
+  B a[PIX];
+  for (int i = 0; i < PIX; i++)
+    a[i] = bzero();
+  for (int jh = 0; jh < rh.ntaps; jh++)
+    for (int jw = 0; jw < rw.ntaps; jw++) {
+      int kh = rh.first + jh * s->stride, kw = rw.first + jw * s->stride;
+      const float *wt = wblk + ((int64_t)kh * s->K + kw) * s->OC * VL;
+      int64_t off = -((int64_t)jh * s->OW + jw) * s->OC;
+      const float *dr[PIX];
+      for (int i = 0; i < PIX; i++)
+        dr[i] = dyb[i] + off;
+      for (int oc = 0; oc < s->OC; oc++) {
+        B wv = {vloada(wt + oc * VL), vloada(wt + oc * VL + LANES)};
+        for (int i = 0; i < PIX; i++)
+          a[i] = bfma(a[i], vset1(dr[i][oc]), wv);
+      }
+    }
+  for (int i = 0; i < np; i++)
+    bstore(dxb[i], acc ? badd(a[i], bload(dxb[i], nc)) : a[i], nc);
+}
+
+void ISA(conv_tiles_bwd_data)(float *dx, const float *dy, const float *wq,
+                              const ConvShape *s, const ConvClasses *cc,
+                              int acc) {
+  const int ncb = (s->C + VL - 1) / VL;
+#pragma omp parallel
+  for (int ch = 0; ch < cc->ncls[0]; ch++)
+    for (int cw = 0; cw < cc->ncls[1]; cw++) {
+      const DimClass rh = cc->cls[0][ch], rw = cc->cls[1][cw];
+      const int64_t npix = (int64_t)s->N * rh.count * rw.count;
+      const int64_t nblk = (npix + PIX - 1) / PIX;
+      const int empty = rh.ntaps == 0 || rw.ntaps == 0;
+#pragma omp for schedule(static) nowait
+      for (int64_t t = 0; t < ncb * nblk; t++) {
+        int cb = (int)(t / nblk);
+        int64_t q0 = t % nblk * PIX;
+        int np = (int)min64(PIX, npix - q0);
+        const float *dyb[PIX];
+        float *dxb[PIX];
+        Pixel p = class_pixel(cc, rh, rw, q0);
+        for (int i = 0; i < PIX; i++) { /* past np: repeat the last */
+          if (i > 0 && i < np)
+            p = next_pixel(cc, rh, rw, p);
+          int oh = (p.row + s->pad - rh.first) / s->stride;
+          int ow = (p.col + s->pad - rw.first) / s->stride;
+          dyb[i] = empty ? dy
+                         : dy + (((int64_t)p.n * s->OH + oh) * s->OW + ow) *
+                                    s->OC;
+          dxb[i] = dx + (((int64_t)p.n * s->H + p.row) * s->W + p.col) *
+                            s->C + cb * VL;
+        }
+        int nc = (int)min64(VL, s->C - (int64_t)cb * VL);
+        const float *wblk = wq + (int64_t)cb * s->K * s->K * s->OC * VL;
+        bwd_data_tile(dxb, np, dyb, wblk, rh, rw, s, nc, acc);
+      }
+    }
+}
+
+/* ---- gradient of the weights -------------------------------------------- */
+
+/* a[i] += sum over j < len of dr[i'] * xr[0..nc), the rows stepping by
+ * dstep and xstep: OCT x VL sums of products, the inner loop of the dW
+ * tiles below and of the small GEMM's a^T b. Past nc the lanes are zero;
+ * i' = di[i] (rows past the tile repeat its last) unless the tile is
+ * full. */
+INLINE void run_outer(B *a, const float *dr, int64_t dstep, const float *xr,
+                      int64_t xstep, int64_t len, const int *di, int nc,
+                      const int full) {
+  for (int64_t j = 0; j < len; j++, xr += xstep, dr += dstep) {
+    B xv = bload(xr, full ? VL : nc);
+    for (int i = 0; i < OCT; i++)
+      a[i] = bfma(a[i], vset1(dr[full ? i : di[i]]), xv);
+  }
+}
+
+/* The output rows (or columns) [*lo, *hi) whose window has tap k inside
+ * an input axis of length len: exactly the pixels that tap multiplies. */
+static void tap_span(int k, int len, int out, int stride, int pad, int *lo,
+                     int *hi) {
+  int first = pad - k, last = len - 1 + pad - k; /* oh * stride in range */
+  *lo = first > 0 ? (first + stride - 1) / stride : 0;
+  *hi = last < 0 ? 0 : last / stride + 1;
+  if (*hi > out)
+    *hi = out;
+  if (*hi < *lo)
+    *hi = *lo;
+}
+
+/* OCT output channels x VL input channels of dW at tap (kh, kw), summed
+ * over images [n0, n1) and the output pixels that tap really touches. */
+INLINE void bwd_weights_tile(float *dwt, const float *dy, const float *x,
+                             const ConvShape *s, int kh, int kw, int oc0,
+                             int c0, int n0, int n1, int load, int noc,
+                             int nc, const int full) {
+  B a[OCT];
+  int64_t row = (int64_t)s->K * s->K * s->C; /* dW's stride per oc */
+  for (int i = 0; i < OCT; i++)
+    a[i] = bzero();
+  int oh0, oh1, ow0, ow1;
+  tap_span(kh, s->H, s->OH, s->stride, s->pad, &oh0, &oh1);
+  tap_span(kw, s->W, s->OW, s->stride, s->pad, &ow0, &ow1);
+  int di[OCT]; /* past noc: repeat the last channel, never stored */
+  for (int i = 0; i < OCT; i++)
+    di[i] = full || i < noc ? i : noc - 1;
+  /* The innermost loop runs along an output row, or, when rows are
+   * shorter than the chunk has images (4x4 and 2x2 maps), across the
+   * images at one pixel: either way a long loop of constant strides. */
+  const int64_t ximg = (int64_t)s->H * s->W * s->C;
+  const int64_t dimg = (int64_t)s->OH * s->OW * s->OC;
+  const int across = ow1 - ow0 < n1 - n0;
+  const int64_t xstep = across ? ximg : (int64_t)s->stride * s->C;
+  const int64_t dstep = across ? dimg : s->OC;
+  const int len = across ? n1 - n0 : ow1 - ow0;
+  for (int n = n0; n < (across ? n0 + 1 : n1); n++)
+    for (int oh = oh0; oh < oh1; oh++)
+      for (int ow = ow0; ow < (across ? ow1 : ow0 + 1); ow++) {
+        int ih = oh * s->stride - s->pad + kh;
+        int iw = ow * s->stride - s->pad + kw;
+        const float *xr =
+            x + (((int64_t)n * s->H + ih) * s->W + iw) * s->C + c0;
+        const float *dr =
+            dy + (((int64_t)n * s->OH + oh) * s->OW + ow) * s->OC + oc0;
+        run_outer(a, dr, dstep, xr, xstep, len, di, nc, full);
+      }
+  /* The chunk's sum is added to what came before, not summed on top of
+   * it: a long chain of additions onto one growing total loses bits. */
+  for (int i = 0; i < noc; i++)
+    bstore(dwt + i * row, load ? badd(a[i], bload(dwt + i * row, nc)) : a[i],
+           nc);
+}
+
+void ISA(conv_tiles_bwd_weights)(float *dw, const float *dy, const float *x,
+                                 const ConvShape *s, int acc) {
+  const int taps = s->K * s->K, noct = (s->OC + OCT - 1) / OCT;
+  const int ncb = (s->C + VL - 1) / VL;
+  /* Images per chunk: about 128 output pixels, whose lines of X and dY
+   * (one each per pixel for a tile: 16 KiB) stay in L1 while the tile
+   * walks all K*K taps over them. */
+  int64_t pix = (int64_t)s->OH * s->OW;
+  int per = (int)(128 / (pix > 0 ? pix : 1));
+  per = per < 1 ? 1 : per;
+  /* A task owns one tile of channels at every tap, so no two threads
+   * write the same dW, and each element is summed chunk after chunk in
+   * the same order whatever the thread count. */
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < (int64_t)noct * ncb; t++) {
+    int oc0 = (int)(t / ncb) * OCT, c0 = (int)(t % ncb) * VL;
+    int noc = (int)min64(OCT, s->OC - oc0), nc = (int)min64(VL, s->C - c0);
+    int full = noc == OCT && nc == VL;
+    for (int n0 = 0; n0 < s->N; n0 += per) {
+      int n1 = n0 + per < s->N ? n0 + per : s->N;
+      int load = n0 > 0 || acc;
+      for (int tap = 0; tap < taps; tap++) {
+        int kh = tap / s->K, kw = tap % s->K;
+        float *dwt =
+            dw + (((int64_t)oc0 * s->K + kh) * s->K + kw) * s->C + c0;
+        if (full)
+          bwd_weights_tile(dwt, dy, x, s, kh, kw, oc0, c0, n0, n1, load,
+                           noc, nc, 1);
+        else
+          bwd_weights_tile(dwt, dy, x, s, kh, kw, oc0, c0, n0, n1, load,
+                           noc, nc, 0);
+      }
+    }
+  }
+}
+
+/* ---- small GEMMs: Winograd's products (conv_winograd.c) ----------------- */
+
+void ISA(conv_tiles_gemm)(float *y, int64_t ldy, const float *x, int64_t ldx,
+                          const float *wp, int M, int N, int K) {
+  const int nb = (N + VL - 1) / VL;
+  for (int b = 0; b < nb; b++) {
+    const float *w = wp + (int64_t)b * K * VL;
+    const int nn = (int)min64(VL, N - (int64_t)b * VL);
+    for (int r0 = 0; r0 < M; r0 += PIX) {
+      const int np = (int)min64(PIX, M - r0);
+      const float *xr[PIX];
+      B a[PIX];
+      for (int i = 0; i < PIX; i++) { /* past np: repeat the last row */
+        xr[i] = x + (int64_t)(r0 + (i < np ? i : np - 1)) * ldx;
+        a[i] = bzero();
+      }
+      run_dot(a, xr, w, K);
+      for (int i = 0; i < np; i++)
+        bstore(y + (int64_t)(r0 + i) * ldy + b * VL, a[i], nn);
+    }
+  }
+}
+
+/* One OCT x VL tile of d += a^T b over rows [t0, t1). */
+INLINE void gemm_tn_tile(float *d, int64_t ldd, const float *a, int64_t lda,
+                         const float *b, int64_t ldb, int t0, int t1,
+                         int load, int nr, int nc, const int full) {
+  B s[OCT];
+  int di[OCT]; /* past nr: repeat the last row, never stored */
+  for (int i = 0; i < OCT; i++) {
+    s[i] = bzero();
+    di[i] = full || i < nr ? i : nr - 1;
+  }
+  run_outer(s, a + (int64_t)t0 * lda, lda, b + (int64_t)t0 * ldb, ldb,
+            t1 - t0, di, nc, full);
+  for (int i = 0; i < nr; i++) /* the run's sum, added to the earlier */
+    bstore(d + i * ldd, load ? badd(s[i], bload(d + i * ldd, nc)) : s[i], nc);
+}
+
+void ISA(conv_tiles_gemm_tn)(float *d, int64_t ldd, const float *a,
+                             int64_t lda, const float *b, int64_t ldb, int T,
+                             int rows, int cols, int acc) {
+  /* Rows of a and b in runs of 256, whose slices stay in L2 while every
+   * tile of d walks them; each run's sums are added into d. */
+  enum { RUN = 256 };
+  const int runs = T > 0 ? (T + RUN - 1) / RUN : 1; /* T = 0: d = 0 */
+  for (int run = 0; run < runs; run++) {
+    int t0 = run * RUN, t1 = t0 + RUN < T ? t0 + RUN : T;
+    int load = t0 > 0 || acc;
+    for (int r0 = 0; r0 < rows; r0 += OCT)
+      for (int c0 = 0; c0 < cols; c0 += VL) {
+        int nr = (int)min64(OCT, rows - r0), nc = (int)min64(VL, cols - c0);
+        float *dt = d + (int64_t)r0 * ldd + c0;
+        if (nr == OCT && nc == VL)
+          gemm_tn_tile(dt, ldd, a + r0, lda, b + c0, ldb, t0, t1, load, nr,
+                       nc, 1);
+        else
+          gemm_tn_tile(dt, ldd, a + r0, lda, b + c0, ldb, t0, t1, load, nr,
+                       nc, 0);
+      }
+  }
+}
