@@ -43,7 +43,8 @@ ONNX_PROTO ?= /usr/lib/python3/dist-packages/onnx/onnx.proto
 MODEL  ?= models/resnet18.net
 MODELS := $(filter-out models/blocks.net,$(wildcard models/*.net))
 
-COMPILER_SRC := pool.c diag.c ast.c ops.c graph.c infer.c algo.c tune.c \
+COMPILER_SRC := pool.c diag.c ast.c ops.c graph.c infer.c infer_expr.c infer_ops.c \
+                infer_blocks.c defines.c algo.c tune.c \
                 autodiff.c comm.c plan.c load.c report.c dump.c codegen.c build.c
 # runtime/util/util.c serves the compiler too (build.c's make_dirs).
 COMPILER_OBJ := $(addprefix $(BUILD)/,$(COMPILER_SRC:.c=.o)) \

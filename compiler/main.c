@@ -2,8 +2,10 @@
  *
  * The pipeline, one pass per file:
  *   load.c      read FILE.net and its imports
- *   parse.y     tokens (lex.l) -> AST (ast.c)
- *   infer.c     AST -> forward graph: blocks expanded, shapes inferred
+ *   parse.y     tokens (lex.l) -> AST (ast.c); defines.c applies -D
+ *   infer.c     AST -> forward graph: blocks expanded (infer_blocks.c),
+ *               expressions evaluated (infer_expr.c), shapes inferred
+ *               (infer_ops.c)
  *   algo.c      each convolution's algorithm, per layer and pass
  *   autodiff.c  forward graph -> training graph: the backward pass
  *   comm.c      (--mpi) gradient buckets and their allreduce nodes

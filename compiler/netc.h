@@ -1,4 +1,5 @@
-/* netc.h: the one internal header of the netc compiler.
+/* netc.h: the internal header of the netc compiler (infer.h is private to
+ * the four files of elaboration).
  *
  * Read it as the table of contents: one section per .c file, in pipeline
  * order. Data flows  source text -> tokens -> AST (parse.y) -> graph IR
@@ -614,11 +615,13 @@ int plan_check(const Graph *g, const Plan *p, FILE *err);
 int64_t place_intervals(int n, const int64_t *size, const int *first,
                         const int *last, int64_t *offset, int order);
 
-/* ---- infer.c: elaboration and shape inference -------------------------- */
+/* ---- infer*.c: elaboration and shape inference ------------------------- */
 
 /* Expands blocks and repeats of the network in `decls` (with imports
  * resolved), checks every value, and fills `g`. Returns false on errors. */
 bool infer_network(Diag *d, Decl *decls, Graph *g);
+
+/* ---- defines.c: -D name=value -------------------------------------------- */
 
 /* A network argument set on the command line: -D classes=10. */
 typedef struct {
