@@ -108,6 +108,8 @@ $(BUILD)/%.o: compiler/%.c compiler/netc.h runtime/kernels/netc_rt.h $(BUILD)/pa
 
 # The op table sizes kernel workspaces with the runtime's own formulas.
 $(BUILD)/ops.o: runtime/kernels/netc_rt.h
+# main.c, build.c and tune.c write through util.h's OutFile.
+$(BUILD)/main.o $(BUILD)/tune.o: runtime/util/util.h
 
 # The compiler's copy of the runtime's helpers: plain C, without the
 # runtime's OpenMP and -march flags, so netc runs on any x86-64.

@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "netc.h"
-#include "util/util.h" /* runtime/util/util.h: make_dirs */
+#include "util/util.h" /* runtime/util/util.h: make_dirs, OutFile */
 
 #ifndef NETC_RT_INCLUDE
 #define NETC_RT_INCLUDE "runtime"
@@ -45,22 +45,24 @@ static const char *write_sources(Diag *d, const Graph *g, const Plan *p,
     fprintf(stderr, "netc: cannot create '%s': %s\n", dir, strerror(errno));
     return NULL;
   }
-  FILE *c = fopen(cpath, "w"), *h = fopen(hpath, "w");
-  if (!c || !h) {
-    fprintf(stderr, "netc: cannot write '%s': %s\n", c ? hpath : cpath,
+  /* The pair whole or not at all (OutFile): a failed write leaves the
+   * sources of an earlier build as they were. */
+  OutFile out[2];
+  const char *path[2] = {cpath, hpath};
+  for (int i = 0; i < 2; i++)
+    if (outfile_open(&out[i], path[i])) {
+      fprintf(stderr, "netc: cannot write '%s': %s\n", path[i],
+              strerror(errno));
+      if (i)
+        outfile_abandon(&out[0]);
+      return NULL;
+    }
+  codegen(out[0].f, out[1].f, d, g, p, source,
+          pool_printf(pool, "%s.h", stem));
+  int failed;
+  if (outfile_commit_all(out, 2, &failed)) {
+    fprintf(stderr, "netc: cannot write '%s': %s\n", path[failed],
             strerror(errno));
-    if (c)
-      fclose(c);
-    if (h)
-      fclose(h);
-    return NULL;
-  }
-  codegen(c, h, d, g, p, source, pool_printf(pool, "%s.h", stem));
-  bool bad = ferror(c) || ferror(h);
-  bad |= fclose(c) != 0;
-  bad |= fclose(h) != 0;
-  if (bad) {
-    fprintf(stderr, "netc: writing '%s' failed (disk full?)\n", cpath);
     return NULL;
   }
   return stem;

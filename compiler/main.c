@@ -21,7 +21,7 @@
 #include <string.h>
 
 #include "netc.h"
-#include "util/util.h" /* runtime/util/util.h: make_dirs */
+#include "util/util.h" /* runtime/util/util.h: make_dirs, OutFile */
 
 static const char usage[] =
     "usage: netc <command> [options] FILE.net\n"
@@ -195,18 +195,23 @@ static int compile(Diag *d, Pool *pool, const Options *o, Graph *g) {
   return 0;
 }
 
+/* Output goes to stdout, or with -o to a file written whole or not at all
+ * (OutFile): a failed dump leaves an earlier FILE as it was. */
 static int run(const Options *o) {
   Pool pool = {0};
   Diag d;
   diag_init(&d, &pool, stderr);
   int rc;
   FILE *out = stdout;
-  if (o->cmd != CMD_BUILD && o->out_path &&
-      !(out = fopen(o->out_path, "w"))) {
-    fprintf(stderr, "netc: cannot write '%s': %s\n", o->out_path,
-            strerror(errno));
-    pool_free(&pool);
-    return 1;
+  OutFile file = {0};
+  if (o->cmd != CMD_BUILD && o->out_path) {
+    if (outfile_open(&file, o->out_path)) {
+      fprintf(stderr, "netc: cannot write '%s': %s\n", o->out_path,
+              strerror(errno));
+      pool_free(&pool);
+      return 1;
+    }
+    out = file.f;
   }
   if (o->cmd == CMD_AST) { /* the parse alone: no meaning needed */
     Decl *decls = load_program(&d, &pool, o->path);
@@ -224,11 +229,18 @@ static int run(const Options *o) {
   if (d.errors)
     fprintf(stderr, "%d error%s\n", d.errors, d.errors == 1 ? "" : "s");
   pool_free(&pool);
-  if ((out == stdout ? fflush(out) : fclose(out)) != 0) {
+  if (file.f && rc) {
+    outfile_abandon(&file);
+    return rc;
+  }
+  if (file.f ? outfile_commit(&file) : outfile_flush(stdout)) {
     /* The reader has gone (netc check | head -1): end quietly, as standard
      * tools do. Any other failure (a full disk) is news. */
     if (errno != EPIPE)
-      perror("netc: writing the output");
+      fprintf(stderr, "netc: cannot write %s%s%s: %s\n",
+              o->out_path ? "'" : "",
+              o->out_path ? o->out_path : "to standard output",
+              o->out_path ? "'" : "", strerror(errno));
     return 1;
   }
   return rc;

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "netc.h"
+#include "util/util.h" /* runtime/util/util.h: OutFile */
 
 /* The 8 numbers a tuning line is keyed by. */
 static void shape_key(const ConvShape *s, int64_t k[8]) {
@@ -182,11 +183,12 @@ int tuning_measure(const Graph *g, const char *tuner, int threads, int isa,
             tuner, got, n * CONV_PASSES);
     return 1;
   }
-  FILE *out = fopen(path, "w");
-  if (!out) {
+  OutFile file;
+  if (outfile_open(&file, path)) {
     fprintf(stderr, "netc: cannot write '%s': %s\n", path, strerror(errno));
     return 1;
   }
+  FILE *out = file.f;
   fprintf(out, "# netc tuning file for %s at batch %lld: the fastest "
                "algorithm of each convolution pass\n# measured on %s\n%s"
                "# conv N H W C OC K stride pad FWD DX DW  # ms "
@@ -198,8 +200,8 @@ int tuning_measure(const Graph *g, const char *tuner, int threads, int isa,
             s->N, s->H, s->W, s->C, s->OC, s->K, s->stride, s->pad,
             win[i][0], win[i][1], win[i][2], ms[i][0], ms[i][1], ms[i][2]);
   }
-  if (fclose(out) != 0) {
-    fprintf(stderr, "netc: writing '%s' failed\n", path);
+  if (outfile_commit(&file)) {
+    fprintf(stderr, "netc: cannot write '%s': %s\n", path, strerror(errno));
     return 1;
   }
   fprintf(stderr, "netc: wrote %s\n", path);

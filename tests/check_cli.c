@@ -1,9 +1,12 @@
 /* check_cli.c: the netc command line: usage, exit codes, the summary's
- * totals line, and golden dumps. */
+ * totals line, golden dumps, and write errors (every command to a full
+ * disk, /dev/full, exits 1 naming the file; -o and build leave earlier
+ * outputs alone when they fail). */
 #include <stdlib.h>
 #include <string.h>
 
 #include "check_netc.h"
+#include "util/util.h" /* xprintf */
 
 static char *netc(const char *args, int *status) {
   char *cmd = NULL;
@@ -209,7 +212,8 @@ static const struct {
     /* Whenever head goes: no message either way. */
     {"{ %1$s check models/resnet18.net | head -n 1 >/dev/null; } 2>&1", ""},
     {"%1$s check models/resnet18.net >/dev/full; echo \"exit $?\"",
-     "netc: writing the output: No space left on device\nexit 1\n"},
+     "netc: cannot write to standard output: No space left on device\n"
+     "exit 1\n"},
 };
 
 START_TEST(test_closed_pipe) {
@@ -220,6 +224,101 @@ START_TEST(test_closed_pipe) {
   ck_assert_msg(!strcmp(out, pipe_cases[_i].want), "%s:\n%s", cmd, out);
   free(out);
   free(cmd);
+}
+END_TEST
+
+/* Every command that prints, to a full disk: on stdout and with -o. */
+static const char *const write_commands[] = {
+    "check", "dump ast", "dump shapes", "dump graph", "dump graph --json",
+    "dump plan", "dump plan --json", "dump dot", "dump memory",
+};
+
+START_TEST(test_full_disk) {
+  char *args = NULL;
+  int st;
+  ck_assert_int_ge(asprintf(&args, "%s tests/golden/small.net >/dev/full",
+                            write_commands[_i]), 0);
+  char *out = netc(args, &st);
+  ck_assert_msg(st == 1 && !strcmp(out, "netc: cannot write to standard "
+                "output: No space left on device\n"), "%s: %d\n%s", args,
+                st, out);
+  free(out);
+  free(args);
+  ck_assert_int_ge(asprintf(&args, "%s -o /dev/full tests/golden/small.net",
+                            write_commands[_i]), 0);
+  out = netc(args, &st);
+  ck_assert_msg(st == 1 && !strcmp(out, "netc: cannot write '/dev/full': "
+                "No space left on device\n"), "%s: %d\n%s", args, st, out);
+  free(out);
+  free(args);
+}
+END_TEST
+
+/* -o FILE is written whole or not at all: a failed run leaves the FILE of
+ * an earlier one, and no temporary file beside it. */
+START_TEST(test_output_kept_on_failure) {
+  char *dir = xprintf("%s/cli-keep", temp_dir());
+  char *file = xprintf("%s/plan.txt", dir);
+  char *cmd = xprintf("mkdir -p %s && printf 'earlier\\n' > %s", dir, file);
+  int st;
+  free(run_command(cmd, &st));
+  ck_assert_int_eq(st, 0);
+  char *args = xprintf("dump plan -o %s tests/errors/unknown_op_typo.net", file);
+  free(netc(args, &st));
+  ck_assert_int_eq(st, 1);
+  size_t len;
+  char *text = read_file(file, &len);
+  ck_assert_str_eq(text, "earlier\n");
+  free(text);
+  free(cmd);
+  cmd = xprintf("ls -A %s", dir);
+  char *ls = run_command(cmd, &st);
+  ck_assert_str_eq(ls, "plan.txt\n");
+  free(ls);
+  free(args);
+  /* ... and a run that works replaces it. */
+  args = xprintf("dump plan -o %s tests/golden/small.net", file);
+  free(netc(args, &st));
+  ck_assert_int_eq(st, 0);
+  text = read_file(file, &len);
+  ck_assert_ptr_nonnull(strstr(text, "planned_bytes="));
+  free(text);
+  free(args);
+  free(cmd);
+  free(file);
+  free(dir);
+}
+END_TEST
+
+/* netc build whose .c, .h or tuning file cannot be written: exit 1 naming
+ * that file, and nothing else written (not the other file of the pair). */
+START_TEST(test_build_full_disk) {
+  static const char *const bad[] = {"small.c", "small.h", "small.tune"};
+  char *dir = xprintf("%s/cli-build-full-%d", temp_dir(), _i);
+  char *cmd = xprintf("mkdir -p %s && ln -sf /dev/full %s/%s", dir, dir,
+                      bad[_i]);
+  int st;
+  free(run_command(cmd, &st));
+  ck_assert_int_eq(st, 0);
+  char *args = xprintf("build --no-compile %s -o %s tests/golden/small.net",
+                       _i == 2 ? "--tune" : "", dir);
+  char *out = netc(args, &st);
+  char *want = xprintf("netc: cannot write '%s/%s': No space left on "
+                       "device\n", dir, bad[_i]);
+  ck_assert_int_eq(st, 1);
+  ck_assert_msg(strstr(out, want), "%s:\n%s", args, out);
+  free(cmd);
+  cmd = xprintf("ls -A %s", dir);
+  char *ls = run_command(cmd, &st);
+  char *only = xprintf("%s\n", bad[_i]);
+  ck_assert_msg(!strcmp(ls, only), "%s also wrote: %s", args, ls);
+  free(only);
+  free(ls);
+  free(want);
+  free(out);
+  free(args);
+  free(cmd);
+  free(dir);
 }
 END_TEST
 
@@ -237,6 +336,10 @@ Suite *suite_cli(void) {
   tcase_add_test(tc, test_pictures);
   tcase_add_loop_test(tc, test_closed_pipe, 0,
                       sizeof pipe_cases / sizeof pipe_cases[0]);
+  tcase_add_loop_test(tc, test_full_disk, 0,
+                      sizeof write_commands / sizeof write_commands[0]);
+  tcase_add_test(tc, test_output_kept_on_failure);
+  tcase_add_loop_test(tc, test_build_full_disk, 0, 3);
   suite_add_tcase(s, tc);
   return s;
 }

@@ -4,11 +4,13 @@
 
 #include <errno.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 double now_seconds(void) {
   struct timespec t;
@@ -42,6 +44,78 @@ int make_dirs(const char *path) {
   errno = err;
   return rc;
 }
+
+int outfile_open(OutFile *o, const char *path) {
+  struct stat st;
+  *o = (OutFile){.path = xstrdup(path)};
+  if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+    o->f = fopen(path, "w");
+  } else {
+    o->tmp = xprintf("%s.tmp%ld", path, (long)getpid());
+    o->f = fopen(o->tmp, "w");
+  }
+  if (!o->f) {
+    int err = errno;
+    free(o->path);
+    free(o->tmp);
+    errno = err;
+    return -1;
+  }
+  return 0;
+}
+
+/* Every write failed or not: the error flag covers those the final flush
+ * does not. errno still holds the failed write's cause, or is 0. */
+static int close_checked(FILE *f, bool close) {
+  bool failed = ferror(f) != 0;
+  int err = errno;
+  int rc = close ? fclose(f) : fflush(f);
+  if (rc == 0 && !failed)
+    return 0;
+  if (rc == 0)
+    errno = err ? err : EIO;
+  return -1;
+}
+
+static void outfile_free(OutFile *o) {
+  free(o->path);
+  free(o->tmp);
+  *o = (OutFile){0};
+}
+
+int outfile_commit_all(OutFile *o, int n, int *failed) {
+  int bad = -1, err = 0;
+  for (int i = 0; i < n; i++) /* every file checked and closed first */
+    if (close_checked(o[i].f, true) && bad < 0) {
+      bad = i;
+      err = errno;
+    }
+  for (int i = 0; i < n && bad < 0; i++) /* then all renamed */
+    if (o[i].tmp && rename(o[i].tmp, o[i].path)) {
+      bad = i;
+      err = errno;
+    }
+  for (int i = 0; i < n; i++) {
+    if (bad >= 0 && o[i].tmp)
+      unlink(o[i].tmp);
+    outfile_free(&o[i]);
+  }
+  if (failed)
+    *failed = bad;
+  errno = err;
+  return bad < 0 ? 0 : -1;
+}
+
+int outfile_commit(OutFile *o) { return outfile_commit_all(o, 1, NULL); }
+
+void outfile_abandon(OutFile *o) {
+  fclose(o->f);
+  if (o->tmp)
+    unlink(o->tmp);
+  outfile_free(o);
+}
+
+int outfile_flush(FILE *f) { return close_checked(f, false); }
 
 uint64_t mix64(uint64_t x) {
   x ^= x >> 30;
