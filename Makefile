@@ -69,7 +69,8 @@ RT_OBJ += $(BUILD)/rt/onnx.pb-c.o
 # objects, with comm.c compiled by Open MPI's mpicc against MPI.
 MPICC ?= mpicc
 RT_MPI_OBJ := $(filter-out $(BUILD)/rt/trainer/comm.o,$(RT_OBJ)) $(BUILD)/rt/trainer/comm_mpi.o
-TEST_SRC := $(wildcard tests/check_*.c) tests/trainer_util.c
+TEST_SRC := $(wildcard tests/check_*.c) tests/trainer_util.c \
+            tests/kernel_fixtures.c tests/data_fixtures.c
 TEST_OBJ := $(patsubst tests/%.c,$(BUILD)/tests/%.o,$(TEST_SRC)) \
             $(BUILD)/tests/fuzz_front.o
 
@@ -176,7 +177,7 @@ $(BUILD)/libnetcrt_mpi.a: $(RT_MPI_OBJ)
 	rm -f $@
 	ar rcs $@ $^
 
-$(BUILD)/tests/%.o: tests/%.c tests/check_netc.h tests/check_train.h compiler/netc.h $(RT_HEADERS) $(BUILD)/parse.h
+$(BUILD)/tests/%.o: tests/%.c tests/check_netc.h tests/check_train.h tests/kernel_fixtures.h tests/data_fixtures.h compiler/netc.h $(RT_HEADERS) $(BUILD)/parse.h
 	@mkdir -p $(BUILD)/tests
 	$(CC) $(ALLFLAGS) $(CPPFLAGS) $(BLAS_CFLAGS) -Itests -Iruntime -c -o $@ $<
 

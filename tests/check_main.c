@@ -45,6 +45,11 @@ void compiled_free(Compiled *c) {
   free(c->messages);
 }
 
+void assert_contains(const char *text, const char *want) {
+  if (!strstr(text, want))
+    ck_abort_msg("expected \"%s\" in:\n%s", want, text);
+}
+
 char *run_command(const char *cmd, int *status) {
   char *full = NULL;
   ck_assert_int_ge(asprintf(&full, "(%s) 2>&1", cmd), 0);
@@ -119,8 +124,11 @@ int main(void) {
   srunner_add_suite(sr, suite_mpi());
   srunner_add_suite(sr, suite_trainer());
   srunner_add_suite(sr, suite_runtime());
+  srunner_add_suite(sr, suite_contracts());
   srunner_add_suite(sr, suite_data());
+  srunner_add_suite(sr, suite_loader());
   srunner_add_suite(sr, suite_fuzz());
+  srunner_add_suite(sr, suite_layout());
   srunner_run_all(sr, CK_NORMAL);
   int run = srunner_ntests_run(sr), failed = srunner_ntests_failed(sr);
   srunner_free(sr);

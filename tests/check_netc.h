@@ -23,9 +23,12 @@ Suite *suite_trainer(void);
 Suite *suite_errors(void);
 Suite *suite_cli(void);
 Suite *suite_runtime(void);
+Suite *suite_contracts(void);
 Suite *suite_data(void);
+Suite *suite_loader(void);
 Suite *suite_util(void);
 Suite *suite_fuzz(void);
+Suite *suite_layout(void);
 
 /* One compilation of a source text (written to a temporary file `name`,
  * so imports and messages work as for real files). */
@@ -47,6 +50,8 @@ const char *write_temp(const char *name, const char *src, size_t len);
 /* Runs a shell command; returns its output (stdout and stderr, malloc'ed)
  * and stores its exit status (or 128 + signal) in *status. */
 char *run_command(const char *cmd, int *status);
+/* Fails the test, showing `text`, unless `want` is in it. */
+void assert_contains(const char *text, const char *want);
 /* The directory of this run's temporary files. */
 const char *temp_dir(void);
 /* The netc binary under test ($NETC, default build/netc). */

@@ -32,7 +32,6 @@ void build_with(const char *net, int batch, const char *dir,
 void build(const char *net, int batch, const char *dir, const char *name);
 /* The subset and both trainers, made when missing or out of date. */
 void setup(void);
-void assert_contains(const char *text, const char *want);
 /* The value of column `col` (0-based) in the last row of a metrics.csv;
  * *rows: how many epoch rows it has. */
 double last_metric(const char *csv, int col, int *rows);

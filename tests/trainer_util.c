@@ -50,11 +50,6 @@ void setup(void) {
   build("tests/train/tiny10.net", 64, "build/testdata/tiny10", "tiny10");
 }
 
-void assert_contains(const char *text, const char *want) {
-  if (!strstr(text, want))
-    ck_abort_msg("expected \"%s\" in:\n%s", want, text);
-}
-
 /* The value of column `col` (0-based) in the last row of a metrics.csv. */
 double last_metric(const char *csv, int col, int *rows) {
   char *text = read_file(csv, NULL);
