@@ -74,7 +74,7 @@ TEST_SRC := $(wildcard tests/check_*.c) tests/trainer_util.c \
 TEST_OBJ := $(patsubst tests/%.c,$(BUILD)/tests/%.o,$(TEST_SRC)) \
             $(BUILD)/tests/fuzz_front.o
 
-.PHONY: all deps test-deps train test check-models warnings clean golden graphs \
+.PHONY: all deps test-deps train test test-times check-models warnings clean golden graphs \
         plans bench bench-layers bench-algos bench-peak bench-mpi fuzz
 .DEFAULT_GOAL := all
 
@@ -200,10 +200,16 @@ warnings: deps
 # not to time anything) are doubled: ASan and UBSan run the trainers 2-3x
 # slower, and a busy machine made the first training test of a sanitized
 # run pass its 600 s.
+# Every case's time goes to $(BUILD)/test-times.xml; make test-times
+# prints the slowest.
 test: deps test-deps all $(BUILD)/check_netc warnings
-	NETC=$(BUILD)/netc \
+	NETC=$(BUILD)/netc CK_XML_LOG_FILE_NAME=$(BUILD)/test-times.xml \
 	  $(if $(filter 1,$(SANITIZE)),NETC_TEST_CONV=gemm CK_TIMEOUT_MULTIPLIER=2) \
 	  $(BUILD)/check_netc
+
+# The 20 slowest test cases of the last make test, and each suite's time.
+test-times:
+	@sh tests/test_times.sh $(BUILD)/test-times.xml 20
 
 # Every model in the zoo must check; prints each summary's totals line.
 check-models: $(BUILD)/netc
