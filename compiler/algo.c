@@ -1,14 +1,14 @@
 /* algo.c: how each convolution pass is computed, chosen per layer at
  * compile time (after infer.c, before autodiff.c sizes the workspaces).
  *
- * The candidates are the runtime's CONV_* (runtime/netc_rt.h):
+ * The candidates are the runtime's CONV_* (runtime/kernels/netc_rt.h):
  * - CONV_GEMM: im2col + OpenBLAS sgemm; the reference and the fallback;
  * - CONV_DIRECT: netc's register-blocked kernel, which skips padding taps
- *   and packs its weights itself (runtime/conv_direct.c);
+ *   and packs its weights itself (runtime/kernels/conv_direct.c);
  * - CONV_WINOGRAD, CONV_WINOGRAD4: F(2x2, 3x3) and F(4x4, 3x3) for 3x3
  *   stride-1 layers, as 16 or 36 small GEMMs in netc's tiles between
- *   transforms (runtime/conv_winograd.c); asked of another layer, a pass
- *   gets GEMM.
+ *   transforms (runtime/kernels/conv_winograd.c); asked of another layer,
+ *   a pass gets GEMM.
  * The cost model below says which one wins for a layer's shape; it was
  * fitted to per-layer measurements of both (docs/kernels.md). */
 #include <string.h>

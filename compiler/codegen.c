@@ -12,8 +12,8 @@
  *
  * Codegen decides nothing: each call is the kernel its op's row names
  * (ops.c) with the arguments the row lists, at the offsets and in the
- * layouts the plan chose. The generic trainer (runtime/trainer.c) drives
- * the model through `const NetcModel netc_model`. */
+ * layouts the plan chose. The generic trainer (runtime/trainer/trainer.c)
+ * drives the model through `const NetcModel netc_model`. */
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>

@@ -17,7 +17,7 @@
  *
  * Every process runs the same generated code, so all of them issue the
  * same collectives in the same order; the trainer checks at start that
- * they run the same plan (runtime/comm.c). */
+ * they run the same plan (runtime/trainer/comm.c). */
 #include <stdlib.h>
 #include <string.h>
 

@@ -313,7 +313,7 @@ typedef enum {
   KA_SMOOTHING,      /* s->label_smoothing (train --label-smoothing) */
 } KernelArg;
 
-/* The runtime's shape structs (runtime/netc_rt.h). */
+/* The runtime's shape structs (runtime/kernels/netc_rt.h). */
 typedef enum {
   SK_NONE, SK_CONV, SK_POOL, SK_BN, SK_DENSE, SK_GAP, SK_XENT, SK_ELT,
   SK_COUNT
@@ -344,7 +344,7 @@ typedef struct {
                  WeightShape w[MAX_WEIGHTS_PER_NODE]);
   WeightLayout layout[MAX_WEIGHTS_PER_NODE];
   /* How the trainer initializes each weight (a NetcParamKind of
-   * runtime/netc_model.h), and the fans its rule uses. */
+   * runtime/model/netc_model.h), and the fans its rule uses. */
   const char *init[MAX_WEIGHTS_PER_NODE];
   void (*fans)(const Shape *in, const int64_t *a, int64_t *fan_in,
                int64_t *fan_out);
@@ -450,7 +450,7 @@ struct Node {
   int wgrad[MAX_WEIGHTS_PER_NODE];
   bool wgrad_accumulate[MAX_WEIGHTS_PER_NODE];
   /* conv nodes: how each pass (CONV_PASS_FWD, _DX, _DW) is computed,
-   * a CONV_* of runtime/netc_rt.h (algo.c chooses). */
+   * a CONV_* of runtime/kernels/netc_rt.h (algo.c chooses). */
   int algo[CONV_PASSES];
   Loc loc;
   const char *path;                 /* hierarchical layer name */

@@ -1,4 +1,4 @@
-/* check_util.c: the shared helpers of runtime/util.c: make_dirs (nested,
+/* check_util.c: the shared helpers of runtime/util/util.c: make_dirs (nested,
  * idempotent, refused under a regular file), hash_bytes (deterministic,
  * every bit and every tail byte counts, seeds chain, pinned values that
  * data caches and checkpoints depend on), the clock and the allocators. */

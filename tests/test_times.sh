@@ -1,7 +1,9 @@
 #!/bin/sh
 # test_times.sh FILE.xml [N]: the N (20) slowest test cases of the last
 # `make test`, from the XML log check writes (CK_XML_LOG_FILE_NAME), then
-# the seconds of each suite. A case's time is its own forked process's.
+# the seconds of each suite. A case's time is its own forked process's;
+# check records none (-1) for a case that ends by exit() or a signal, as
+# expected, and those count as 0.
 xml=$1 n=${2:-20}
 if [ ! -r "$xml" ]; then
   echo "test_times: no $xml: run make test first (it writes the times there)" >&2
@@ -23,6 +25,6 @@ echo "$cases" | sort -rn | head -n "$n" |
   awk '{ printf "%9.1f s  %-10s %-44s %s%s\n", $1, $2, $3, $4, $5 == "success" ? "" : "  (" $5 ")" }'
 echo
 echo "Seconds per suite:"
-echo "$cases" | awk '{ t[$2] += $1; c[$2]++; all += $1; n++ }
+echo "$cases" | awk '{ s = $1 < 0 ? 0 : $1; t[$2] += s; c[$2]++; all += s; n++ }
   END { for (s in t) printf "%9.1f s  %-10s %d cases\n", t[s], s, c[s] | "sort -rn"
         close("sort -rn"); printf "%9.1f s  %-10s %d cases\n", all, "(all)", n }'

@@ -1,5 +1,5 @@
 /* conv_direct.h: the pieces of netc's own convolution (CONV_DIRECT)
- * shared by conv_direct.c, which prepares a call, and runtime/isa/
+ * shared by conv_direct.c, which prepares a call, and runtime/kernels/isa/
  * conv_tiles.c, which is compiled once per instruction set (RT_ISA_*)
  * and does the arithmetic. Not part of the runtime's interface.
  *

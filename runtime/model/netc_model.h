@@ -140,7 +140,7 @@ void netc_accumulate(float *dst, const float *src, int64_t n, int first);
  * place in the accumulation region. The generated backward calls
  * netc_bucket_start where the bucket's last gradient is final (a
  * non-blocking sum over the processes begins), netc_comm_progress between
- * ops, and netc_bucket_wait before the bucket's updates (runtime/comm.c). */
+ * ops, and netc_bucket_wait before the bucket's updates (runtime/trainer/comm.c). */
 typedef struct {
   int64_t offset, floats, accum_offset;
 } NetcBucket;

@@ -1,6 +1,6 @@
 /* comm.h: the processes of a data-parallel run, as the trainer sees them.
  *
- * runtime/comm.c is compiled twice: with NETC_MPI into libnetcrt_mpi.a,
+ * runtime/trainer/comm.c is compiled twice: with NETC_MPI into libnetcrt_mpi.a,
  * which trainers built with `netc build --mpi` link (Open MPI), and
  * without it into libnetcrt.a, where a run is one process: rank 0 of 1,
  * and every collective leaves its data as it is. docs/distributed.md

@@ -8,7 +8,7 @@ convolution shape of a model, pass by pass, as a Markdown table.
 
 netc: the model is built at --batch and its trainer runs `bench --profile`
 (--steps profiled steps after one warm-up step and one timed window) with
-NETC_PROFILE_ALL=1, which prints every op's time (runtime/profile.c). A conv
+NETC_PROFILE_ALL=1, which prints every op's time (runtime/model/profile.c). A conv
 layer's forward op and its backward ops are found by layer name; its shape
 (input, output channels, kernel, stride, padding, bias) comes from
 `netc dump shapes`. Layers of the same shape are one row, with their count;
@@ -85,7 +85,7 @@ def netc_profile(args, name):
     ops = [kv(l) for l in out.splitlines() if l.startswith("profile_op ")]
     if not ops:
         sys.exit("layers.py: the trainer printed no profile_op lines "
-                 "(runtime/profile.c's NETC_PROFILE_ALL)")
+                 "(runtime/model/profile.c's NETC_PROFILE_ALL)")
     return ops, out.splitlines()[0]
 
 
