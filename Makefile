@@ -195,7 +195,9 @@ $(BUILD)/check_netc: $(TEST_OBJ) $(BUILD)/libnetc.a $(BUILD)/libnetcrt.a
 warnings: deps
 	$(MAKE) --no-print-directory CC=clang BUILD=$(BUILD)/clang $(BUILD)/clang/netc
 
-# Sanitized, the training tests build their trainers with --conv gemm
+# Sanitized, the suite leaves out what only retrains what the plain suite
+# trained (tests/check_netc.h: sanitized_run), and the training tests
+# build their trainers with --conv gemm
 # (tests/check_train.c says why), and the timeouts (there to stop a hang,
 # not to time anything) are doubled: ASan and UBSan run the trainers 2-3x
 # slower, and a busy machine made the first training test of a sanitized
@@ -204,7 +206,7 @@ warnings: deps
 # prints the slowest.
 test: deps test-deps all $(BUILD)/check_netc warnings
 	NETC=$(BUILD)/netc CK_XML_LOG_FILE_NAME=$(BUILD)/test-times.xml \
-	  $(if $(filter 1,$(SANITIZE)),NETC_TEST_CONV=gemm CK_TIMEOUT_MULTIPLIER=2) \
+	  $(if $(filter 1,$(SANITIZE)),NETC_TEST_SANITIZED=1 NETC_TEST_CONV=gemm CK_TIMEOUT_MULTIPLIER=2) \
 	  $(BUILD)/check_netc
 
 # The 20 slowest test cases of the last make test, and each suite's time.

@@ -25,7 +25,10 @@ static char *must(const char *fmt, ...) {
   return out;
 }
 
-/* The PyTorch comparisons. The seed network and ResNet-18 are compared
+/* The PyTorch comparisons. (ResNet-18 against a reference rebuilt from its
+ * graph is not here: the torchvision case compares the same build against
+ * an independent module, and the graph rebuild is proved on the others.)
+ * The seed network and ResNet-18 are compared
  * with a float64 reference: PyTorch's own float32 gradients are off by up
  * to 1e-2 on the seed network and 1.3e-1 on ResNet-18 at batch 8 (ReLU
  * inputs within rounding of zero: no seed of 30 avoids them on its 2x2
@@ -43,7 +46,6 @@ static const struct {
     /* train --label-smoothing: as cross_entropy(label_smoothing=0.1) */
     {"tests/golden/small.net", "small", 8, "--label-smoothing 0.1",
      "smoothing", ""},
-    {"models/resnet18.net", "resnet18", 8, "--float64", NULL, ""},
     /* The seed network with direct convolutions: with the cost model's
      * Winograd F(4x4,3x3) on its 3x3 layers, its float32 gradients differ
      * from float64 by up to 2.3e-2 where PyTorch's float32 differs by

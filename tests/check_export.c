@@ -11,33 +11,46 @@
  * ResNet with strict=True and give netc's logits on real validation
  * images (tests/export/torchvision_check.py); weights in netc's names
  * come back in with step --init and give the exporting checkpoint's
- * losses exactly. */
-static const char *const exported[] = {"resnet18", "resnet34", "resnet50",
-                                       "resnet101", "resnet152"};
+ * losses exactly; PyTorch's own weights come in with eval --init.
+ * ResNet-18 and ResNet-50 (a basic and a bottleneck network) take every
+ * step; the other three, which differ from them only in how many blocks a
+ * stage has, the name mapping alone (strict load, logits on 8 images):
+ * the whole round trip of all five took 168 s of a 14-minute suite. */
+static const struct {
+  const char *net;
+  int full;
+} exported[] = {{"resnet18", 1}, {"resnet50", 1}, {"resnet34", 0},
+                {"resnet101", 0}, {"resnet152", 0}};
 
 START_TEST(test_export_torchvision) {
   setup();
-  const char *net = exported[_i];
+  const char *net = exported[_i].net;
+  int full = exported[_i].full;
   char dir[256], model[256], run[256];
   snprintf(dir, sizeof dir, "build/testdata/%s-c10", net);
   snprintf(model, sizeof model, "models/%s.net", net);
   snprintf(run, sizeof run, "build/testdata/run-export-%s", net);
   build_with(model, 8, dir, net, "-D classes=10");
-  MUST("rm -rf %s && %s/%s train --data %s --epochs 1 --max-steps 3 "
+  int images = full ? 40 : 8;
+  MUST("rm -rf %s && %s/%s train --data %s --epochs 1 --max-steps %d "
        "--threads 2 --no-plots --out %s >/dev/null 2>&1", run, dir, net, data,
-       run);
+       full ? 3 : 1, run);
   MUST("%s/%s export --checkpoint %s/last.ckpt --names torchvision -o "
        "%s/tv.safetensors && %s/%s eval --data %s --checkpoint %s/last.ckpt "
-       "--limit 40 --inputs %s/in.f32 --logits %s/z.f32", dir, net, run, run,
-       dir, net, data, run, run, run);
+       "--limit %d --inputs %s/in.f32 --logits %s/z.f32", dir, net, run, run,
+       dir, net, data, run, images, run, run);
   int st;
   char *out = sh(&st, "/usr/bin/python3 tests/export/torchvision_check.py %s "
                       "10 %s/tv.safetensors %s/in.f32 %s/z.f32", net, run, run,
                  run);
   fprintf(stderr, "%s", out);
   ck_assert_msg(st == 0, "%s", out);
-  assert_contains(out, "top1_agree=40/40");
+  char agree[64];
+  snprintf(agree, sizeof agree, "top1_agree=%d/%d", images, images);
+  assert_contains(out, agree);
   free(out);
+  if (!full)
+    return;
   /* Back in, in either naming: the same first steps as the checkpoint. */
   MUST("%s/%s export --checkpoint %s/last.ckpt -o %s/netc.safetensors", dir,
        net, run, run);

@@ -17,6 +17,11 @@ const char *netc_path(void) {
 
 const char *temp_dir(void) { return tmpdir; }
 
+bool sanitized_run(void) {
+  const char *v = getenv("NETC_TEST_SANITIZED");
+  return v && !strcmp(v, "1");
+}
+
 const char *write_temp(const char *name, const char *src, size_t len) {
   static char path[256];
   snprintf(path, sizeof path, "%s/%s", tmpdir, name);

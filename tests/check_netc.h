@@ -4,6 +4,7 @@
 #define CHECK_NETC_H
 
 #include <check.h>
+#include <stdio.h>
 
 #include "netc.h"
 
@@ -54,6 +55,21 @@ char *run_command(const char *cmd, int *status);
 void assert_contains(const char *text, const char *want);
 /* The directory of this run's temporary files. */
 const char *temp_dir(void);
+/* The sanitized suite (make test SANITIZE=1 sets NETC_TEST_SANITIZED=1).
+ * It leaves out the cases that only retrain or recompute at length what
+ * the plain suite has (learning to an accuracy, an uninterrupted run
+ * against a resumed one, a second PyTorch comparison of one network);
+ * every kernel, front-end, fault and export case stays. */
+bool sanitized_run(void);
+/* Adds `fn` to `tc`, unless this is the sanitized run, which says so. */
+#define tcase_add_test_unsanitized(tc, fn)                                   \
+  do {                                                                       \
+    if (sanitized_run())                                                     \
+      fprintf(stderr, "sanitized run: %s left out (make test runs it)\n",  \
+              #fn);                                                          \
+    else                                                                     \
+      tcase_add_test(tc, fn);                                                \
+  } while (0)
 /* The netc binary under test ($NETC, default build/netc). */
 const char *netc_path(void);
 /* Reads a whole file (malloc'ed, NUL-terminated) or NULL. */

@@ -15,6 +15,11 @@ T=$1 DATA=$2 DIR=$3 CYCLES=${4:-20}
 K=2
 ARGS="--data $DATA --epochs 3 --threads 2 --no-plots --checkpoint-steps $K --log-every 1"
 fail() { echo "kill_resume: FAIL: $*"; exit 1; }
+# Whether a checkpoint is being written: its temporary file exists.
+writing() {
+  for f in "$run"/*.ckpt.tmp*; do [ -e "$f" ] && return 0; done
+  return 1
+}
 rm -rf "$DIR" && mkdir -p "$DIR" || exit 1
 
 "$T" train $ARGS --out "$DIR/straight" >"$DIR/straight.log" 2>&1 ||
@@ -32,9 +37,13 @@ while [ $kills -lt "$CYCLES" ]; do
   pid=$!
   if [ $((i % 3)) -eq 0 ]; then
     # Wait for a checkpoint write to begin (a temporary file), then kill.
+    # The test is the shell's own (no ls process per look): a write lasts
+    # milliseconds, and a fork per look missed most of them and spun for
+    # minutes.
     n=0
-    while ! ls "$run"/*.ckpt.tmp* >/dev/null 2>&1 && kill -0 $pid 2>/dev/null &&
-      [ $n -lt 200000 ]; do n=$((n + 1)); done
+    while ! writing && kill -0 $pid 2>/dev/null && [ $n -lt 200000 ]; do
+      n=$((n + 1))
+    done
   else
     # A random moment 0.2-1.2 s after the start.
     ms=$(( $(od -An -N2 -tu2 /dev/urandom | tr -d ' ') % 1000 + 200 ))
@@ -50,7 +59,7 @@ while [ $kills -lt "$CYCLES" ]; do
   fi
   wait $pid 2>/dev/null
   kills=$((kills + 1))
-  ls "$run"/*.ckpt.tmp* >/dev/null 2>&1 && in_write=$((in_write + 1))
+  writing && in_write=$((in_write + 1))
   for c in "$run"/*.ckpt; do
     [ -e "$c" ] || continue
     "$T" inspect "$c" >/dev/null 2>"$DIR/inspect.err" ||
