@@ -148,6 +148,46 @@ int checkpoint_save(const char *path, const NetcState *s,
   return 0;
 }
 
+int checkpoint_copy(CheckpointImage *img, const NetcState *s,
+                    const NetcOptimizer *o, const RunState *r,
+                    const ClassList *c) {
+  const NetcModel *m = s->model;
+  size_t names = (size_t)c->nclasses * MAX_CLASS_NAME;
+  size_t pb = (size_t)m->param_bytes, sb = (size_t)m->stats_bytes;
+  size_t need = 2 * names + pb * (o->m2 ? 3 : 2) + sb;
+  if (need > img->cap) {
+    unsigned char *b = malloc(need);
+    if (!b)
+      return -1;
+    free(img->buf);
+    img->buf = b, img->cap = need;
+  }
+  unsigned char *p = img->buf;
+#define TAKE(dst, src, n) (memcpy(p, (src), (n)), (dst) = (void *)p, p += (n))
+  img->s = (NetcState){.model = m};
+  TAKE(img->s.params, s->params, pb);
+  TAKE(img->s.bn_stats, s->bn_stats, sb);
+  img->o = (NetcOptimizer){.kind = o->kind};
+  TAKE(img->o.m1, o->m1, pb);
+  if (o->m2)
+    TAKE(img->o.m2, o->m2, pb);
+  img->c = (ClassList){.path = c->path, .nclasses = c->nclasses};
+  TAKE(img->c.class_ids, c->class_ids, names);
+  TAKE(img->c.class_names, c->class_names, names);
+#undef TAKE
+  img->r = *r;
+  return 0;
+}
+
+int checkpoint_write(const char *path, const CheckpointImage *img) {
+  return checkpoint_save(path, &img->s, &img->o, &img->r, &img->c);
+}
+
+void checkpoint_image_free(CheckpointImage *img) {
+  free(img->buf);
+  *img = (CheckpointImage){0};
+}
+
 /* global: the loading run's images per step, or 0 for any (eval). */
 static int check_header(const char *path, const Header *h, const NetcModel *m,
                         int global) {

@@ -54,6 +54,27 @@ typedef struct {
 int checkpoint_save(const char *path, const NetcState *s,
                     const NetcOptimizer *o, const RunState *r,
                     const ClassList *c);
+/* A checkpoint's contents copied out of a run, so that it can be written
+ * while the run goes on (trainer/saver.c): the tensors in one buffer,
+ * which a later copy reuses. */
+typedef struct {
+  NetcState s;      /* model, params and bn_stats; nothing else is used */
+  NetcOptimizer o;  /* kind, m1 and m2 */
+  RunState r;
+  ClassList c;
+  unsigned char *buf;
+  size_t cap;
+} CheckpointImage;
+
+/* Copies what checkpoint_save would write into img (zeroed before its
+ * first use). 0, or -1 when out of memory (img keeps its old contents). */
+int checkpoint_copy(CheckpointImage *img, const NetcState *s,
+                    const NetcOptimizer *o, const RunState *r,
+                    const ClassList *c);
+/* checkpoint_save of an image. */
+int checkpoint_write(const char *path, const CheckpointImage *img);
+void checkpoint_image_free(CheckpointImage *img);
+
 /* Reads and verifies (magic, version, model, checksum) a checkpoint into
  * s, o and r (o and r may be NULL: eval and predict, which take the
  * parameters of any batch size). With r, r->global_batch on entry is the

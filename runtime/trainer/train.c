@@ -26,6 +26,7 @@
 #include "trainer/eval.h"
 #include "trainer/options.h"
 #include "trainer/run_dir.h"
+#include "trainer/saver.h"
 #include "trainer/step.h"
 #include "util/util.h"
 
@@ -210,6 +211,9 @@ typedef struct {
   NetcOptimizer *o;
   ClassList *c;
   char *last, *best;
+  Saver saver;          /* rank 0's checkpoint writer */
+  double ckpt_seconds;  /* the steps' time lost to checkpoints this epoch */
+  double ckpt_total;    /* and over the run */
 } Run;
 
 /* The run state with the epoch's running sums (loss, correct, seen) added
@@ -224,18 +228,35 @@ static RunState epoch_sums(const RunState *mine) {
 }
 
 /* Every process calls it: the running statistics are averaged and the
- * epoch's sums added, so that rank 0's file is the run's. */
-static int save(Run *run, const char *path) {
+ * epoch's sums added, so that rank 0's files are the run's. Rank 0 copies
+ * the state and writes it to each of paths in the background (saver.h);
+ * with `wait`, the write is done when save returns. -1 when this write or
+ * the one before it failed (said), on every process. */
+static int save(Run *run, const char *const *paths, int npaths, int wait) {
+  double t0 = now_seconds();
   comm_average_bn_stats(run->s);
   RunState r = epoch_sums(&run->a->r);
-  int rc = root() ? checkpoint_save(path, run->s, run->o, &r, run->c) : 0;
+  int rc = 0;
+  if (root()) {
+    rc = saver_start(&run->saver, run->s, run->o, &r, run->c, paths, npaths);
+    if (rc == 0 && wait)
+      rc = saver_wait(&run->saver);
+  }
+  double t = now_seconds() - t0;
+  run->ckpt_seconds += t, run->ckpt_total += t;
   return comm_all(rc == 0) ? 0 : -1;
 }
 
+/* The epoch's end: evaluation, metrics, checkpoints (best.ckpt when the
+ * top-1 is the best yet, and last.ckpt), plots, and the epoch's line with
+ * the seconds of its loop, evaluation and checkpoints apart. */
 static int finish_epoch(Run *run, const Dataset *val, float lr) {
   RunState *r = &run->a->r;
+  double t0 = now_seconds();
   comm_average_bn_stats(run->s);
   EvalResult v = evaluate(run->s, val);
+  double eval_seconds = now_seconds() - t0, loop_seconds = r->seconds;
+  double before = loop_seconds + run->ckpt_seconds; /* this epoch's so far */
   RunState all = epoch_sums(r); /* the epoch over every process */
   double seen = (double)all.seen;
   double tl = seen ? all.loss_sum / seen : 0;
@@ -246,24 +267,28 @@ static int finish_epoch(Run *run, const Dataset *val, float lr) {
         .epoch = r->epoch + 1, .train_loss = tl, .train_top1 = ta,
         .val_loss = v.loss, .val_top1 = v.top1, .val_top5 = v.top5,
         .lr = lr, .images_per_s = ips, .seconds = r->seconds});
-  printf("epoch %d/%d train_loss %.4f train_top1 %.2f%% val_loss %.4f "
-         "val_top1 %.2f%% val_top5 %.2f%% lr %.4g %.1f img/s %.0f s\n",
-         r->epoch + 1, r->epochs, tl, ta, v.loss, v.top1, v.top5, lr, ips,
-         r->seconds);
-  flush_log();
+  int epoch = r->epoch + 1;
   r->completed = r->epoch + 1;
   r->epoch++;
   r->step = 0;
   r->loss_sum = r->seconds = 0;
   r->correct = r->seen = 0;
-  if (v.top1 > r->best_top1) {
+  /* best.ckpt and last.ckpt hold the same state: one copy, two files. */
+  const char *paths[2] = {run->best, run->last};
+  int best = v.top1 > r->best_top1;
+  if (best)
     r->best_top1 = v.top1;
-    if (save(run, run->best))
-      return -1;
-  }
-  int rc = save(run, run->last);
+  int rc = save(run, paths + !best, 1 + best, 0);
   if (root() && !run->a->no_plots)
     run_dir_plot(run->a->out, netc_model.name);
+  printf("epoch %d/%d train_loss %.4f train_top1 %.2f%% val_loss %.4f "
+         "val_top1 %.2f%% val_top5 %.2f%% lr %.4g %.1f img/s %.0f s "
+         "(loop %.1f s, eval %.1f s, checkpoints %.2f s)\n",
+         epoch, r->epochs, tl, ta, v.loss, v.top1, v.top5, lr, ips,
+         before + now_seconds() - t0, loop_seconds, eval_seconds,
+         run->ckpt_seconds);
+  flush_log();
+  run->ckpt_seconds = 0;
   return rc;
 }
 
@@ -374,6 +399,16 @@ static const char *stop_reason(const TrainArgs *a) {
   return NULL;
 }
 
+/* A checkpoint write failed (checkpoint_save said why): the run stops
+ * with nothing more written. Returns the run's status, 1. */
+static int write_failed(const RunState *r) {
+  if (root())
+    fprintf(stderr, "\nnetc: training stopped at epoch %d step %d: a "
+                    "checkpoint could not be written (said above); continue "
+                    "with --resume from the last one\n", r->epoch + 1, r->step);
+  return 1;
+}
+
 static int train_epochs(Run *run, Loader *l, const Dataset *val) {
   RunState *r = &run->a->r;
   NetcState *s = run->s;
@@ -395,12 +430,16 @@ static int train_epochs(Run *run, Loader *l, const Dataset *val) {
                   (run->a->ckpt_steps &&
                    r->global_step % run->a->ckpt_steps == 0);
       comm_bcast(&timed, sizeof timed);
+      /* A background checkpoint write that failed (it said why) stops
+       * the run at once, with nothing more written. */
+      if (!comm_all(!root() || !saver_failed(&run->saver)))
+        return write_failed(r);
       const char *stop = stop_reason(run->a);
       if (!comm_all(stop == NULL) && !stop)
         stop = "stopped by another process";
       if (timed || stop) {
-        if (save(run, run->last))
-          return 1;
+        if (save(run, (const char *[]){run->last}, 1, stop != NULL))
+          return write_failed(r);
         last_ckpt = now_seconds();
       }
       if (stop) {
@@ -538,6 +577,12 @@ static int train_run(Run *run, Loader *l, const Dataset *train,
   signal(SIGTERM, on_signal);
   int64_t from = a->r.global_step;
   int rc = train_epochs(run, l, val);
+  /* The last write must have landed before the run says it is done. */
+  if (!comm_all(!root() || saver_wait(&run->saver) == 0))
+    rc = 1;
+  if (root() && rc == 0 && run->saver.write_seconds > 0)
+    printf("netc: checkpoints took the steps %.2f s; written in %.2f s in the "
+           "background\n", run->ckpt_total, run->saver.write_seconds);
   if (a->check_replicas && rc == 0)
     printf("netc: the parameters were identical on all %d processes after "
            "each of %lld steps\n", comm_size(),
@@ -602,6 +647,7 @@ int cmd_train(int argc, char **argv) {
   rc = run.s && start_run(&a, &run, &train, &l) == 0
            ? train_run(&run, l, &train, &val)
            : 1;
+  saver_free(&run.saver);
   loader_free(l);
   dataset_close(&train);
   dataset_close(&val);

@@ -7,7 +7,8 @@
 # exit 1, and the step-2 checkpoint must be intact (same state, verified)
 # with no temporary file left. Without root (no mount), the same is done
 # under a file size limit (ulimit -f), which fails writes the same way
-# (FULL_DISK_HOW=ulimit forces it).
+# (FULL_DISK_HOW=ulimit forces it). Then the same with the write in the
+# background: a step checkpoint that fails stops the run at the next step.
 # Prints one summary line; exits 1 on any failure.
 set -u
 T=$1 DATA=$2 DIR=$3
@@ -47,6 +48,27 @@ grep -q 'writing checkpoint .* failed: .*; the previous checkpoint is intact' "$
 after=$("$T" inspect "$run/last.ckpt") || fail "the old checkpoint no longer verifies"
 [ "$before" = "$after" ] || fail "the old checkpoint changed: $before / $after"
 ls "$run"/*.tmp* >/dev/null 2>&1 && fail "a temporary file was left: $(ls "$run")"
+# The same write in the background (a step checkpoint, not the last one):
+# the run stops at its next step with exit 1, having written nothing more.
+if [ -n "$mounted" ]; then
+  "$T" train $ARGS --checkpoint-steps 1 --max-steps 8 --resume >"$DIR/bg.log" 2>&1
+  rc=$?
+else
+  (
+    trap '' XFSZ
+    ulimit -f $((size / 512 - 1))
+    "$T" train $ARGS --checkpoint-steps 1 --max-steps 8 --resume
+  ) >"$DIR/bg.log" 2>&1
+  rc=$?
+fi
+[ $rc -eq 1 ] || fail "a failed background write: exit $rc, not 1: $(tail -n 3 "$DIR/bg.log")"
+grep -q 'writing checkpoint .* failed: .*; the previous checkpoint is intact' "$DIR/bg.log" ||
+  fail "no message about the failed background write: $(tail -n 3 "$DIR/bg.log")"
+grep -q 'training stopped at epoch 1 step [34]: a checkpoint could not be written' "$DIR/bg.log" ||
+  fail "the run did not stop at the step after the failed write: $(tail -n 3 "$DIR/bg.log")"
+after=$("$T" inspect "$run/last.ckpt") || fail "the old checkpoint no longer verifies (background)"
+[ "$before" = "$after" ] || fail "the old checkpoint changed (background): $before / $after"
+ls "$run"/*.tmp* >/dev/null 2>&1 && fail "a temporary file was left (background): $(ls "$run")"
 msg=$(grep 'writing checkpoint' "$DIR/full.log")
 [ -n "$mounted" ] && umount "$DIR/disk"
 echo "full_disk: ok ($how) exit=$rc checkpoint of $size bytes intact; said: $msg"
