@@ -45,7 +45,8 @@ MODELS := $(filter-out models/blocks.net,$(wildcard models/*.net))
 
 COMPILER_SRC := pool.c diag.c ast.c ops.c graph.c infer.c infer_expr.c infer_ops.c \
                 infer_blocks.c defines.c algo.c tune.c \
-                autodiff.c comm.c plan.c load.c report.c dump.c codegen.c build.c
+                autodiff.c comm.c plan.c traffic.c load.c report.c dump.c codegen.c \
+                build.c
 # runtime/util/util.c serves the compiler too (build.c's make_dirs).
 COMPILER_OBJ := $(addprefix $(BUILD)/,$(COMPILER_SRC:.c=.o)) \
                 $(BUILD)/parse.o $(BUILD)/lex.o $(BUILD)/util.o
@@ -75,7 +76,8 @@ TEST_OBJ := $(patsubst tests/%.c,$(BUILD)/tests/%.o,$(TEST_SRC)) \
             $(BUILD)/tests/fuzz_front.o
 
 .PHONY: all deps test-deps train test test-times check-models warnings clean golden graphs \
-        plans bench bench-layers bench-algos bench-peak bench-mpi fuzz
+        plans bench bench-layers bench-algos bench-peak bench-mpi bench-matrix \
+        fuzz
 .DEFAULT_GOAL := all
 
 all: deps $(BUILD)/netc $(BUILD)/libnetcrt.a $(BUILD)/libnetcrt_mpi.a \
@@ -242,6 +244,16 @@ BENCH_MODELS ?= models/resnet18.net models/resnet50.net
 bench: all
 	@sh .ci/deps test
 	@sh tests/bench/run.sh $(BUILD)/netc $(BUILD)/bench $(BENCH_MODELS)
+
+# netc against PyTorch over models x batches, native and (on AVX-512) the
+# AVX2 half, as the Markdown table of docs/benchmarks.md
+# (tests/bench/matrix.sh; about 30-40 minutes). MODELS_MATRIX, BATCHES,
+# THREADS, STEPS, WINDOWS, WARMUP, ISAS.
+bench-matrix: all
+	@sh .ci/deps test
+	@MODELS="$(MODELS_MATRIX)" sh tests/bench/matrix.sh $(BUILD)/netc $(BUILD)/bench-matrix
+
+MODELS_MATRIX ?= resnet18 resnet34 resnet50 resnet101
 
 # netc's and PyTorch's time per convolution shape and pass, as a Markdown
 # table (tests/bench/layers.py, docs/benchmarks.md). MODEL (here

@@ -517,8 +517,9 @@ static void emit_params(Gen *x) {
 /* Every op, for profiles and for finding the first non-finite value. */
 static void emit_ops(Gen *x) {
   const Graph *g = x->g;
-  fputs("/* layer, op, backward, FLOPs, source; what it writes: arena offset"
-        "\n * and floats, then two weight gradients (arena offset, floats). */"
+  fputs("/* layer, op, backward, FLOPs, bytes moved (traffic.c), source; "
+        "what it writes:\n * arena offset and floats, then two weight "
+        "gradients (arena offset, floats). */"
         "\nstatic const NetcOp ops[] = {\n", x->out);
   for (int i = 0; i < g->nnodes; i++) {
     const Node *n = &g->nodes[i];
@@ -531,6 +532,8 @@ static void emit_ops(Gen *x) {
         i >= g->nforward ? "1" : "0",
         pool_printf(x->pool, "%.0f",
                     i < g->nforward ? node_flops(g, i) * (double)g->batch : 0),
+        pool_printf(x->pool, "%lld", (long long)(node_traffic(g, i).read +
+                                                 node_traffic(g, i).written)),
         pool_printf(x->pool, "\"%s\"", loc_str(x->d, n->loc)),
         f32 ? x->tname[n->out] : "-1",
         pool_printf(x->pool, "%lld", f32 ? elems(x, n->out) : 0LL),
@@ -539,7 +542,7 @@ static void emit_ops(Gen *x) {
         pool_printf(x->pool, "%s}", w[1] >= 0 ? x->tname[w[1]] : "-1"),
         pool_printf(x->pool, "{%lld", w[0] >= 0 ? elems(x, w[0]) : 0LL),
         pool_printf(x->pool, "%lld}", w[1] >= 0 ? elems(x, w[1]) : 0LL)};
-    wrapped(x, "    ", it, 11, "},");
+    wrapped(x, "    ", it, 12, "},");
   }
   fputs("};\n\n", x->out);
 }
@@ -670,6 +673,7 @@ static void emit_model(Gen *x, const char *source, int logits) {
           "    .nlayers = %d,\n    .layers = layers,\n"
           "    .logits_value = %d,\n"
           "    .nops = %d,\n    .ops = ops,\n    .flops_per_step = %.0f,\n"
+          "    .bytes_per_step = %lld,\n"
           "    .isa = NETC_ISA,\n    .conv_algos = %s,\n"
           "    .nbuckets = %d,\n    .buckets = %s,\n"
           "    .plan_hash = 0x%016llxULL,\n"
@@ -680,7 +684,8 @@ static void emit_model(Gen *x, const char *source, int logits) {
           (long long)p->optimizer_bytes[PLAN_ADAM], x->tname[g->input],
           x->tname[g->labels], x->tname[g->nodes[sm].in[0]],
           x->tname[g->nodes[sm].extra[0]], nlayers, logits, g->nnodes,
-          step_flops(g),
+          step_flops(g), (long long)(step_traffic(g).read +
+                                     step_traffic(g).written),
           algo_counts(x), g->nbuckets, g->nbuckets ? "buckets" : "NULL",
           (unsigned long long)plan_hash(x));
 }

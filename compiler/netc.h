@@ -487,6 +487,14 @@ const char *shape_str(Pool *p, Shape s);
 int64_t graph_param_count(const Graph *g);
 double node_flops(const Graph *g, int node); /* forward, per image */
 double step_flops(const Graph *g); /* forward + backward, whole batch */
+
+/* ---- traffic.c: the bytes a step moves, per op (the model is there) ---- */
+
+typedef struct {
+  int64_t read, written;
+} Traffic;
+Traffic node_traffic(const Graph *g, int node); /* for the whole batch */
+Traffic step_traffic(const Graph *g);
 /* Bytes of tensor t at the graph's batch size (before alignment). */
 int64_t tensor_bytes(const Graph *g, int t);
 const char *tensor_kind_name(TensorKind k);

@@ -25,6 +25,32 @@ static double node_mflops(const Graph *g, int i) {
   return node_flops(g, i) / 1e6;
 }
 
+/* The step's traffic (traffic.c) and each kind of op's share of it: a
+ * backward op counts with its forward op's kind, grad_add and the updates
+ * on their own. */
+static void print_traffic(FILE *out, const Graph *g) {
+  double by[OP_COUNT] = {0}, pass[3] = {0}, total = 0;
+  for (int i = 0; i < g->nnodes; i++) {
+    const Node *n = &g->nodes[i];
+    Traffic t = node_traffic(g, i);
+    double b = (double)(t.read + t.written);
+    bool fwd_kind = i >= g->nforward && n->op != OP_UPDATE &&
+                    n->op != OP_GRAD_ADD && n->fwd >= 0;
+    by[fwd_kind ? g->nodes[n->fwd].op : n->op] += b;
+    pass[i < g->nforward ? 0 : n->op == OP_UPDATE ? 2 : 1] += b;
+    total += b;
+  }
+  Traffic t = step_traffic(g);
+  fprintf(out, "traffic at batch %lld: %.1f MB read, %.1f MB written per "
+               "step (forward %.0f%%, backward %.0f%%, update %.0f%%); by op:",
+          (long long)g->batch, (double)t.read / 1e6, (double)t.written / 1e6,
+          100 * pass[0] / total, 100 * pass[1] / total, 100 * pass[2] / total);
+  for (int k = 0; k < OP_COUNT; k++)
+    if (by[k] >= 0.005 * total)
+      fprintf(out, " %s %.1f%%", op_info((OpKind)k)->name, 100 * by[k] / total);
+  fputc('\n', out);
+}
+
 void print_summary(FILE *out, const Graph *g) {
   int width = 5;
   for (int i = 0; i < g->nforward; i++)
@@ -57,6 +83,7 @@ void print_summary(FILE *out, const Graph *g) {
     }
     fputc('\n', out);
   }
+  print_traffic(out, g);
   fprintf(out, "network=%s input=%s classes=%lld layers=%d params=%lld "
                "weights=%d mflops=%.2f\n",
           g->name, shape_str(&p, g->tensors[g->input].shape),

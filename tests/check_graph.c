@@ -1,5 +1,5 @@
 /* check_graph.c: the graph verifier accepts every model and catches each
- * kind of broken graph. */
+ * kind of broken graph; the traffic model counts as by hand. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -72,10 +72,54 @@ START_TEST(test_verifier_catches) {
 }
 END_TEST
 
+/* traffic.c's model on a net small enough to count by hand (batch 64,
+ * 4-byte floats): each op reads its operands once and writes its output
+ * once; a view moves nothing; an update moves its gradient, parameter and
+ * momentum. */
+START_TEST(test_traffic_by_hand) {
+  Compiled c;
+  compile_text(&c, "traffic.net",
+               "network t(input = 2x4x4, classes = 5) {\n"
+               "  x = conv(input, 3, k=1, bias=false) -> relu\n"
+               "  return flatten(x) -> dense(classes, bias=false)"
+               " -> softmax_cross_entropy\n}\n");
+  ck_assert_msg(c.rc == 0, "%s", c.messages);
+  const Graph *g = &c.graph;
+  int64_t in = 64 * 2 * 16 * 4, act = 64 * 3 * 16 * 4, w = 3 * 2 * 4;
+  Traffic t = node_traffic(g, find_node(g, "conv1"));
+  ck_assert_int_eq(t.read, in + w);
+  ck_assert_int_eq(t.written, act);
+  t = node_traffic(g, find_node(g, "relu1"));
+  ck_assert_int_eq(t.read, act);
+  ck_assert_int_eq(t.written, act);
+  t = node_traffic(g, find_node(g, "flatten1"));
+  ck_assert_int_eq(t.read + t.written, 0);
+  Traffic sum = {0, 0};
+  int updates = 0;
+  for (int i = 0; i < g->nnodes; i++) {
+    Traffic o = node_traffic(g, i);
+    sum.read += o.read, sum.written += o.written;
+    const Node *n = &g->nodes[i];
+    if (n->op == OP_UPDATE && !strcmp(g->weights[n->weight[0]].name,
+                                      "conv1.weight")) {
+      ck_assert_int_eq(o.read, 3 * w); /* gradient, parameter, momentum */
+      ck_assert_int_eq(o.written, 2 * w);
+      updates++;
+    }
+  }
+  ck_assert_int_eq(updates, 1);
+  t = step_traffic(g);
+  ck_assert_int_eq(t.read, sum.read);
+  ck_assert_int_eq(t.written, sum.written);
+  compiled_free(&c);
+}
+END_TEST
+
 Suite *suite_graph(void) {
   Suite *s = suite_create("graph");
   TCase *tc = tcase_create("graph");
   tcase_add_test(tc, test_verifier_accepts_small);
+  tcase_add_test(tc, test_traffic_by_hand);
   tcase_add_loop_test(tc, test_verifier_catches, 0, 12);
   suite_add_tcase(s, tc);
   return s;

@@ -70,6 +70,8 @@ typedef struct {
   const char *op;    /* conv, conv_backward, ... */
   int backward;
   double flops;      /* forward ops: FLOPs for the batch */
+  double bytes;      /* bytes it reads and writes for the batch, each
+                        operand once (compiler/traffic.c's model) */
   const char *where; /* its .net source: "models/resnet18.net:12" */
   /* What it writes: a float tensor in the arena (bytes offset, -1 if
    * none) and the gradients of up to two parameters (arena bytes offsets,
@@ -171,6 +173,7 @@ struct NetcModel {
   int nops;               /* forward and backward ops, schedule order */
   const NetcOp *ops;
   double flops_per_step;  /* forward + backward FLOPs of one batch */
+  double bytes_per_step;  /* the ops' bytes summed */
   int isa;                /* the RT_ISA_* its kernels were built for */
   const char *conv_algos; /* how many conv passes use each algorithm:
                              "fwd:direct=19,gemm=1;bwd:direct=19,gemm=1" */

@@ -63,7 +63,7 @@ void netc_profile_mark(NetcState *s, int op) {
 typedef struct {
   const char *key;
   int backward;
-  double seconds;
+  double seconds, bytes;
 } Bucket;
 
 static int by_seconds(const void *a, const void *b) {
@@ -82,8 +82,9 @@ static int bucket_ops(const NetcState *s, Bucket *b, int by_layer) {
     while (j < n && (strcmp(b[j].key, key) || b[j].backward != op->backward))
       j++;
     if (j == n)
-      b[n++] = (Bucket){key, op->backward, 0};
+      b[n++] = (Bucket){key, op->backward, 0, 0};
     b[j].seconds += s->prof_seconds[i];
+    b[j].bytes += op->bytes;
   }
   qsort(b, (size_t)n, sizeof *b, by_seconds);
   return n;
@@ -93,7 +94,7 @@ static int bucket_ops(const NetcState *s, Bucket *b, int by_layer) {
  * for scripts (each op runs once per step, so its ms/step is its ms per
  * call):
  *   profile_op index=I layer=L op=O pass=forward|backward ms_per_step=T
- *              flops=F where=FILE:LINE:COL
+ *              flops=F bytes=B where=FILE:LINE:COL
  * after a header line "profile_ops model=M batch=B steps=S ops=N". */
 static void print_all_ops(const NetcState *s, int steps) {
   const NetcModel *m = s->model;
@@ -102,9 +103,9 @@ static void print_all_ops(const NetcState *s, int steps) {
   for (int i = 0; i < m->nops; i++) {
     const NetcOp *op = &m->ops[i];
     printf("profile_op index=%d layer=%s op=%s pass=%s ms_per_step=%.4f "
-           "flops=%.0f where=%s\n",
+           "flops=%.0f bytes=%.0f where=%s\n",
            i, op->layer, op->op, op->backward ? "backward" : "forward",
-           1e3 * s->prof_seconds[i] / steps, op->flops,
+           1e3 * s->prof_seconds[i] / steps, op->flops, op->bytes,
            op->where ? op->where : "-");
   }
 }
@@ -119,12 +120,17 @@ void print_profile(const NetcState *s, int steps) {
     int n = bucket_ops(s, b, by_layer);
     printf("profile by %s (%d steps, %.1f ms per step):\n",
            by_layer ? "layer, top 25" : "op kind", steps, 1e3 * total / steps);
-    printf("  %-44s %-8s %9s %6s\n", by_layer ? "layer" : "op", "pass",
-           "ms/step", "share");
-    for (int i = 0; i < n && (!by_layer || i < 25); i++)
-      printf("  %-44s %-8s %9.2f %5.1f%%\n", b[i].key,
-             b[i].backward ? "backward" : "forward", 1e3 * b[i].seconds / steps,
-             100 * b[i].seconds / total);
+    /* MB: what the ops move per step in traffic.c's model; GB/s: that
+     * over their time, against the memory's bandwidth. */
+    printf("  %-44s %-8s %9s %6s %9s %6s\n", by_layer ? "layer" : "op",
+           "pass", "ms/step", "share", "MB/step", "GB/s");
+    for (int i = 0; i < n && (!by_layer || i < 25); i++) {
+      double sec = b[i].seconds / steps;
+      printf("  %-44s %-8s %9.2f %5.1f%% %9.1f %6.1f\n", b[i].key,
+             b[i].backward ? "backward" : "forward", 1e3 * sec,
+             100 * b[i].seconds / total, b[i].bytes / 1e6,
+             sec > 0 ? b[i].bytes / sec / 1e9 : 0);
+    }
   }
   free(b);
   const char *all = getenv("NETC_PROFILE_ALL");

@@ -112,11 +112,13 @@ static void print_bench(const NetcState *s, const Bench *b, double ips) {
     return;
   double peak = sgemm_peak();
   printf("netc model=%s batch=%d threads=%d steps_per_s=%.3f img_per_s=%.2f "
-         "gflops=%.2f sgemm_peak_gflops=%.2f peak_frac=%.3f rss_mib=%ld "
+         "gflops=%.2f sgemm_peak_gflops=%.2f peak_frac=%.3f "
+         "mb_per_step=%.1f mem_gb_per_s=%.2f rss_mib=%ld "
          "blas_kernel=%s conv_kernel=%s conv_algos=%s first_loss=%.6f "
          "last_loss=%.6f",
          m->name, m->batch, rt_threads(), ips / m->batch / procs, ips, gflops,
-         peak, gflops / peak, rss, openblas_get_corename(),
+         peak, gflops / peak, m->bytes_per_step / 1e6,
+         ips / m->batch * m->bytes_per_step / 1e9, rss, openblas_get_corename(),
          rt_conv_kernel_name(), m->conv_algos, b->first_loss, b->last_loss);
   if (procs > 1 || m->nbuckets)
     printf(" procs=%d buckets=%d comm_wait_ms_per_step=%.2f", procs,

@@ -19,7 +19,7 @@
 #         torch_cl_img_per_s=... speedup=... netc_after_img_per_s=...
 #         train_img_per_s=...
 #         train_vs_bench=...% gflops=... sgemm_peak_gflops=... peak_frac=...
-#         netc_rss_mib=... torch_rss_mib=... blas_kernel=...
+#         mb_per_step=... mem_gb_per_s=... netc_rss_mib=... torch_rss_mib=... blas_kernel=...
 # torch_img_per_s, torch_format and torch_rss_mib are the faster format's;
 # speedup is netc_img_per_s / torch_img_per_s; netc_after_img_per_s is
 # bench again, right after the end-to-end run; train_vs_bench is
@@ -93,7 +93,8 @@ for m in $models; do
        "train_img_per_s=$ei" \
        "train_vs_bench=$ev gflops=$(field "$line" gflops)" \
        "sgemm_peak_gflops=$(field "$line" sgemm_peak_gflops)" \
-       "peak_frac=$(field "$line" peak_frac) netc_rss_mib=$(field "$line" rss_mib)" \
+       "peak_frac=$(field "$line" peak_frac) mb_per_step=$(field "$line" mb_per_step)" \
+       "mem_gb_per_s=$(field "$line" mem_gb_per_s) netc_rss_mib=$(field "$line" rss_mib)" \
        "torch_rss_mib=$tr blas_kernel=$(field "$line" blas_kernel)" \
        "conv_kernel=$(field "$line" conv_kernel)" \
        "conv_algos=$(field "$line" conv_algos)"

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """torch_bench.py: PyTorch training throughput for the netc benchmark.
 
-    python3 torch_bench.py resnet18|resnet50 [--batch 64] [--threads 2]
+    python3 torch_bench.py resnet18|34|50|101|152 [--batch 64] [--threads 2]
         [--steps 5] [--warmup 2] [--windows 3]
         [--format both|contiguous|channels_last]
 
@@ -109,7 +109,10 @@ class ResNet(nn.Module):
 
 
 MODELS = {"resnet18": (BasicBlock, [2, 2, 2, 2]),
-          "resnet50": (Bottleneck, [3, 4, 6, 3])}
+          "resnet34": (BasicBlock, [3, 4, 6, 3]),
+          "resnet50": (Bottleneck, [3, 4, 6, 3]),
+          "resnet101": (Bottleneck, [3, 4, 23, 3]),
+          "resnet152": (Bottleneck, [3, 8, 36, 3])}
 
 
 FORMATS = {"contiguous": torch.contiguous_format,
