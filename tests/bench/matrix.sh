@@ -106,27 +106,36 @@ done
 
 # The table: a row per model and batch, a column group per ISA.
 awk -v cpu="$cpu" -v isas="$isas" -v threads="$threads" '
+function fmt(t) {
+  if (t == "channels_last") return "CL"
+  if (t == "contiguous") return "NCHW"
+  return "na"
+}
 { for (i = 2; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] }
-  k = f["model"] SUBSEP f["batch"]
+  k = f["model"] " " f["batch"]
   if (!(k in seen)) { seen[k] = 1; order[++n] = k }
-  cell[k, f["isa"]] = sprintf("%s | %s (%s) | **%sx**", f["netc_img_per_s"],
-    f["torch_img_per_s"], f["torch_format"] == "channels_last" ? "CL" :
-    f["torch_format"] == "contiguous" ? "NCHW" : "na", f["speedup"])
-  rss[k, f["isa"]] = f["netc_rss_mib"] " / " f["torch_rss_mib"] }
+  c = f["netc_img_per_s"] " | " f["torch_img_per_s"] " (" fmt(f["torch_format"]) ")"
+  cell[k " " f["isa"]] = c " | **" f["speedup"] "x**"
+  if (f["isa"] == "native") rss[k] = f["netc_rss_mib"] " / " f["torch_rss_mib"]
+}
 END {
   ni = split(isas, I, " ")
-  printf "Training img/s on %s, %s threads: netc, PyTorch best format, speedup", cpu, threads
-  printf "; peak RSS MiB netc / PyTorch (native).\n\n"
+  printf "Training img/s on %s, %s threads: netc, PyTorch in its best format, ", cpu, threads
+  printf "speedup; peak RSS in MiB, netc / PyTorch (native).\n\n"
   h = "| model | batch "; s = "|---|---"
   for (j = 1; j <= ni; j++) {
-    t = I[j] == "native" ? "native" : "AVX2 (--portable; oneDNN AVX2)"
-    h = h sprintf("| netc %s | PyTorch %s | speedup ", t, t); s = s "|---|---|---"
+    t = "native"
+    if (I[j] == "avx2") t = "AVX2"
+    h = h "| netc " t " | PyTorch " t " | speedup "; s = s "|---|---|---"
   }
-  print h "| RSS native |"; print s "|---|"
+  print h "| RSS |"; print s "|---|"
   for (r = 1; r <= n; r++) {
-    split(order[r], mb, SUBSEP); line = "| " mb[1] " | " mb[2] " "
-    for (j = 1; j <= ni; j++)
-      line = line "| " ((order[r], I[j]) in cell ? cell[order[r], I[j]] : "na | na | na") " "
-    print line "| " rss[order[r], "native"] " |"
+    split(order[r], mb, " "); line = "| " mb[1] " | " mb[2] " "
+    for (j = 1; j <= ni; j++) {
+      key = order[r] " " I[j]
+      if (key in cell) line = line "| " cell[key] " "
+      else line = line "| na | na | na "
+    }
+    print line "| " rss[order[r]] " |"
   }
 }' "$cells" | tee "$out/matrix.md"
