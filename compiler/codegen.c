@@ -526,14 +526,14 @@ static void emit_ops(Gen *x) {
     /* Only float outputs are checked for NaN; labels and argmax are int. */
     bool f32 = n->out >= 0 && !g->tensors[n->out].is_int;
     const int *w = n->wgrad;
+    Traffic t = node_traffic(g, i);
     const char *it[] = {
         pool_printf(x->pool, "{\"%s\"", n->path),
         pool_printf(x->pool, "\"%s\"", op_info(n->op)->name),
         i >= g->nforward ? "1" : "0",
         pool_printf(x->pool, "%.0f",
                     i < g->nforward ? node_flops(g, i) * (double)g->batch : 0),
-        pool_printf(x->pool, "%lld", (long long)(node_traffic(g, i).read +
-                                                 node_traffic(g, i).written)),
+        pool_printf(x->pool, "%lld", (long long)(t.read + t.written)),
         pool_printf(x->pool, "\"%s\"", loc_str(x->d, n->loc)),
         f32 ? x->tname[n->out] : "-1",
         pool_printf(x->pool, "%lld", f32 ? elems(x, n->out) : 0LL),
@@ -652,6 +652,7 @@ static void emit_model(Gen *x, const char *source, int logits) {
   const Graph *g = x->g;
   const Plan *p = x->p;
   int sm = g->tensors[g->loss].producer;
+  Traffic traffic = step_traffic(g);
   int nlayers = 0;
   for (int i = 0; i < g->nforward; i++)
     nlayers += !op_info(g->nodes[i].op)->loss;
@@ -684,8 +685,7 @@ static void emit_model(Gen *x, const char *source, int logits) {
           (long long)p->optimizer_bytes[PLAN_ADAM], x->tname[g->input],
           x->tname[g->labels], x->tname[g->nodes[sm].in[0]],
           x->tname[g->nodes[sm].extra[0]], nlayers, logits, g->nnodes,
-          step_flops(g), (long long)(step_traffic(g).read +
-                                     step_traffic(g).written),
+          step_flops(g), (long long)(traffic.read + traffic.written),
           algo_counts(x), g->nbuckets, g->nbuckets ? "buckets" : "NULL",
           (unsigned long long)plan_hash(x));
 }

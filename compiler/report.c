@@ -29,7 +29,7 @@ static double node_mflops(const Graph *g, int i) {
  * backward op counts with its forward op's kind, grad_add and the updates
  * on their own. */
 static void print_traffic(FILE *out, const Graph *g) {
-  double by[OP_COUNT] = {0}, pass[3] = {0}, total = 0;
+  double by[OP_COUNT] = {0}, pass[3] = {0}, total = 0, read = 0, written = 0;
   for (int i = 0; i < g->nnodes; i++) {
     const Node *n = &g->nodes[i];
     Traffic t = node_traffic(g, i);
@@ -39,11 +39,12 @@ static void print_traffic(FILE *out, const Graph *g) {
     by[fwd_kind ? g->nodes[n->fwd].op : n->op] += b;
     pass[i < g->nforward ? 0 : n->op == OP_UPDATE ? 2 : 1] += b;
     total += b;
+    read += (double)t.read;
+    written += (double)t.written;
   }
-  Traffic t = step_traffic(g);
   fprintf(out, "traffic at batch %lld: %.1f MB read, %.1f MB written per "
                "step (forward %.0f%%, backward %.0f%%, update %.0f%%); by op:",
-          (long long)g->batch, (double)t.read / 1e6, (double)t.written / 1e6,
+          (long long)g->batch, read / 1e6, written / 1e6,
           100 * pass[0] / total, 100 * pass[1] / total, 100 * pass[2] / total);
   for (int k = 0; k < OP_COUNT; k++)
     if (by[k] >= 0.005 * total)

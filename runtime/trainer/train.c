@@ -424,16 +424,18 @@ static int train_epochs(Run *run, Loader *l, const Dataset *val) {
       if (run_step(run, l, r->steps_per_epoch, &last_report, t0))
         return 1;
       /* Every process must checkpoint and stop at the same step: rank 0's
-       * clock decides the timed checkpoints; a signal or a closed output
-       * on any process stops them all. */
-      int timed = now_seconds() - last_ckpt >= run->a->minutes * 60 ||
-                  (run->a->ckpt_steps &&
-                   r->global_step % run->a->ckpt_steps == 0);
-      comm_bcast(&timed, sizeof timed);
-      /* A background checkpoint write that failed (it said why) stops
-       * the run at once, with nothing more written. */
-      if (!comm_all(!root() || !saver_failed(&run->saver)))
+       * clock decides the timed checkpoints, and rank 0's saver says
+       * whether a background write failed (it said why), which stops the
+       * run at once with nothing more written; one broadcast carries both.
+       * A signal or a closed output on any process stops them all. */
+      int flags = (now_seconds() - last_ckpt >= run->a->minutes * 60 ||
+                   (run->a->ckpt_steps &&
+                    r->global_step % run->a->ckpt_steps == 0)) |
+                  (root() && saver_failed(&run->saver)) << 1;
+      comm_bcast(&flags, sizeof flags);
+      if (flags & 2)
         return write_failed(r);
+      int timed = flags & 1;
       const char *stop = stop_reason(run->a);
       if (!comm_all(stop == NULL) && !stop)
         stop = "stopped by another process";
@@ -452,7 +454,7 @@ static int train_epochs(Run *run, Loader *l, const Dataset *val) {
       }
     }
     if (finish_epoch(run, val, learning_rate(r, r->global_step - 1)))
-      return 1;
+      return write_failed(r);
     last_ckpt = now_seconds();
   }
   return 0;
