@@ -142,9 +142,13 @@ $(BUILD)/trainer.o: runtime/trainer/trainer.c $(RT_HEADERS)
 	$(CC) $(ALLFLAGS) $(RT_FLAGS) -Iruntime -c -o $@ $<
 
 # netc-tune (runtime/tools/): each conv pass timed with every algorithm
-# (netc build --tune, make bench-algos).
+# (netc build's tuning, make bench-algos). The hash of the kernels'
+# sources is part of its machine key: times measured with other kernels
+# are not this build's, and the cache measures them again.
+KERNELS_HASH := $(shell cat runtime/kernels/*.[ch] runtime/kernels/isa/*.[ch] | md5sum | cut -c1-12)
 $(BUILD)/netc-tune: runtime/tools/netc_tune.c $(BUILD)/libnetcrt.a $(RT_HEADERS)
-	$(CC) $(ALLFLAGS) $(RT_FLAGS) -Iruntime -o $@ $< $(BUILD)/libnetcrt.a $(RT_LIBS)
+	$(CC) $(ALLFLAGS) $(RT_FLAGS) -DNETC_KERNELS_HASH='"$(KERNELS_HASH)"' \
+	  -Iruntime -o $@ $< $(BUILD)/libnetcrt.a $(RT_LIBS)
 
 # Archives are made afresh: `ar r` keeps members whose source is gone (a
 # runtime/data.o left in libnetcrt.a would still define dataset_open).
@@ -282,7 +286,10 @@ bench-peak: deps
 
 bench-layers: all
 	@sh .ci/deps test
-	@/usr/bin/python3 tests/bench/layers.py --netc $(BUILD)/netc \
+	@mkdir -p $(BUILD)
+	@$(CC) -O3 -march=native -fopenmp -o $(BUILD)/fma_peak tests/bench/fma_peak.c
+	@peak=$$(OMP_NUM_THREADS=$${THREADS:-2} $(BUILD)/fma_peak | sed 's/.*gflops=//') && \
+	/usr/bin/python3 tests/bench/layers.py --netc $(BUILD)/netc --peak $$peak \
 	  --out $(BUILD)/bench --batch $(BATCH) --threads $${THREADS:-2} \
 	  --steps $${STEPS:-3} --format $${TORCH_FORMAT:-channels_last} \
 	  $(LAYERS_MODEL)

@@ -55,12 +55,22 @@ static const char usage[] =
     "                          winograd4 (F(2x2,3x3), F(4x4,3x3): 3x3\n"
     "                          stride 1; gemm elsewhere); FWD,DX,DW sets\n"
     "                          each pass apart (direct,direct,gemm)\n"
-    "  --tune                  with build: time each convolution pass with\n"
-    "                          every algorithm here, write DIR/NET.tune and\n"
-    "                          build with it (--threads N: as training will)\n"
+    "  (tuning)                build takes each convolution pass's algorithm\n"
+    "                          from this machine's tuning cache\n"
+    "                          ($XDG_CACHE_HOME/netc), times the shapes it\n"
+    "                          lacks there, heaviest first, for at most 60 s\n"
+    "                          (the rest: the cost model), and writes the\n"
+    "                          choices to DIR/NET.tune\n"
+    "  --no-tune               with build: the cost model alone, no timing\n"
+    "  --tune-seconds S        with build: time for at most S seconds (0:\n"
+    "                          look up the cache only)\n"
+    "  --tune                  with build: time every shape anew, however\n"
+    "                          long it takes, and update the cache\n"
+    "  --threads N             with build: time on N threads, as training\n"
+    "                          will run (default: all cores)\n"
     "  --tuning FILE           the algorithms a tuning file lists (shapes it\n"
-    "                          lacks: the cost model); the same file gives\n"
-    "                          the same C\n"
+    "                          lacks: the cost model), no timing; the same\n"
+    "                          file gives the same C\n"
     "  --no-compile            with build: write the C files only\n"
     "  --portable              a trainer for any AVX2 machine, not tuned to\n"
     "                          this one's CPU (-march=native); with check\n"
@@ -94,9 +104,11 @@ typedef struct {
   bool debug;
   bool portable;
   int conv_policy;
-  bool tune;          /* build: time the layers, write and use a tuning */
+  bool tune;          /* build: time every layer anew (--tune) */
+  bool no_tune;       /* build: the cost model alone */
+  double tune_seconds; /* build: the timing budget; < 0: not given (60) */
   const char *tuning; /* a tuning file to use */
-  int threads;        /* for --tune; 0: all cores */
+  int threads;        /* for the timing; 0: all cores */
   bool mpi;           /* data-parallel: buckets and allreduce (comm.c) */
   int64_t bucket_kib; /* 0: comm_default_bucket_bytes */
   Define defines[MAX_DEFINES]; /* -D NAME=VALUE, in order */
@@ -150,10 +162,18 @@ static int emit(FILE *out, Diag *d, const Options *o, Graph *g) {
   return 0;
 }
 
+/* Whether a build times its convolutions: unless told how to choose. */
+static bool tunes(const Options *o) {
+  return o->cmd == CMD_BUILD && !o->no_tune && !o->tuning &&
+         o->conv_policy == CONV_POLICY_AUTO;
+}
+
 /* The front end with the convolution algorithms of the options: a
- * tuning file read (--tuning), or one made here first (--tune). */
+ * tuning file read (--tuning), or for a build this machine's timings
+ * (tune.c: the cache, the shapes it lacks timed now), then the sources
+ * compiled again with them and the choices written to DIR/NET.tune. */
 static int compile_conv(Diag *d, Pool *pool, const Options *o, Graph *g) {
-  Tuning tuning;
+  Tuning tuning = {0};
   const char *file = o->tuning;
   if (file && !tuning_load(file, pool, &tuning))
     return 1;
@@ -161,24 +181,30 @@ static int compile_conv(Diag *d, Pool *pool, const Options *o, Graph *g) {
   ConvChoice conv = {o->conv_policy, file ? &tuning : NULL, isa};
   int rc = compile_front_conv(d, pool, o->path, o->batch, o->defines,
                               o->ndefines, &conv, g);
-  if (rc || !o->tune)
+  if (rc || !tunes(o))
     return rc;
+  TuneRequest req = {netc_tuner(pool), o->threads, isa,
+                     o->tune ? -1 : o->tune_seconds < 0 ? 60 : o->tune_seconds,
+                     o->tune};
+  if (tuning_for_machine(g, &req, &tuning))
+    return 1;
+  if (tuning.n) {
+    Diag again; /* the sources once more, as if for the first time */
+    diag_init(&again, pool, d->out);
+    conv.tuning = &tuning;
+    rc = compile_front_conv(&again, pool, o->path, o->batch, o->defines,
+                            o->ndefines, &conv, g);
+    d->errors += again.errors;
+    if (rc)
+      return rc;
+  }
   const char *dir = out_dir(o, g);
-  file = pool_printf(pool, "%s/%s.tune", dir, g->name);
   if (make_dirs(dir)) {
     fprintf(stderr, "netc: cannot create '%s': %s\n", dir, strerror(errno));
     return 1;
   }
-  if (tuning_measure(g, netc_tuner(pool), o->threads, isa, file) ||
-      !tuning_load(file, pool, &tuning))
-    return 1;
-  Diag again; /* the sources once more, as if for the first time */
-  diag_init(&again, pool, d->out);
-  conv.tuning = &tuning;
-  rc = compile_front_conv(&again, pool, o->path, o->batch, o->defines,
-                          o->ndefines, &conv, g);
-  d->errors += again.errors;
-  return rc;
+  return tuning_write_choices(g, &tuning,
+                              pool_printf(pool, "%s/%s.tune", dir, g->name));
 }
 
 /* ... and, for a data-parallel build, the gradient buckets. */
@@ -329,6 +355,17 @@ static int parse_options(int argc, char **argv, int argi, Options *o) {
       o->bucket_kib = k;
     } else if (!strcmp(a, "--tune")) {
       o->tune = true;
+    } else if (!strcmp(a, "--no-tune")) {
+      o->no_tune = true;
+    } else if (!strcmp(a, "--tune-seconds")) {
+      char *end;
+      errno = 0;
+      double t = ++argi < argc ? strtod(argv[argi], &end) : -1;
+      if (argi >= argc || end == argv[argi] || *end || errno || !(t >= 0) ||
+          t > 86400)
+        return bad_usage("--tune-seconds needs seconds, 0..86400, not '%s'",
+                         argi < argc ? argv[argi] : "");
+      o->tune_seconds = t;
     } else if (!strcmp(a, "--tuning")) {
       if (++argi >= argc)
         return bad_usage("%s needs a tuning file (netc build --tune "
@@ -372,17 +409,28 @@ static int parse_options(int argc, char **argv, int argi, Options *o) {
     return bad_usage("%s", "--no-compile goes with build");
   if (o->debug && o->cmd != CMD_BUILD)
     return bad_usage("%s", "--debug goes with build");
-  if ((o->tune || o->threads) && o->cmd != CMD_BUILD)
-    return bad_usage("%s", "--tune and --threads go with build");
+  if ((o->tune || o->no_tune || o->threads || o->tune_seconds >= 0) &&
+      o->cmd != CMD_BUILD)
+    return bad_usage("%s", "--tune, --no-tune, --tune-seconds and --threads "
+                           "go with build");
   if (o->bucket_kib && !o->mpi)
     return bad_usage("%s", "--bucket-kib goes with --mpi");
   if (o->mpi && o->cmd == CMD_AST)
     return bad_usage("%s", "--mpi does not go with dump ast");
-  if (o->threads && !o->tune)
-    return bad_usage("%s", "--threads goes with --tune");
+  if (o->tune && o->no_tune)
+    return bad_usage("%s", "--tune times every shape, --no-tune none: give "
+                           "one of them");
   if (o->tune && (o->tuning || o->conv_policy != CONV_POLICY_AUTO))
     return bad_usage("%s", "--tune makes the tuning: it goes with neither "
                            "--tuning nor --conv");
+  if (o->tune && o->tune_seconds >= 0)
+    return bad_usage("%s", "--tune times every shape, however long: it does "
+                           "not go with --tune-seconds");
+  if ((o->threads || o->tune_seconds >= 0) &&
+      (o->no_tune || o->tuning || o->conv_policy != CONV_POLICY_AUTO))
+    return bad_usage("%s", "--threads and --tune-seconds are for timing: "
+                           "they do not go with --no-tune, --tuning or "
+                           "--conv");
   if (o->tuning && o->conv_policy != CONV_POLICY_AUTO)
     return bad_usage("%s", "--conv sets every layer: it does not go with "
                            "--tuning");
@@ -404,7 +452,8 @@ int main(int argc, char **argv) {
     printf("netc %s\n", NETC_VERSION);
     return 0;
   }
-  Options o = {.batch = 64, .conv_policy = CONV_POLICY_AUTO};
+  Options o = {.batch = 64, .conv_policy = CONV_POLICY_AUTO,
+               .tune_seconds = -1};
   int argi = 2;
   int rc = parse_command(argc, argv, &argi, &o);
   if (rc == 0)

@@ -531,28 +531,48 @@ int bucket_weights(const Graph *g, int b, int *w);
 enum { CONV_POLICY_AUTO = -1 };
 #define CONV_POLICY(fwd, dx, dw) ((fwd) | (dx) << 8 | (dw) << 16)
 
-/* ---- tune.c: tuning files (netc build --tune) ------------------------ */
+/* ---- tune.c: tuning files and the per-machine cache ----------------- */
 
-/* A conv shape (N H W C OC K stride pad) and its passes' algorithms. */
+/* A conv shape (N H W C OC K stride pad), its passes' algorithms, and the
+ * times behind them (the line's comment; NULL: none). */
 typedef struct {
   int64_t shape[8];
   int algo[CONV_PASSES];
+  const char *note;
 } TuneEntry;
 
 typedef struct {
   TuneEntry *entries;
   int n;
+  const char *machine; /* the machine key it was measured with, or NULL */
 } Tuning;
 
 /* Reads a tuning file into t; false with a message naming file:line. */
 bool tuning_load(const char *path, Pool *pool, Tuning *t);
 /* The algorithms t lists for shape s, or NULL (t may be NULL). */
 const int *tuning_find(const Tuning *t, const ConvShape *s);
-/* Times every distinct conv shape of g with the netc-tune program
- * `tuner` on `threads` threads and writes the tuning file `path`; 0, or 1
- * with a message. */
-int tuning_measure(const Graph *g, const char *tuner, int threads, int isa,
-                   const char *path);
+
+/* What netc build measures with: the netc-tune program, the trainer's
+ * threads (0: the runtime's default) and ISA, and how long it may take. */
+typedef struct {
+  const char *tuner;
+  int threads;
+  int isa;
+  double budget; /* seconds; < 0: no limit, 0: look up only */
+  bool fresh;    /* --tune: measure every shape anew */
+} TuneRequest;
+
+/* This machine's measured algorithms for g's conv shapes: those in the
+ * cache ($XDG_CACHE_HOME/netc), and the ones it lacks measured now,
+ * heaviest first, within r->budget and added to it. Shapes not measured
+ * are absent (the cost model's). 0, or 1 with a message when r->fresh
+ * and netc-tune fails; otherwise a failure is a note. */
+int tuning_for_machine(const Graph *g, const TuneRequest *r, Tuning *t);
+/* Writes the algorithms g's convs were given, with measured's times as
+ * comments, to path: a tuning file that --tuning builds the same C with.
+ * 0, or 1 with a message. */
+int tuning_write_choices(const Graph *g, const Tuning *measured,
+                         const char *path);
 
 /* How the convolution algorithms are chosen: the policy (a CONV_POLICY of
  * the user's, or CONV_POLICY_AUTO), the tuning file (NULL: none), and the

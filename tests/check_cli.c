@@ -48,6 +48,19 @@ static const struct {
     {"check --portable models/resnet18.net", 0, "dw=gemm"},
     {"check --conv direct,gemm,direct models/resnet18.net", 0,
      "fwd=direct dx=gemm dw=direct"},
+    /* Tuning: the options that only a build's timing takes. */
+    {"check --no-tune models/resnet18.net", 2, "--no-tune, --tune-seconds"},
+    {"build --tune --no-tune models/resnet18.net", 2, "give one of them"},
+    {"build --tune --tune-seconds 5 models/resnet18.net", 2,
+     "does not go with --tune-seconds"},
+    {"build --tune-seconds -1 models/resnet18.net", 2,
+     "--tune-seconds needs seconds, 0..86400, not '-1'"},
+    {"build --tune-seconds 9x models/resnet18.net", 2,
+     "--tune-seconds needs seconds"},
+    {"build --no-tune --threads 2 models/resnet18.net", 2,
+     "do not go with --no-tune, --tuning or --conv"},
+    {"build --conv gemm --tune-seconds 9 models/resnet18.net", 2,
+     "do not go with --no-tune, --tuning or --conv"},
     {"check /nonexistent.net", 1, "cannot open '/nonexistent.net'"},
     {"check models", 1, "cannot read 'models'"},
     {"check tests/errors/add_shape_mismatch.net", 1, "1 error"},
@@ -301,7 +314,7 @@ START_TEST(test_build_full_disk) {
   free(run_command(cmd, &st));
   ck_assert_int_eq(st, 0);
   char *args = xprintf("build --no-compile %s -o %s tests/golden/small.net",
-                       _i == 2 ? "--tune" : "", dir);
+                       _i == 2 ? "" : "--no-tune", dir);
   char *out = netc(args, &st);
   char *want = xprintf("netc: cannot write '%s/%s': No space left on "
                        "device\n", dir, bad[_i]);

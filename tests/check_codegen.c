@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "check_netc.h"
+#include "util/util.h" /* xprintf */
 
 /* Runs a shell command; fails the test with its output unless it exits 0.
  * Returns the output (malloc'ed). */
@@ -84,7 +85,7 @@ START_TEST(test_matches_pytorch) {
   snprintf(dir, sizeof dir, "%s%s%s", root, compared[_i].tag ? "/" : "",
            compared[_i].tag ? compared[_i].tag : "");
   int b = compared[_i].batch;
-  free(must("mkdir -p %s && %s build %s -b %d -o %s/%s %s", dir, netc_path(),
+  free(must("mkdir -p %s && %s build --no-tune %s -b %d -o %s/%s %s", dir, netc_path(),
             compared[_i].build, b, dir, stem, net));
   free(must("%s dump graph --json -b %d %s > %s/%s.json", netc_path(), b, net,
             dir, stem));
@@ -103,9 +104,9 @@ END_TEST
 
 START_TEST(test_generated_code_is_clean_and_deterministic) {
   const char *dir = temp_dir();
-  free(must("%s build --no-compile -o %s/g1 models/resnet50.net", netc_path(),
+  free(must("%s build --no-tune --no-compile -o %s/g1 models/resnet50.net", netc_path(),
             dir));
-  free(must("%s build --no-compile -o %s/g2 models/resnet50.net", netc_path(),
+  free(must("%s build --no-tune --no-compile -o %s/g2 models/resnet50.net", netc_path(),
             dir));
   free(must("cmp %s/g1/resnet50.c %s/g2/resnet50.c && cmp %s/g1/resnet50.h "
             "%s/g2/resnet50.h", dir, dir, dir, dir));
@@ -159,7 +160,7 @@ END_TEST
  * change to tests/golden/small.{c,h}.golden (make golden), reviewed. */
 START_TEST(test_generated_code_golden) {
   const char *dir = temp_dir();
-  free(must("%s build --portable --no-compile -b 8 -o %s/gold "
+  free(must("%s build --no-tune --portable --no-compile -b 8 -o %s/gold "
             "tests/golden/small.net",
             netc_path(), dir));
   static const char *const ext[] = {"c", "h"};
@@ -190,7 +191,7 @@ START_TEST(test_tuning_file) {
   ck_assert_int_ge(asprintf(&path, "%s/tuned/small.tune", dir), 0);
   char *tune = read_file(path, NULL);
   ck_assert_ptr_nonnull(tune);
-  ck_assert_ptr_nonnull(strstr(tune, "# netc-tune: isa="));
+  ck_assert_ptr_nonnull(strstr(tune, "\n# machine: cpu="));
   ck_assert_ptr_nonnull(strstr(tune, "\nconv 2 "));
   free(tune);
   /* Every shape of the network, whatever the measurement: from its check. */
@@ -231,11 +232,98 @@ START_TEST(test_tuning_file) {
 }
 END_TEST
 
+/* netc build's per-machine tuning cache (compiler/tune.c), in a cache
+ * directory of its own: the first build times every shape and keeps them,
+ * the second times none; DIR/NET.tune pins the same C; --tune-seconds 0
+ * times nothing and gives the cost model's C; a corrupt cache and another
+ * machine's get a note, are timed again and replaced. */
+START_TEST(test_tuning_cache) {
+  const char *tmp = temp_dir();
+  const char *net = "tests/golden/small.net";
+  char *env = xprintf("XDG_CACHE_HOME=%s/tc-xdg", tmp);
+  char *cache = xprintf("%s/tc-xdg/netc/conv-*.tune", tmp);
+  free(must("rm -rf %s/tc-xdg", tmp));
+  char *first = must("%s %s build --threads 1 --no-compile -b 2 -o %s/tc1 %s "
+                     "2>&1", env, netc_path(), tmp, net);
+  int n = 0;
+  const char *t = strstr(first, "netc: timing ");
+  ck_assert_msg(t && sscanf(t, "netc: timing %d convolution shapes", &n) == 1,
+                "%s", first);
+  ck_assert_int_gt(n, 1);
+  char *lines = must("grep -c '^conv ' %s", cache);
+  ck_assert_int_eq(atoi(lines), n);
+  free(lines);
+  lines = must("grep -c '^# machine: cpu=.* threads=1 ' %s", cache);
+  ck_assert_int_eq(atoi(lines), 1);
+  free(lines);
+  char *second = must("%s %s build --threads 1 --no-compile -b 2 -o %s/tc2 %s "
+                      "2>&1", env, netc_path(), tmp, net);
+  ck_assert_msg(!strstr(second, "netc: timing") &&
+                    strstr(second, "has all"), "%s", second);
+  free(must("cmp %s/tc1/small.c %s/tc2/small.c && cmp %s/tc1/small.tune "
+            "%s/tc2/small.tune", tmp, tmp, tmp, tmp));
+  /* NET.tune pins the build: the same C from it, no timing. */
+  free(must("%s build --tuning %s/tc1/small.tune --no-compile -b 2 -o %s/tc3 "
+            "%s 2>/dev/null && cmp %s/tc1/small.c %s/tc3/small.c",
+            netc_path(), tmp, tmp, net, tmp, tmp));
+  /* Another thread count is another machine key: a cache file of its own. */
+  free(must("%s %s build --threads 2 --tune-seconds 0 --no-compile -b 2 -o "
+            "%s/tc4 %s 2>&1 | grep -q 'lacks %d of %d'", env, netc_path(),
+            tmp, net, n, n));
+  free(must("%s %s build --no-tune --no-compile -b 2 -o %s/tc5 %s >/dev/null "
+            "2>&1 && cmp %s/tc4/small.c %s/tc5/small.c", env, netc_path(), tmp,
+            net, tmp, tmp));
+  lines = must("grep -c \"the cost model's (not measured)\" %s/tc4/small.tune",
+               tmp);
+  ck_assert_int_eq(atoi(lines), n);
+  free(lines);
+  /* A corrupt cache, then another machine's: a note, timed again. */
+  static const char *const spoil[] = {
+      "echo 'conv 2 8 garbage' >> %s",
+      "sed -i 's/^# machine: cpu=/# machine: cpu=Another /' %s"};
+  static const char *const said[] = {": expected 'conv N H W C OC K",
+                                     "is not this machine's"};
+  char *file = must("ls %s", cache); /* one file: dash globs no redirection */
+  file[strcspn(file, "\n")] = 0;
+  for (int k = 0; k < 2; k++) {
+    free(must(spoil[k], file));
+    char *out = must("%s %s build --threads 1 --no-compile -b 2 -o %s/tc6 %s "
+                     "2>&1", env, netc_path(), tmp, net);
+    ck_assert_msg(strstr(out, "netc: note: ") && strstr(out, said[k]) &&
+                      strstr(out, "measured again and replaced") &&
+                      strstr(out, "netc: timing "),
+                  "%s", out);
+    free(out);
+    out = must("%s %s build --threads 1 --no-compile -b 2 -o %s/tc6 %s 2>&1",
+               env, netc_path(), tmp, net);
+    ck_assert_msg(strstr(out, "has all") && !strstr(out, "note"), "%s", out);
+    free(out);
+  }
+  free(first), free(second), free(cache), free(env), free(file);
+}
+END_TEST
+
+/* netc-tune --budget starts no shape that its speed so far says would
+ * end past the budget: a tiny shape is timed, a huge one after it is not.
+ * (The huge one's estimate is thousands of times the budget: this does
+ * not depend on the machine's speed.) */
+START_TEST(test_tune_budget) {
+  char *out = must("printf 'a 1 8 8 8 8 3 1 1\\nb 64 56 56 256 256 3 1 1\\n"
+                   "c 1 4 4 4 4 1 1 0\\n' | $(dirname %s)/netc-tune "
+                   "--threads 1 --budget 1", netc_path());
+  ck_assert_msg(strstr(out, "\na fwd ") && strstr(out, "\n# skipped b: over "
+                                                        "the budget of 1 s") &&
+                    !strstr(out, "\nb fwd") && strstr(out, "\nc dw "),
+                "%s", out);
+  free(out);
+}
+END_TEST
+
 /* A trainer allocates exactly the bytes the plan says: the arena and the
  * persistent block, with SGD's state and with Adam's. */
 START_TEST(test_trainer_allocates_the_plan) {
   const char *dir = temp_dir();
-  free(must("%s build -b 8 -o %s/alloc tests/golden/small.net", netc_path(),
+  free(must("%s build --no-tune -b 8 -o %s/alloc tests/golden/small.net", netc_path(),
             dir));
   char *plan = must("%s dump plan -b 8 tests/golden/small.net", netc_path());
   const char *line = strstr(plan, "# a trainer allocates the arena and the "
@@ -263,7 +351,7 @@ END_TEST
  * its tensors' offsets by name, and reads a tensor through them. */
 START_TEST(test_debug_build_in_gdb) {
   const char *dir = temp_dir();
-  free(must("%s build --debug -b 2 -o %s/dbg tests/golden/small.net",
+  free(must("%s build --no-tune --debug -b 2 -o %s/dbg tests/golden/small.net",
             netc_path(), dir));
   char *out = must(
       "gdb -nx -batch -ex 'break forward' -ex 'run step --steps 1' "
@@ -280,7 +368,7 @@ END_TEST
 
 START_TEST(test_resnet50_step_on_random_data) {
   const char *dir = temp_dir();
-  free(must("%s build -b 64 -o %s/r50 models/resnet50.net", netc_path(),
+  free(must("%s build --no-tune -b 64 -o %s/r50 models/resnet50.net", netc_path(),
             dir));
   char *out = must("%s/r50/resnet50 step --steps 1", dir);
   ck_assert_ptr_nonnull(strstr(out, "step 1 loss "));
@@ -299,6 +387,8 @@ Suite *suite_codegen(void) {
   tcase_add_test(tc, test_generated_code_is_clean_and_deterministic);
   tcase_add_test(tc, test_generated_code_golden);
   tcase_add_test(tc, test_tuning_file);
+  tcase_add_test(tc, test_tuning_cache);
+  tcase_add_test(tc, test_tune_budget);
   tcase_add_test(tc, test_debug_build_in_gdb);
   tcase_add_test(tc, test_trainer_allocates_the_plan);
   tcase_add_loop_test(tc, test_matches_pytorch, 0,

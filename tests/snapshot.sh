@@ -20,7 +20,7 @@ for f in models/*.net examples/*.net tests/golden/*.net tests/reference/*.net \
   "$netc" dump graph --json -b 7 "$f" > "$out/$n.graphjson" 2>&1
   "$netc" check "$f" > "$out/$n.check" 2>&1; echo "rc=$?" >> "$out/$n.check"
   case $f in tests/errors/*) continue;; esac
-  "$netc" build --no-compile -o "$out/$n.build" "$f" > "$out/$n.buildlog" 2>&1
+  "$netc" build --no-tune --no-compile -o "$out/$n.build" "$f" > "$out/$n.buildlog" 2>&1
   sed -i "s|$out|OUT|g" "$out/$n.buildlog"
   "$netc" build --no-compile --conv direct -b 16 -o "$out/$n.build16" "$f" \
     > /dev/null 2>&1

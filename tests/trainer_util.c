@@ -32,7 +32,7 @@ void build_with(const char *net, int batch, const char *dir,
                        const char *name, const char *flags) {
   const char *conv = getenv("NETC_TEST_CONV");
   MUST("t=%s/%s; d=$(dirname %s); for f in %s $d/libnetcrt.a $d/trainer.o "
-       "%s; do [ \"$t\" -nt \"$f\" ] || { %s build %s%s %s -b %d -o %s %s "
+       "%s; do [ \"$t\" -nt \"$f\" ] || { %s build --no-tune %s%s %s -b %d -o %s %s "
        ">/dev/null; exit $?; }; done", dir, name, netc_path(), netc_path(),
        net, netc_path(), conv ? "--conv " : "", conv ? conv : "", flags,
        batch, dir, net);

@@ -12,13 +12,19 @@
  * both alike. With --error it prints, instead of times, each algorithm's
  * float32 error against a float64 reference computed here:
  *     name pass gemm_err direct_err winograd_err winograd4_err
- * as max |got - ref| / max |ref| over the pass's output. Exit status 1
- * with a message on a malformed line. */
+ * as max |got - ref| / max |ref| over the pass's output. With --budget S
+ * it starts no shape that would end after S seconds by the speed of the
+ * shapes before it, and prints '# skipped name' for it instead. With
+ * --machine it prints only the key of netc's tuning cache (compiler/
+ * tune.c): what makes a time measured here hold for another run. Exit
+ * status 1 with a message on a malformed line. */
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <cblas.h>
 
 #include "kernels/netc_rt.h"
 #include "model/netc_model.h"
@@ -173,6 +179,82 @@ static void errors(const char *name, ConvShape s) {
   free(ry), free(rx), free(rw);
 }
 
+/* The kernels' sources, hashed by the Makefile: a change to them makes
+ * the cache's old times another machine's. */
+#ifndef NETC_KERNELS_HASH
+#define NETC_KERNELS_HASH "unknown"
+#endif
+
+/* The value of the first "KEY : value" line of /proc/cpuinfo, or "?". */
+static void cpuinfo(const char *key, char *out, size_t size) {
+  FILE *f = fopen("/proc/cpuinfo", "r");
+  char buf[512];
+  snprintf(out, size, "?");
+  while (f && fgets(buf, sizeof buf, f)) {
+    char *colon = strchr(buf, ':');
+    size_t n = strcspn(buf, "\t:");
+    if (colon && n == strlen(key) && !strncmp(buf, key, n)) {
+      char *v = colon + 1 + strspn(colon + 1, " \t");
+      v[strcspn(v, "\n")] = 0;
+      snprintf(out, size, "%s", v);
+      break;
+    }
+  }
+  if (f)
+    fclose(f);
+}
+
+/* cpu0's caches from sysfs as "l1d=32K l2=1024K l3=32768K". */
+static void caches(char *out, size_t size) {
+  size_t len = 0;
+  out[0] = 0;
+  for (int i = 0; i < 8; i++) {
+    char path[128], level[16] = "", type[32] = "", sz[32] = "";
+    const char *field[] = {"level", "type", "size"};
+    char *val[] = {level, type, sz};
+    for (int k = 0; k < 3; k++) {
+      snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/index%d/%s",
+               i, field[k]);
+      FILE *f = fopen(path, "r");
+      if (f && fgets(val[k], 32, f))
+        val[k][strcspn(val[k], "\n")] = 0;
+      if (f)
+        fclose(f);
+    }
+    if (!level[0] || !strcmp(type, "Instruction"))
+      continue;
+    len += (size_t)snprintf(out + len, len < size ? size - len : 0, "%sl%s%s=%s",
+                            len ? " " : "", level, !strcmp(type, "Data") ? "d" : "",
+                            sz);
+  }
+  if (!out[0])
+    snprintf(out, size, "caches=?");
+}
+
+/* One line that names what the times depend on: the CPU (its name and
+ * family/model/stepping, which name alone does not tell on the virtual
+ * machines that say "AMD EPYC"), its caches, the tile ISA and kernel,
+ * the threads, OpenBLAS's kernel and netc's kernel sources. */
+static void machine_key(void) {
+  char name[128], family[16], model[16], stepping[16], cache[160];
+  cpuinfo("model name", name, sizeof name);
+  cpuinfo("cpu family", family, sizeof family);
+  cpuinfo("model", model, sizeof model);
+  cpuinfo("stepping", stepping, sizeof stepping);
+  caches(cache, sizeof cache);
+  printf("cpu=%s cpuid=%s/%s/%s %s isa=%s conv_kernel=%s threads=%d "
+         "blas=%s kernels=%s\n",
+         name, family, model, stepping, cache, rt_isa_name(rt_isa()),
+         rt_conv_kernel_name(), rt_threads(), openblas_get_corename(),
+         NETC_KERNELS_HASH);
+}
+
+/* Multiply-adds of the three passes, the unit of the budget's estimate. */
+static double shape_work(const ConvShape *s) {
+  int nalgo = conv_wino_fits(s) ? CONV_ALGO_COUNT : CONV_WINOGRAD;
+  return (double)s->N * s->OH * s->OW * s->OC * s->C * s->K * s->K * nalgo;
+}
+
 static void tune(const char *name, ConvShape s, int rounds) {
   int64_t nx = (int64_t)s.N * s.H * s.W * s.C;
   int64_t nw = (int64_t)s.OC * s.K * s.K * s.C;
@@ -220,7 +302,8 @@ static void tune(const char *name, ConvShape s, int rounds) {
 }
 
 int main(int argc, char **argv) {
-  int threads = 0, rounds = 3, error = 0;
+  int threads = 0, rounds = 3, error = 0, machine = 0;
+  double budget = 0; /* seconds; 0: none */
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "--error"))
       error = 1;
@@ -228,6 +311,10 @@ int main(int argc, char **argv) {
       threads = atoi(argv[++i]);
     else if (!strcmp(argv[i], "--rounds") && i + 1 < argc)
       rounds = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "--budget") && i + 1 < argc)
+      budget = atof(argv[++i]);
+    else if (!strcmp(argv[i], "--machine"))
+      machine = 1;
     else if (!strcmp(argv[i], "--isa") && i + 1 < argc) {
       const char *want = argv[++i];
       int isa = !strcmp(want, "avx2") ? RT_ISA_AVX2
@@ -240,7 +327,7 @@ int main(int argc, char **argv) {
     }
     else {
       fprintf(stderr, "usage: netc-tune [--threads T] [--rounds R] [--isa I] "
-                      "[--error] "
+                      "[--budget SECONDS] [--error | --machine] "
                       "< shapes\n"
                       "  shapes: lines 'name N H W C OC K stride pad'\n");
       return 2;
@@ -249,9 +336,14 @@ int main(int argc, char **argv) {
   if (threads > 0)
     rt_set_threads(threads);
   rounds = rounds < 1 ? 1 : rounds;
+  if (machine) {
+    machine_key();
+    return 0;
+  }
   printf("# netc-tune: isa=%s conv_kernel=%s threads=%d rounds=%d\n",
          rt_isa_name(rt_isa()), rt_conv_kernel_name(), rt_threads(), rounds);
   char line[512], name[256];
+  double start = now_seconds(), done = 0; /* work measured so far */
   for (int ln = 1; fgets(line, sizeof line, stdin); ln++) {
     ConvShape s = {0};
     if (line[0] == '#' || line[0] == '\n')
@@ -267,10 +359,19 @@ int main(int argc, char **argv) {
     }
     s.OH = (s.H + 2 * s.pad - s.K) / s.stride + 1;
     s.OW = (s.W + 2 * s.pad - s.K) / s.stride + 1;
+    double work = shape_work(&s), spent = now_seconds() - start;
+    if (budget > 0 && !error &&
+        (spent >= budget ||
+         (done > 0 && spent + work * spent / done > budget))) {
+      printf("# skipped %s: over the budget of %g s\n", name, budget);
+      fflush(stdout);
+      continue;
+    }
     if (error)
       errors(name, s);
     else
       tune(name, s, rounds);
+    done += work;
   }
   return 0;
 }

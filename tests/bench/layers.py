@@ -23,7 +23,11 @@ torch.nn.functional.conv2d for the forward (with autograd recording it, as
 in training), torch.ops.aten.convolution_backward for the backward (the input's gradient only where netc computes one: not for
 the network's input), each the median of 5 windows of enough calls to last
 about 0.05 s, after a warm-up. Times are ms per call; netc/torch above 1
-means netc is slower. The last rows sum every conv over the step (ms per
+means netc is slower. With --peak GFLOPS (`make bench-layers` passes
+`make bench-peak`'s figure on the same threads) each row also gives both
+sides' GFLOP/s and fraction of that peak: 2 x N x OH x OW x OC x C x K x K
+flops per forward call, twice that per backward (once where no input
+gradient is computed). The last rows sum every conv over the step (ms per
 call x count) against netc's whole step.
 """
 import argparse
@@ -74,11 +78,12 @@ def conv_shapes(netc, model):
 
 def netc_profile(args, name):
     trainer = os.path.join(args.out, name, name)
-    sh([args.netc, "build", "-b", str(args.batch), "-o",
-        os.path.join(args.out, name), args.model])
     env = dict(os.environ, NETC_PROFILE_ALL="1")
     for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
         env.pop(k, None)
+    sh([args.netc, "build", "--threads", str(args.threads), "-b",
+        str(args.batch), "-o", os.path.join(args.out, name), args.model],
+       env=env)
     out = sh([trainer, "bench", "--threads", str(args.threads), "--steps",
               str(args.steps), "--windows", "1", "--warmup", "1",
               "--profile"], env=env)
@@ -171,6 +176,22 @@ def fmt(x, digits=3):
     return "–" if x is None else f"{x:.{digits}f}"
 
 
+def flops(s, batch, p):
+    """Flops of one call of pass p of shape s."""
+    fwd = 2.0 * batch * s["ho"] * s["wo"] * s["cout"] * s["cin"] * s["k"] ** 2
+    if p == "forward" or p == "backward-data" or p == "backward-weights":
+        return fwd
+    return fwd * (2 if s["dx"] else 1)
+
+
+def rate(s, batch, p, ms, peak):
+    """' GFLOP/s | % of peak |' of a call of ms milliseconds."""
+    if ms is None or ms <= 0:
+        return " – | – |"
+    g = flops(s, batch, p) / (ms * 1e6)
+    return f" {g:.0f} | {100 * g / peak:.0f}% |"
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("model", nargs="?", default="models/resnet50.net")
@@ -181,6 +202,8 @@ def main():
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--format", default="channels_last",
                     choices=["channels_last", "contiguous"])
+    ap.add_argument("--peak", type=float, default=0,
+                    help="this CPU's FMA peak in GFLOP/s (make bench-peak)")
     args = ap.parse_args()
     total = sh([args.netc, "check", args.model]).splitlines()[-1]
     name = kv(total)["network"]
@@ -221,13 +244,19 @@ def main():
           f"{b.get('threads', args.threads)} threads\n")
     print(f"netc: `bench --profile`, {args.steps} steps, {step_ms:.1f} ms per "
           f"profiled step ({b.get('img_per_s', '?')} img/s unprofiled); "
-          f"{tname}. ms per call; netc/torch > 1: netc is slower.\n")
+          f"{tname}. ms per call; netc/torch > 1: netc is slower."
+          + (f" Peak: {args.peak:.0f} GFLOP/s (`make bench-peak`)."
+             if args.peak else "") + "\n")
     head = ("| # | shape (in → out, kernel/stride pad) | count | pass | "
             "netc ms | torch ms | netc/torch | netc ms/step |")
+    if args.peak:
+        head += (" netc GFLOP/s | netc of peak | torch GFLOP/s | "
+                 "torch of peak |")
     if split:
         head += " torch data + weights ms |"
     print(head)
-    print("|---:|---|---:|---|---:|---:|---:|---:|" + ("---:|" if split else ""))
+    print("|---:|---|---:|---|---:|---:|---:|---:|"
+          + ("---:|" * 4 if args.peak else "") + ("---:|" if split else ""))
     sums = {}
     for i, key in enumerate(order, 1):
         for p in netc_passes:
@@ -242,6 +271,9 @@ def main():
             acc[1] += tm * calls if tm else 0.0
             line = (f"| {i} | {label(dict(key))} | {calls} | {p} | {per:.3f} | "
                     f"{fmt(tm)} | {fmt(ratio, 2)} | {ms:.2f} |")
+            if args.peak:
+                line += (rate(dict(key), args.batch, p, per, args.peak)
+                         + rate(dict(key), args.batch, p, tm, args.peak))
             if split:
                 tt = ttimes.get(key, {})
                 line += (f" {fmt(tt.get('backward-data'))} + "

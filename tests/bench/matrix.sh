@@ -76,7 +76,8 @@ for isa in $isas; do
       opt="" tenv=""
       if [ $isa = avx2 ]; then opt=--portable tenv=$avx2_env; fi
       dir=$out/$isa/$m-b$b
-      $netc build $opt -b "$b" -o "$dir" "models/$m.net" >/dev/null
+      env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE $netc build $opt \
+        --threads "$threads" -b "$b" -o "$dir" "models/$m.net" >/dev/null
       line=$(env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "$dir/$m" bench \
              --threads "$threads" --steps "$steps" --windows "$windows" \
              --warmup "$warmup" | head -n 1)

@@ -43,8 +43,8 @@ mkdir -p "$out"
 mpicc -O2 -o "$out/allreduce" tests/bench/allreduce.c
 for m in $models; do
   name=$($netc check "$m" | tail -n 1 | sed 's/^network=\([^ ]*\).*/\1/')
-  $netc build -b "$batch" -o "$out/$name" "$m" >/dev/null
-  $netc build --mpi -b "$half" -o "$out/$name-mpi" "$m" >/dev/null
+  $run $netc build --threads 2 -b "$batch" -o "$out/$name" "$m" >/dev/null
+  $run $netc build --threads 1 --mpi -b "$half" -o "$out/$name-mpi" "$m" >/dev/null
   sizes=$($netc dump plan --mpi -b "$half" "$m" | awk '/^b[0-9]+ / { print $3 }')
   nb=$(echo "$sizes" | wc -l)
   total=$(echo "$sizes" | awk '{ s += $1 } END { print s }')

@@ -39,7 +39,9 @@ field() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
 status=0
 for m in $models; do
   name=$($netc check "$m" | tail -n 1 | sed 's/^network=\([^ ]*\).*/\1/')
-  $netc build -b "$batch" -o "$out/$name" "$m" >/dev/null
+  # Tuned as the bench runs: its threads, OpenBLAS's own choice of kernel.
+  env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE \
+    $netc build --threads "$threads" -b "$batch" -o "$out/$name" "$m" >/dev/null
   line=$(env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE \
          "$out/$name/$name" bench --threads "$threads" --steps "$steps" | head -n 1)
   echo "$line"

@@ -16,7 +16,7 @@ $netc dump graph --portable models/resnet18.net > tests/golden/resnet18.graph
 $netc dump plan --portable models/resnet18.net > tests/golden/resnet18.plan
 # The generated C of small.net (batch 8), pinned too.
 gen=$(mktemp -d)
-$netc build --portable --no-compile -b 8 -o "$gen" tests/golden/small.net > /dev/null
+$netc build --no-tune --portable --no-compile -b 8 -o "$gen" tests/golden/small.net > /dev/null
 cp "$gen/small.c" tests/golden/small.c.golden
 cp "$gen/small.h" tests/golden/small.h.golden
 rm -rf "$gen"
