@@ -172,7 +172,7 @@ void conv_backward(float *dx, float *dw, float *db, float *work,
     if (conv_direct_dw_by_rows(s))
       gemm_bwd_weights(dw, work, dy, x, s, acc_dw, 1);
     else
-      conv_direct_bwd_weights(dw, dy, x, s, acc_dw);
+      conv_direct_bwd_weights(dw, work, dy, x, s, acc_dw);
     break;
   case CONV_WINOGRAD:
   case CONV_WINOGRAD4:

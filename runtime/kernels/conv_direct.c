@@ -177,9 +177,15 @@ void conv_tiles_dw_rows(float *dw, const float *dy, const float *rows,
   }
 }
 
-void conv_direct_bwd_weights(float *dw, const float *dy, const float *x,
-                             const ConvShape *s, int acc) {
-  if (rt_isa() == RT_ISA_AVX512)
+void conv_direct_bwd_weights(float *dw, float *work, const float *dy,
+                             const float *x, const ConvShape *s, int acc) {
+  if (conv_direct_dw_small_c(s)) {
+    assert(work && (uintptr_t)work % 64 == 0 && "conv work: 64-byte aligned");
+    if (rt_isa() == RT_ISA_AVX512)
+      conv_tiles_bwd_weights_small_c_avx512(dw, work, dy, x, s, acc);
+    else
+      conv_tiles_bwd_weights_small_c_avx2(dw, work, dy, x, s, acc);
+  } else if (rt_isa() == RT_ISA_AVX512)
     conv_tiles_bwd_weights_avx512(dw, dy, x, s, acc);
   else
     conv_tiles_bwd_weights_avx2(dw, dy, x, s, acc);

@@ -54,12 +54,22 @@ void conv_tiles_bwd_weights_avx512(float *dw, const float *dy,
                                    const float *x, const ConvShape *s,
                                    int acc);
 
+/* dW of a layer with few input channels (netc_rt.h's
+ * conv_direct_dw_small_c): dwt, (K, K, C, OC rounded up to 64), 64-byte
+ * aligned, holds the sums. */
+void conv_tiles_bwd_weights_small_c_avx2(float *dw, float *dwt,
+                                         const float *dy, const float *x,
+                                         const ConvShape *s, int acc);
+void conv_tiles_bwd_weights_small_c_avx512(float *dw, float *dwt,
+                                           const float *dy, const float *x,
+                                           const ConvShape *s, int acc);
+
 /* The CONV_DIRECT passes conv_forward and conv_backward call (the bias
  * gradient is theirs); work as conv_work_floats says. */
 void conv_direct_forward(float *y, float *work, const float *x,
                          const float *w, const float *b, const ConvShape *s);
-void conv_direct_bwd_weights(float *dw, const float *dy, const float *x,
-                             const ConvShape *s, int acc);
+void conv_direct_bwd_weights(float *dw, float *work, const float *dy,
+                             const float *x, const ConvShape *s, int acc);
 void conv_direct_bwd_data(float *dx, float *work, const float *dy,
                           const float *w, const ConvShape *s, int acc);
 

@@ -240,11 +240,38 @@ static inline int64_t conv_gemm_cols(const ConvShape *s) {
   return (int64_t)conv_gemm_chunk(s) * s->OH * s->OW * s->K * s->K * s->C;
 }
 
+/* CONV_DIRECT's dW of a layer with under 16 input channels, an RGB stem:
+ * vectors over the output channels, each thread reading the input rows it
+ * needs, zero-padded, from a stack buffer of DW_SMALL_C_FLOATS (the taps
+ * of a kernel row are then one run of K x C floats, with no im2col); the
+ * sums gather in the workspace as (K, K, C, OC rounded up to 64) and are
+ * transposed into dW at the end. */
+enum { DW_SMALL_C_FLOATS = 8192, DW_SMALL_C_SLACK = 16 };
+static inline int conv_direct_dw_small_c(const ConvShape *s) {
+  int pointwise = s->K == 1 && s->stride == 1 && s->pad == 0;
+  return s->C < 16 && !pointwise &&
+         (int64_t)s->K * (s->W + 2 * s->pad) * s->C + DW_SMALL_C_SLACK <=
+             DW_SMALL_C_FLOATS;
+}
+/* Output rows per chunk of that kernel: about 64 output pixels, as many
+ * as the stack buffer's padded input rows allow. */
+static inline int conv_dw_small_c_rows(const ConvShape *s) {
+  int ch = s->OW >= 64 ? 1 : (64 + s->OW - 1) / s->OW;
+  ch = ch > s->OH ? s->OH : ch;
+  while (ch > 1 && (int64_t)((ch - 1) * s->stride + s->K) *
+                           (s->W + 2 * s->pad) * s->C +
+                           DW_SMALL_C_SLACK > DW_SMALL_C_FLOATS)
+    ch--;
+  return ch;
+}
+
 /* CONV_DIRECT's dW as one GEMM over rows of pixels, in netc's tiles: for
- * a pointwise layer (the rows are X) and for one with under 16 input
- * channels, an RGB stem (the rows are im2col's columns). */
+ * a pointwise layer (the rows are X), and for one with under 16 input
+ * channels too wide for the kernel above (the rows are im2col's
+ * columns). */
 static inline int conv_direct_dw_by_rows(const ConvShape *s) {
-  return (s->K == 1 && s->stride == 1 && s->pad == 0) || s->C < 16;
+  return (s->K == 1 && s->stride == 1 && s->pad == 0) ||
+         (s->C < 16 && !conv_direct_dw_small_c(s));
 }
 
 static inline int64_t conv_work_floats(const ConvShape *s, int backward) {
@@ -269,7 +296,9 @@ static inline int64_t conv_work_floats(const ConvShape *s, int backward) {
                                  : conv_gemm_cols(s);
   a = conv_algo_of(s, CONV_PASS_DW);
   int64_t dw = a == CONV_DIRECT
-                   ? (conv_direct_dw_by_rows(s) ? conv_gemm_cols(s) : 0)
+                   ? (conv_direct_dw_small_c(s)
+                          ? (int64_t)s->K * s->K * s->C * ((s->OC + 63) / 64 * 64)
+                      : conv_direct_dw_by_rows(s) ? conv_gemm_cols(s) : 0)
                : conv_is_wino(a) ? conv_wino_floats(s, 1, conv_wino_m(a))
                                  : conv_gemm_cols(s);
   return dx > dw ? dx : dw;

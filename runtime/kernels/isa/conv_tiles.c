@@ -13,6 +13,7 @@
  * Every pass is deterministic: each output element is one thread's sum in
  * a fixed order, whatever the thread count. */
 #include <immintrin.h>
+#include <omp.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -397,6 +398,129 @@ void ISA(conv_tiles_bwd_weights)(float *dw, const float *dy, const float *x,
       }
     }
   }
+}
+
+/* ---- gradient of the weights, few input channels (an RGB stem) ---------- */
+
+/* The per-tap tile above runs on channel vectors that are mostly empty
+ * when C is 3, and im2col (conv_tiles_dw_rows) writes and reads K x K
+ * times the input. Here the vectors run over the output channels
+ * instead: for one kernel row kh, the K x C taps of a window are one run
+ * of floats in a zero-padded input row, so a tile of SC_ROWS of them x
+ * SC_NB blocks of output channels is SC_ROWS broadcasts against SC_NB
+ * loads of dY per pixel. AVX-512: 7 x 2 blocks (64 channels) in 28 of
+ * the 32 zmm registers, the broadcasts from memory (a stem's 21 taps of a
+ * kernel row are 3 groups of 7: 6.7 ms on ResNet-50's stem at batch 64,
+ * where 6 rows gave 8.7); AVX2: 6 x 1 block (16) in 12 of the 16 ymm (7
+ * rows spill: 11.7 ms against 7.5-8.8). */
+#if defined(__AVX512F__)
+enum { SC_ROWS = 7, SC_NB = 2 };
+#else
+enum { SC_ROWS = 6, SC_NB = 1 };
+#endif
+
+/* dwt's rows (row r: tap r of kernel row kh's run, OCp floats) += the
+ * products over output rows [0, noh) of the chunk. prow: the padded
+ * input row of the chunk's first output row at kh, plus the group's
+ * first tap; dyr: dY at the chunk's first pixel and the block's first
+ * channel. nr rows and noc channels are real; the rest are computed on
+ * whatever the buffer holds there and never stored. */
+INLINE void small_c_tile(float *dwt, int64_t OCp, const float *prow,
+                         int64_t rowstep, const float *dyr, int noh,
+                         const ConvShape *s, int nr, int noc, int load,
+                         const int full) {
+  B a[SC_ROWS][SC_NB];
+  for (int r = 0; r < SC_ROWS; r++)
+    for (int b = 0; b < SC_NB; b++)
+      a[r][b] = bzero();
+  const int64_t xstep = (int64_t)s->stride * s->C;
+  for (int oh = 0; oh < noh; oh++) {
+    const float *xp = prow + oh * rowstep;
+    const float *d = dyr + (int64_t)oh * s->OW * s->OC;
+    for (int ow = 0; ow < s->OW; ow++, xp += xstep, d += s->OC) {
+      B dv[SC_NB];
+      for (int b = 0; b < SC_NB; b++)
+        dv[b] = bload(d + b * VL, full ? VL : (int)min64(VL, noc - b * VL > 0 ? noc - b * VL : 0));
+      for (int r = 0; r < SC_ROWS; r++) {
+        V x1 = vset1(xp[r]);
+        for (int b = 0; b < SC_NB; b++)
+          a[r][b] = bfma(a[r][b], x1, dv[b]);
+      }
+    }
+  }
+  /* The chunk's sum is added to the total, not summed on top of it: one
+   * chain over the whole batch lost bits (2.9e-6 against float64 on the
+   * stem at batch 64, 1.1e-4 apart after 12 steps of 2 x 32 against
+   * 1 x 64 in the --sync-bn test, where other kernels give 2e-7). */
+  for (int r = 0; r < nr; r++)
+    for (int b = 0; b < SC_NB; b++) {
+      float *p = dwt + r * OCp + b * VL;
+      bstore(p, load ? badd(a[r][b], bload(p, VL)) : a[r][b], VL);
+    }
+}
+
+void ISA(conv_tiles_bwd_weights_small_c)(float *dw, float *dwt,
+                                         const float *dy, const float *x,
+                                         const ConvShape *s, int acc) {
+  const int KC = s->K * s->C, ngroups = (KC + SC_ROWS - 1) / SC_ROWS;
+  const int ocw = SC_NB * VL, nob = (s->OC + ocw - 1) / ocw;
+  const int64_t OCp = ((int64_t)s->OC + 63) / 64 * 64;
+  const int tasks = s->K * ngroups * nob, ch = conv_dw_small_c_rows(s);
+  const int64_t rowf = (int64_t)(s->W + 2 * s->pad) * s->C;
+  /* Each task owns its tile of dwt and sums it chunk after chunk in the
+   * same order on any thread count: deterministic. A thread takes a
+   * contiguous range of the tasks and walks every chunk, so it reads dY
+   * once, each chunk while it is in L1. */
+#pragma omp parallel
+  {
+    float buf[DW_SMALL_C_FLOATS] __attribute__((aligned(64)));
+    const int nt = omp_get_num_threads(), me = omp_get_thread_num();
+    const int t0 = (int)((int64_t)tasks * me / nt);
+    const int t1 = (int)((int64_t)tasks * (me + 1) / nt);
+    for (int n = 0; t0 < t1 && n < s->N; n++)
+      for (int oh0 = 0; oh0 < s->OH; oh0 += ch) {
+        const int noh = (int)min64(ch, s->OH - oh0);
+        const int nrows = (noh - 1) * s->stride + s->K;
+        const int ih0 = oh0 * s->stride - s->pad;
+        for (int r = 0; r < nrows; r++) { /* the rows, zero-padded */
+          float *dst = buf + r * rowf;
+          int ih = ih0 + r;
+          /* (string.h's bzero would clash with the B above) */
+          const size_t edge = (size_t)s->pad * s->C, wc = (size_t)s->W * s->C;
+          __builtin_memset(dst, 0, edge * sizeof *dst);
+          __builtin_memset(dst + edge + wc, 0, edge * sizeof *dst);
+          if (ih >= 0 && ih < s->H)
+            __builtin_memcpy(dst + edge, x + ((int64_t)n * s->H + ih) * wc,
+                   wc * sizeof *dst);
+          else
+            __builtin_memset(dst + edge, 0, wc * sizeof *dst);
+        }
+        /* a last group's rows past K x C read up to SC_ROWS floats past
+         * the last row: zeros, computed and never stored */
+        __builtin_memset(buf + nrows * rowf, 0, DW_SMALL_C_SLACK * sizeof *buf);
+        const int load = n > 0 || oh0 > 0;
+        const float *dyc = dy + ((int64_t)n * s->OH + oh0) * s->OW * s->OC;
+        for (int t = t0; t < t1; t++) {
+          int kh = t / (ngroups * nob), g = t / nob % ngroups, ob = t % nob;
+          int nr = (int)min64(SC_ROWS, KC - g * SC_ROWS);
+          int noc = (int)min64(ocw, s->OC - ob * ocw);
+          float *dt = dwt + ((int64_t)kh * KC + g * SC_ROWS) * OCp + ob * ocw;
+          const float *prow = buf + kh * rowf + g * SC_ROWS;
+          if (noc == ocw)
+            small_c_tile(dt, OCp, prow, s->stride * rowf, dyc + ob * ocw, noh,
+                         s, nr, noc, load, 1);
+          else
+            small_c_tile(dt, OCp, prow, s->stride * rowf, dyc + ob * ocw, noh,
+                         s, nr, noc, load, 0);
+        }
+      }
+  }
+  /* dW (OC, K, K, C) from dwt (K, K, C, OCp): the transpose, and acc. */
+  const int64_t kkc = (int64_t)s->K * KC;
+#pragma omp parallel for schedule(static)
+  for (int oc = 0; oc < s->OC; oc++)
+    for (int64_t j = 0; j < kkc; j++)
+      dw[oc * kkc + j] = (acc ? dw[oc * kkc + j] : 0) + dwt[j * OCp + oc];
 }
 
 /* ---- small GEMMs: Winograd's products (conv_winograd.c) ----------------- */
