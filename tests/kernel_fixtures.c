@@ -168,6 +168,10 @@ const ConvCase conv_cases[NCONV] = {
     /* several F(4x4) tiles per image, ragged at the edge; channels over
      * one register block on both ISAs, and a partial last block */
     {{2, 9, 10, 40, 70, 3, 1, 1, 0, 0, 0, 0, 0}, 0},
+    /* a stem on RGB (the small-C dW of conv_tiles.c): whole blocks of
+     * output channels and a partial one on both ISAs, row chunks of 4
+     * and 1 (5 x 20 outputs) */
+    {{2, 9, 39, 3, 70, 7, 2, 3, 0, 0, 0, 0, 0}, 0},
 };
 
 /* Winograd runs the 3x3 stride-1 cases; on the others it is GEMM. Its
