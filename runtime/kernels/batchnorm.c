@@ -92,16 +92,26 @@ static const double *bn_sums(void *work, const float *a, const float *b,
   return part;
 }
 
-/* y = x * scale + shift, rows in parallel. */
+/* y = x * scale + shift, rows in parallel; with relu, then max(0, y) in
+ * the same pass (relu_forward's rule: a NaN goes through), the same bits
+ * as the two passes. */
 static void bn_apply(float *y, const float *x, const float *scale,
-                     const float *shift, int64_t M, int C) {
+                     const float *shift, int64_t M, int C, int relu) {
 #pragma omp parallel for schedule(static)
   for (int64_t m = 0; m < M; m++) {
     float *yr = y + m * C;
     const float *xr = x + m * C;
+    if (relu) {
 #pragma omp simd
-    for (int c = 0; c < C; c++)
-      yr[c] = xr[c] * scale[c] + shift[c];
+      for (int c = 0; c < C; c++) {
+        float v = xr[c] * scale[c] + shift[c];
+        yr[c] = v < 0.0f ? 0.0f : v;
+      }
+    } else {
+#pragma omp simd
+      for (int c = 0; c < C; c++)
+        yr[c] = xr[c] * scale[c] + shift[c];
+    }
   }
 }
 
@@ -133,7 +143,7 @@ static void bn_eval(float *y, float *mean, float *invstd, void *work,
     if (invstd)
       invstd[c] = is;
   }
-  bn_apply(y, x, scale, shift, s->M, C);
+  bn_apply(y, x, scale, shift, s->M, C, 0);
 }
 
 static RtBnGather bn_gather;
@@ -220,7 +230,7 @@ void batchnorm_forward(float *y, float *mean, float *invstd, void *work,
     }
   }
   bn_scale_shift(scale, shift, mu_f, is_f, gamma, beta, C);
-  bn_apply(y, x, scale, shift, M, C);
+  bn_apply(y, x, scale, shift, M, C, 0);
 }
 
 void batchnorm_relu_recompute(float *y, void *work, const float *x,
@@ -229,8 +239,7 @@ void batchnorm_relu_recompute(float *y, void *work, const float *x,
                               const BnShape *s) {
   float *scale = bn_factors(work, s->C), *shift = scale + s->C;
   bn_scale_shift(scale, shift, mean, invstd, gamma, beta, s->C);
-  bn_apply(y, x, scale, shift, s->M, s->C); /* the very code of forward */
-  relu_forward(y, y, &(EltShape){s->M * s->C});
+  bn_apply(y, x, scale, shift, s->M, s->C, 1); /* forward's very code */
 }
 
 /* dx = a*dy + b*x + k per channel; each element reads only its own dy,
