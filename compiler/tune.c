@@ -30,13 +30,18 @@ static void shape_key(const ConvShape *s, int64_t k[8]) {
   memcpy(k, v, sizeof v);
 }
 
-const int *tuning_find(const Tuning *t, const ConvShape *s) {
+static const TuneEntry *find_entry(const Tuning *t, const ConvShape *s) {
   int64_t k[8];
   shape_key(s, k);
   for (int i = 0; t && i < t->n; i++)
     if (!memcmp(t->entries[i].shape, k, sizeof k))
-      return t->entries[i].algo;
+      return &t->entries[i];
   return NULL;
+}
+
+const int *tuning_find(const Tuning *t, const ConvShape *s) {
+  const TuneEntry *e = find_entry(t, s);
+  return e ? e->algo : NULL;
 }
 
 /* Reads a tuning file into t: NULL, or what is wrong as "path:line:
@@ -122,6 +127,15 @@ static int heavier_first(const void *a, const void *b) {
   return memcmp(p, q, sizeof p);
 }
 
+/* The index in shapes[0 .. n) of the shape keyed k, or n. */
+static int shape_index(const NetShape *shapes, int n, const int64_t k[8]) {
+  int j = 0;
+  int64_t q[8];
+  while (j < n && (shape_key(&shapes[j].s, q), memcmp(k, q, sizeof q)))
+    j++;
+  return j;
+}
+
 /* Each distinct conv shape of g once, the heaviest first: what a budget
  * cut short leaves to the cost model is what matters least. */
 static int net_shapes(const Graph *g, NetShape *out) {
@@ -130,11 +144,9 @@ static int net_shapes(const Graph *g, NetShape *out) {
     if (g->nodes[i].op != OP_CONV)
       continue;
     ConvShape s = node_conv_shape(g, i);
-    int64_t k[8], q[8];
+    int64_t k[8];
     shape_key(&s, k);
-    int j = 0;
-    while (j < n && (shape_key(&out[j].s, q), memcmp(k, q, sizeof k)))
-      j++;
+    int j = shape_index(out, n, k);
     if (j == n)
       out[n++] = (NetShape){s, 0};
     out[j].weight += (double)s.N * s.OH * s.OW * s.OC * s.C * s.K * s.K;
@@ -355,17 +367,9 @@ int tuning_for_machine(const Graph *g, const TuneRequest *r, Tuning *t) {
   for (int i = 0; i < n; i++)
     if (r->fresh || !tuning_find(&cache, &shapes[i].s))
       todo[ntodo++] = shapes[i];
-  for (int i = 0; i < cache.n; i++) { /* the entries not measured anew */
-    const int64_t *k = cache.entries[i].shape;
-    bool anew = false;
-    for (int j = 0; j < ntodo && !anew; j++) {
-      int64_t q[8];
-      shape_key(&todo[j].s, q);
-      anew = !memcmp(q, k, sizeof q);
-    }
-    if (!anew)
+  for (int i = 0; i < cache.n; i++) /* the entries not measured anew */
+    if (!r->fresh || shape_index(todo, ntodo, cache.entries[i].shape) == ntodo)
       add_entry(t, pool, &cap, cache.entries[i]);
-  }
   if (ntodo == 0) {
     fprintf(stderr, "netc: the tuning cache %s has all %d convolution shapes "
                     "of %s\n", path, n, g->name);
@@ -407,11 +411,9 @@ int tuning_write_choices(const Graph *g, const Tuning *measured,
                measured->machine ? measured->machine : "?");
   for (int i = 0; i < n; i++) {
     const ConvShape *s = &shapes[i].s;
-    const int *m = tuning_find(measured, s);
-    const char *note = "the cost model's (not measured)";
-    for (int j = 0; m && j < measured->n; j++)
-      if (measured->entries[j].algo == m)
-        note = measured->entries[j].note ? measured->entries[j].note : "";
+    const TuneEntry *e = find_entry(measured, s);
+    const char *note = !e ? "the cost model's (not measured)"
+                          : e->note ? e->note : "";
     fprintf(file.f, "conv %d %d %d %d %d %d %d %d %s %s %s  # %s\n", s->N,
             s->H, s->W, s->C, s->OC, s->K, s->stride, s->pad,
             conv_algo_name(s->algo), conv_algo_name(s->algo_dx),
