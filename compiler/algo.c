@@ -76,23 +76,27 @@ ConvShape node_conv_shape(const Graph *g, int i) {
  *   are mostly padding (F(4x4) wins AVX2's dW alone), on 2x2 always;
  *   with under 16 channels in or out, direct.
  * - AVX-512: netc's 12x32 tiles beat OpenBLAS everywhere else, by 3x-4x
- *   where OpenBLAS falls back to SSE3, and on every 1x1 layer. (The dW of
- *   a 1x1 layer runs as one GEMM over the rows of X in netc's tiles,
- *   conv_direct_dw_by_rows; that of the RGB stem in its own kernel.)
+ *   where OpenBLAS falls back to SSE3, and on every 1x1 layer. (A 1x1
+ *   layer runs as GEMMs over the pixels in netc's tiles, conv_tiles.c's
+ *   pointwise kernels; the RGB stem's dW in its own kernel.)
  * - AVX2, forward: the direct kernel wins on every KxK layer, the 7x7
- *   stem on RGB included; a 1x1 layer is a plain GEMM with no im2col,
- *   which OpenBLAS does as well or better once it has over 64 channels.
+ *   stem on RGB included, and on the 1x1 layers (its pointwise GEMM)
+ *   but those on maps of 4 pixels or with 1024 channels in, where
+ *   OpenBLAS ties or wins (ResNet-50 at batch 64 on a Zen 4 EPYC with
+ *   AVX-512 hidden: 64 -> 256 on 16x16, 3.5 ms against 6.1).
  * - AVX2, dX: direct wins at stride 1 (it is the forward tiles on the
- *   flipped kernel); at stride 2 its taps scatter, and GEMM wins below
- *   16x16.
+ *   flipped kernel; the pointwise GEMM for 1x1); at stride 2 its taps
+ *   scatter, and GEMM wins below 16x16 and on every 1x1.
  * - AVX2, dW: GEMM ties or wins everywhere else but the 2x2 maps, where
  *   the direct kernel's walk across the batch beats a GEMM of 256 rows,
- *   and the layers of under 16 input channels, whose direct dW runs over
+ *   the 1x1 layers with at most 640 channels in and out together (the
+ *   pointwise dW's packed runs: 64 -> 256 on 16x16, 3.8-4.7 ms against
+ *   4.7-4.9), and the layers of under 16 input channels, whose direct dW runs over
  *   output-channel vectors with no im2col (conv_direct_dw_small_c): on
  *   ResNet-50's stem at batch 64, 7.5-9.8 ms against OpenBLAS's 11.3 on
  *   a Zen 4 EPYC (make bench-algos), 6.6 ms on its AVX-512 tiles. */
 static int model(const ConvShape *s, int pass, int isa) {
-  bool pointwise = s->K == 1, small = s->C <= 64 || s->OC <= 64;
+  bool pointwise = s->K == 1;
   /* Winograd's transforms run over channel vectors: with under 16
    * channels (an RGB input) they are mostly empty. */
   bool wino = conv_wino_fits(s) && s->C >= 16 && s->OC >= 16;
@@ -102,19 +106,21 @@ static int model(const ConvShape *s, int pass, int isa) {
   case CONV_PASS_FWD:
     if (wino && side >= 8)
       return side >= 16 ? CONV_WINOGRAD4 : CONV_WINOGRAD;
-    return avx512 || !pointwise || s->C <= 64 ? CONV_DIRECT : CONV_GEMM;
+    return avx512 || !pointwise || (map > 4 && s->C < 1024) ? CONV_DIRECT
+                                                             : CONV_GEMM;
   case CONV_PASS_DX:
     if (wino && side >= 8)
       return side >= 16 ? CONV_WINOGRAD4 : CONV_WINOGRAD;
     if (avx512)
       return CONV_DIRECT;
     if (pointwise)
-      return small && s->stride == 1 ? CONV_DIRECT : CONV_GEMM;
+      return s->stride == 1 ? CONV_DIRECT : CONV_GEMM;
     return s->stride == 1 || s->H >= 16 ? CONV_DIRECT : CONV_GEMM;
   default:
     if (wino && (side >= 8 || (side >= 4 && !avx512)))
       return CONV_WINOGRAD4;
-    if (avx512 || conv_direct_dw_small_c(s))
+    if (avx512 || conv_direct_dw_small_c(s) ||
+        (pointwise && s->pad == 0 && s->C + s->OC <= 640))
       return CONV_DIRECT;
     return !pointwise && s->stride == 1 && map <= 4 ? CONV_DIRECT
                                                     : CONV_GEMM;

@@ -39,7 +39,7 @@ static const struct {
     {"dump plan -o /nonexistent/dir/p.txt models/resnet18.net", 1,
      "cannot write '/nonexistent/dir/p.txt'"},
     {"dump plan --portable -b 8 tests/golden/small.net", 0,
-     "naive_bytes=1652352 lower_bound_bytes=337344 planned_bytes=340864"},
+     "naive_bytes=2558528 lower_bound_bytes=517120 planned_bytes=517120"},
     {"check --conv fast models/resnet18.net", 2,
      "unknown convolution algorithm 'fast'"},
     {"check --conv direct,gemm models/resnet18.net", 2,

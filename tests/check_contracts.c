@@ -282,8 +282,11 @@ static const struct {
     {"direct avx512", 2, 24, 3},    {"winograd avx2", 1, 24, 3},
     {"winograd4 avx2", 1, 24, 3},   {"winograd avx512", 1, 24, 3},
     {"winograd4 avx512", 1, 24, 3},
-    /* dW as a GEMM over rows: a pointwise layer, an RGB stem */
-    {"direct avx2", 1, 40, 1},      {"direct avx512", 2, 3, 7},
+    /* pointwise GEMMs over pixels (dW split along OC; along C in four
+     * runs of pixels; stride 2), and an RGB stem's dW */
+    {"direct avx2", 1, 40, 1},      {"direct avx2", 1, 600, 1},
+    {"direct avx2", 2, 40, 1},      {"direct avx512", 1, 600, 1},
+    {"direct avx512", 2, 3, 7},
 };
 
 START_TEST(test_own_kernels_threads_bits) {

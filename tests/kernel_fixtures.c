@@ -172,6 +172,13 @@ const ConvCase conv_cases[NCONV] = {
      * output channels and a partial one on both ISAs, row chunks of 4
      * and 1 (5 x 20 outputs) */
     {{2, 9, 39, 3, 70, 7, 2, 3, 0, 0, 0, 0, 0}, 0},
+    /* pointwise (conv_tiles.c's GEMMs over pixels): dW in two runs of
+     * pixels, the last ragged (450 against conv_pw_run's 256), split
+     * along OC and along C; stride 2 on odd maps (rows of the cursor
+     * skipping input rows and images); partial tiles on both ISAs */
+    {{2, 15, 15, 40, 70, 1, 1, 0, 0, 0, 0, 0, 0}, 0},
+    {{2, 15, 15, 70, 21, 1, 1, 0, 0, 0, 0, 0, 0}, 0},
+    {{3, 9, 11, 37, 20, 1, 2, 0, 0, 0, 0, 0, 0}, 0},
 };
 
 /* Winograd runs the 3x3 stride-1 cases; on the others it is GEMM. Its

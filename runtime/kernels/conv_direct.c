@@ -144,17 +144,30 @@ static void pack_bwd_data(float *wq, const float *w, const ConvShape *s,
 
 /* ---- the passes --------------------------------------------------------- */
 
+/* y = or += conv(x) + b by the tiles, wp packed for them (pack_forward). */
+static void forward_tiles(float *y, const float *x, const float *wp,
+                          const float *b, const ConvShape *s,
+                          const ConvClasses *cc, int acc) {
+  int avx512 = rt_isa() == RT_ISA_AVX512;
+  if (conv_is_pw(s) && avx512)
+    conv_tiles_pointwise_avx512(y, x, wp, b, s, acc);
+  else if (conv_is_pw(s))
+    conv_tiles_pointwise_avx2(y, x, wp, b, s, acc);
+  else if (avx512)
+    conv_tiles_forward_avx512(y, x, wp, b, s, cc, acc);
+  else
+    conv_tiles_forward_avx2(y, x, wp, b, s, cc, acc);
+}
+
 void conv_direct_forward(float *y, float *work, const float *x,
                          const float *w, const float *b, const ConvShape *s) {
   assert(work && (uintptr_t)work % 64 == 0 && "conv work: 64-byte aligned");
   ConvClasses cc;
-  build_classes(&cc, work, s, 0);
+  if (!conv_is_pw(s))
+    build_classes(&cc, work, s, 0);
   float *wp = work + RT_LINE_FLOATS(5 * (s->OH + s->OW));
   pack_forward(wp, w, s, conv_tiles_vl());
-  if (rt_isa() == RT_ISA_AVX512)
-    conv_tiles_forward_avx512(y, x, wp, b, s, &cc, 0);
-  else
-    conv_tiles_forward_avx2(y, x, wp, b, s, &cc, 0);
+  forward_tiles(y, x, wp, b, s, &cc, 0);
 }
 
 void conv_tiles_dw_rows(float *dw, const float *dy, const float *rows,
@@ -179,7 +192,13 @@ void conv_tiles_dw_rows(float *dw, const float *dy, const float *rows,
 
 void conv_direct_bwd_weights(float *dw, float *work, const float *dy,
                              const float *x, const ConvShape *s, int acc) {
-  if (conv_direct_dw_small_c(s)) {
+  if (conv_is_pw(s)) {
+    assert(work && (uintptr_t)work % 64 == 0 && "conv work: 64-byte aligned");
+    if (rt_isa() == RT_ISA_AVX512)
+      conv_tiles_pointwise_dw_avx512(dw, work, dy, x, s, acc);
+    else
+      conv_tiles_pointwise_dw_avx2(dw, work, dy, x, s, acc);
+  } else if (conv_direct_dw_small_c(s)) {
     assert(work && (uintptr_t)work % 64 == 0 && "conv work: 64-byte aligned");
     if (rt_isa() == RT_ISA_AVX512)
       conv_tiles_bwd_weights_small_c_avx512(dw, work, dy, x, s, acc);
@@ -205,12 +224,10 @@ void conv_direct_bwd_data(float *dx, float *work, const float *dy,
     ConvShape t = {.N = s->N, .H = s->OH, .W = s->OW, .C = s->OC,
                    .OC = s->C, .K = s->K, .stride = 1,
                    .pad = s->K - 1 - s->pad, .OH = s->H, .OW = s->W};
-    build_classes(&cc, work, &t, 0);
+    if (!conv_is_pw(&t))
+      build_classes(&cc, work, &t, 0);
     pack_bwd_data(wq, w, s, conv_tiles_vl(), 1);
-    if (avx512)
-      conv_tiles_forward_avx512(dx, dy, wq, NULL, &t, &cc, acc);
-    else
-      conv_tiles_forward_avx2(dx, dy, wq, NULL, &t, &cc, acc);
+    forward_tiles(dx, dy, wq, NULL, &t, &cc, acc);
     return;
   }
   build_classes(&cc, work, s, 1);

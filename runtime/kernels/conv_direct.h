@@ -39,6 +39,13 @@ void conv_tiles_forward_avx2(float *y, const float *x, const float *wp,
 void conv_tiles_forward_avx512(float *y, const float *x, const float *wp,
                                const float *b, const ConvShape *s,
                                const ConvClasses *cc, int acc);
+/* The forward pass of a pointwise layer (1x1, pad 0, any stride; dX of
+ * a stride-1 one too): a GEMM over the output pixels, no class tables;
+ * wp as above. */
+void conv_tiles_pointwise_avx2(float *y, const float *x, const float *wp,
+                               const float *b, const ConvShape *s, int acc);
+void conv_tiles_pointwise_avx512(float *y, const float *x, const float *wp,
+                                 const float *b, const ConvShape *s, int acc);
 /* dX from dY. wq: the weights packed as (C/VL, K, K, OC, VL), zero past
  * C (conv_direct.c's pack_bwd_data). */
 void conv_tiles_bwd_data_avx2(float *dx, const float *dy, const float *wq,
@@ -53,6 +60,15 @@ void conv_tiles_bwd_weights_avx2(float *dw, const float *dy, const float *x,
 void conv_tiles_bwd_weights_avx512(float *dw, const float *dy,
                                    const float *x, const ConvShape *s,
                                    int acc);
+
+/* dW (OC, C) of a pointwise layer: work holds PW_SLOTS slots of
+ * conv_pw_slot(s) floats, 64-byte aligned. */
+void conv_tiles_pointwise_dw_avx2(float *dw, float *work, const float *dy,
+                                  const float *x, const ConvShape *s,
+                                  int acc);
+void conv_tiles_pointwise_dw_avx512(float *dw, float *work, const float *dy,
+                                    const float *x, const ConvShape *s,
+                                    int acc);
 
 /* dW of a layer with few input channels (netc_rt.h's
  * conv_direct_dw_small_c): dwt, (K, K, C, OC rounded up to 64), 64-byte

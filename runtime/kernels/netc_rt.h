@@ -153,7 +153,8 @@ static inline int conv_gemm_chunk(const ConvShape *s) {
  *   output row and column);
  * - CONV_DIRECT dX: the class tables of dX (5 ints per input row and
  *   column), then the weights repacked for dX in blocks of 32 input
- *   channels, (C/32, K, K, OC, 32); CONV_DIRECT dW: none, or GEMM's
+ *   channels, (C/32, K, K, OC, 32); CONV_DIRECT dW: none, PW_SLOTS
+ *   slots of packed runs for a pointwise layer (conv_pw_slot), or GEMM's
  *   columns where it runs as a GEMM over rows (conv_direct_dw_by_rows);
  * - CONV_WINOGRAD, CONV_WINOGRAD4: the (m + 2)^2 transformed weight
  *   matrices (C x OC), then the transformed tiles of the threads' blocks
@@ -248,7 +249,7 @@ static inline int64_t conv_gemm_cols(const ConvShape *s) {
  * transposed into dW at the end. */
 enum { DW_SMALL_C_FLOATS = 8192, DW_SMALL_C_SLACK = 16 };
 static inline int conv_direct_dw_small_c(const ConvShape *s) {
-  int pointwise = s->K == 1 && s->stride == 1 && s->pad == 0;
+  int pointwise = s->K == 1 && s->pad == 0; /* conv_is_pw, defined below */
   return s->C < 16 && !pointwise &&
          (int64_t)s->K * (s->W + 2 * s->pad) * s->C + DW_SMALL_C_SLACK <=
              DW_SMALL_C_FLOATS;
@@ -265,13 +266,38 @@ static inline int conv_dw_small_c_rows(const ConvShape *s) {
   return ch;
 }
 
-/* CONV_DIRECT's dW as one GEMM over rows of pixels, in netc's tiles: for
- * a pointwise layer (the rows are X), and for one with under 16 input
- * channels too wide for the kernel above (the rows are im2col's
- * columns). */
+/* CONV_DIRECT's pointwise layers (1x1, pad 0, any stride) run as GEMMs
+ * over the output pixels. Their dW packs runs of conv_pw_run() pixels of
+ * X and dY into a slot of the workspace per thread (at most PW_SLOTS
+ * threads): about PW_RUN_FLOATS floats, so that a run's panels stay in
+ * L2 while the thread's tiles of dW walk them. The run depends on the
+ * shape only, so dW's sums do not depend on the thread count. */
+enum { PW_SLOTS = 4, PW_RUN_FLOATS = 1 << 16 };
+static inline int conv_is_pw(const ConvShape *s) {
+  return s->K == 1 && s->pad == 0;
+}
+/* Floats per pixel of a slot: X's channels in blocks of up to 32 (the
+ * widest ISA's VL), dY's in tiles of up to 12 (its OCT), rounded up to
+ * 32 again. */
+static inline int64_t conv_pw_pixel_floats(const ConvShape *s) {
+  return ((int64_t)s->C + 31) / 32 * 32 + ((int64_t)s->OC + 11 + 31) / 32 * 32;
+}
+static inline int conv_pw_run(const ConvShape *s) {
+  int64_t r = PW_RUN_FLOATS / conv_pw_pixel_floats(s);
+  r = r < 16 ? 16 : r > 256 ? 256 : r;
+  return (int)(r / 8 * 8);
+}
+/* A slot holds one run, or all M pixels if there are fewer. */
+static inline int64_t conv_pw_slot(const ConvShape *s) {
+  int64_t m = (int64_t)s->N * s->OH * s->OW, r = conv_pw_run(s);
+  return RT_LINE_FLOATS((m < r ? m : r) * conv_pw_pixel_floats(s));
+}
+
+/* CONV_DIRECT's dW as one GEMM over the rows of im2col's columns, in
+ * netc's tiles: for a layer with under 16 input channels too wide for
+ * the kernel above. */
 static inline int conv_direct_dw_by_rows(const ConvShape *s) {
-  return (s->K == 1 && s->stride == 1 && s->pad == 0) ||
-         (s->C < 16 && !conv_direct_dw_small_c(s));
+  return !conv_is_pw(s) && s->C < 16 && !conv_direct_dw_small_c(s);
 }
 
 static inline int64_t conv_work_floats(const ConvShape *s, int backward) {
@@ -296,7 +322,8 @@ static inline int64_t conv_work_floats(const ConvShape *s, int backward) {
                                  : conv_gemm_cols(s);
   a = conv_algo_of(s, CONV_PASS_DW);
   int64_t dw = a == CONV_DIRECT
-                   ? (conv_direct_dw_small_c(s)
+                   ? (conv_is_pw(s) ? PW_SLOTS * conv_pw_slot(s)
+                      : conv_direct_dw_small_c(s)
                           ? (int64_t)s->K * s->K * s->C * ((s->OC + 63) / 64 * 64)
                       : conv_direct_dw_by_rows(s) ? conv_gemm_cols(s) : 0)
                : conv_is_wino(a) ? conv_wino_floats(s, 1, conv_wino_m(a))
