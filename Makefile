@@ -63,6 +63,14 @@ RT_OBJ := $(patsubst runtime/%.c,$(BUILD)/rt/%.o,$(RT_SRC))
 # their vector a += s * v is one FMA.
 ISA_ARCH_avx2   := -march=x86-64-v3
 ISA_ARCH_avx512 := -march=x86-64-v4
+# EMU512=1 (make test-emu512): a build whose _avx512 tiles are compiled
+# for AVX2, each 16-float vector as two 8-float ones, and whose CPU check
+# says yes to AVX-512: their geometry tested on a CPU without it.
+ifeq ($(EMU512),1)
+  ISA_ARCH_avx512 := -march=x86-64-v3 -DNETC_EMU512_TILES
+  CPPFLAGS += -DNETC_EMU512
+  RT_FLAGS += -DNETC_EMU512
+endif
 ISA_SRC := $(wildcard runtime/kernels/isa/*.c)
 RT_OBJ += $(foreach i,avx2 avx512,$(patsubst runtime/%.c,$(BUILD)/rt/%_$(i).o,$(ISA_SRC)))
 RT_OBJ += $(BUILD)/rt/onnx.pb-c.o
@@ -211,9 +219,19 @@ warnings: deps
 # Every case's time goes to $(BUILD)/test-times.xml; make test-times
 # prints the slowest.
 test: deps test-deps all $(BUILD)/check_netc warnings
+	@grep -qw avx512f /proc/cpuinfo || \
+	  $(MAKE) --no-print-directory EMU512=1 BUILD=$(BUILD)/emu512 test-emu512
 	NETC=$(BUILD)/netc CK_XML_LOG_FILE_NAME=$(BUILD)/test-times.xml \
 	  $(if $(filter 1,$(SANITIZE)),NETC_TEST_SANITIZED=1 NETC_TEST_CONV=gemm CK_TIMEOUT_MULTIPLIER=2) \
 	  $(BUILD)/check_netc
+
+# On a CPU without AVX-512, make test first runs the kernel suites on
+# the emulated _avx512 tiles (EMU512=1 above): their results against the
+# references, their workspace bits, on odd sizes, as on AVX-512.
+test-emu512: $(BUILD)/check_netc
+	@echo "the _avx512 tiles, emulated on AVX2 (this CPU has no AVX-512):"
+	CK_RUN_SUITE=runtime $(BUILD)/check_netc
+	CK_RUN_SUITE=contracts $(BUILD)/check_netc
 
 # The 20 slowest test cases of the last make test, and each suite's time.
 test-times:

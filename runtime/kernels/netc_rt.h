@@ -114,6 +114,9 @@ static inline int rt_cpu_has_isa(int isa) {
   case RT_ISA_AVX2:
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   case RT_ISA_AVX512:
+#ifdef NETC_EMU512 /* make test-emu512: the _avx512 tiles emulated on AVX2 */
+    return rt_cpu_has_isa(RT_ISA_AVX2);
+#endif
     return __builtin_cpu_supports("avx512f") &&
            __builtin_cpu_supports("avx512vl") &&
            __builtin_cpu_supports("avx512bw") &&

@@ -21,12 +21,21 @@
 
 #define INLINE static inline __attribute__((always_inline))
 
-#if defined(__AVX512F__)
+/* NETC_EMU512_TILES (make test-emu512, on a CPU without AVX-512): the
+ * _avx512 functions with AVX-512's geometry (12 x 32 tiles, 32-float
+ * blocks), each 16-float vector emulated by two ymm, so that their
+ * packing, edges and thread splits are tested where they cannot run. */
+#if defined(__AVX512F__) || defined(NETC_EMU512_TILES)
+#define TILES512 1
+#endif
+
+#if TILES512
 #define VL AVX512_VL
 #define PIX AVX512_PIX
 #define OCT AVX512_OCT
 #define ISA(name) name##_avx512
 enum { LANES = 16 };
+#if defined(__AVX512F__)
 typedef __m512 V;
 #define vzero() _mm512_setzero_ps()
 #define vset1(x) _mm512_set1_ps(x)
@@ -42,6 +51,47 @@ INLINE V vload_n(const float *p, int n) {
 INLINE void vstore_n(float *p, V v, int n) {
   _mm512_mask_storeu_ps(p, (__mmask16)((1u << n) - 1), v);
 }
+#else /* emulated: the same lanes, the same FMAs, in two halves */
+typedef struct {
+  __m256 l, h;
+} V;
+INLINE __m256i lane_mask(int n) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(n),
+                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+INLINE V vzero(void) { return (V){_mm256_setzero_ps(), _mm256_setzero_ps()}; }
+INLINE V vset1(float x) { return (V){_mm256_set1_ps(x), _mm256_set1_ps(x)}; }
+INLINE V vload(const float *p) {
+  return (V){_mm256_loadu_ps(p), _mm256_loadu_ps(p + 8)};
+}
+/* vloada's contract (64-byte alignment) is checked, as AVX-512's
+ * aligned load would fault. */
+INLINE V vloada(const float *p) {
+  if ((uintptr_t)p % 64)
+    __builtin_trap();
+  return (V){_mm256_load_ps(p), _mm256_load_ps(p + 8)};
+}
+INLINE void vstore(float *p, V v) {
+  _mm256_storeu_ps(p, v.l);
+  _mm256_storeu_ps(p + 8, v.h);
+}
+INLINE V vadd(V a, V b) {
+  return (V){_mm256_add_ps(a.l, b.l), _mm256_add_ps(a.h, b.h)};
+}
+INLINE V vfma(V a, V b, V c) {
+  return (V){_mm256_fmadd_ps(a.l, b.l, c.l), _mm256_fmadd_ps(a.h, b.h, c.h)};
+}
+INLINE V vload_n(const float *p, int n) {
+  int nh = n > 8 ? n - 8 : 0;
+  return (V){_mm256_maskload_ps(p, lane_mask(n > 8 ? 8 : n)),
+             _mm256_maskload_ps(p + 8, lane_mask(nh))};
+}
+INLINE void vstore_n(float *p, V v, int n) {
+  int nh = n > 8 ? n - 8 : 0;
+  _mm256_maskstore_ps(p, lane_mask(n > 8 ? 8 : n), v.l);
+  _mm256_maskstore_ps(p + 8, lane_mask(nh), v.h);
+}
+#endif
 #else
 #define VL AVX2_VL
 #define PIX AVX2_PIX
@@ -602,7 +652,7 @@ void ISA(conv_tiles_bwd_weights)(float *dw, const float *dy, const float *x,
  * kernel row are 3 groups of 7: 6.7 ms on ResNet-50's stem at batch 64,
  * where 6 rows gave 8.7); AVX2: 6 x 1 block (16) in 12 of the 16 ymm (7
  * rows spill: 11.7 ms against 7.5-8.8). */
-#if defined(__AVX512F__)
+#if TILES512
 enum { SC_ROWS = 7, SC_NB = 2 };
 #else
 enum { SC_ROWS = 6, SC_NB = 1 };
