@@ -250,10 +250,13 @@ static inline int64_t conv_gemm_cols(const ConvShape *s) {
  * of a kernel row are then one run of K x C floats, with no im2col); the
  * sums gather in the workspace as (K, K, C, OC rounded up to 64) and are
  * transposed into dW at the end. */
+/* A pointwise layer: 1x1, no padding, any stride. */
+static inline int conv_is_pw(const ConvShape *s) {
+  return s->K == 1 && s->pad == 0;
+}
 enum { DW_SMALL_C_FLOATS = 8192, DW_SMALL_C_SLACK = 16 };
 static inline int conv_direct_dw_small_c(const ConvShape *s) {
-  int pointwise = s->K == 1 && s->pad == 0; /* conv_is_pw, defined below */
-  return s->C < 16 && !pointwise &&
+  return s->C < 16 && !conv_is_pw(s) &&
          (int64_t)s->K * (s->W + 2 * s->pad) * s->C + DW_SMALL_C_SLACK <=
              DW_SMALL_C_FLOATS;
 }
@@ -276,9 +279,6 @@ static inline int conv_dw_small_c_rows(const ConvShape *s) {
  * L2 while the thread's tiles of dW walk them. The run depends on the
  * shape only, so dW's sums do not depend on the thread count. */
 enum { PW_SLOTS = 4, PW_RUN_FLOATS = 1 << 16 };
-static inline int conv_is_pw(const ConvShape *s) {
-  return s->K == 1 && s->pad == 0;
-}
 /* Floats per pixel of a slot: X's channels in blocks of up to 32 (the
  * widest ISA's VL), dY's in tiles of up to 12 (its OCT), rounded up to
  * 32 again. */
