@@ -244,16 +244,17 @@ static inline int64_t conv_gemm_cols(const ConvShape *s) {
   return (int64_t)conv_gemm_chunk(s) * s->OH * s->OW * s->K * s->K * s->C;
 }
 
+/* A pointwise layer: 1x1, no padding, any stride. */
+static inline int conv_is_pw(const ConvShape *s) {
+  return s->K == 1 && s->pad == 0;
+}
+
 /* CONV_DIRECT's dW of a layer with under 16 input channels, an RGB stem:
  * vectors over the output channels, each thread reading the input rows it
  * needs, zero-padded, from a stack buffer of DW_SMALL_C_FLOATS (the taps
  * of a kernel row are then one run of K x C floats, with no im2col); the
  * sums gather in the workspace as (K, K, C, OC rounded up to 64) and are
  * transposed into dW at the end. */
-/* A pointwise layer: 1x1, no padding, any stride. */
-static inline int conv_is_pw(const ConvShape *s) {
-  return s->K == 1 && s->pad == 0;
-}
 enum { DW_SMALL_C_FLOATS = 8192, DW_SMALL_C_SLACK = 16 };
 static inline int conv_direct_dw_small_c(const ConvShape *s) {
   return s->C < 16 && !conv_is_pw(s) &&
