@@ -45,8 +45,8 @@ MODELS := $(filter-out models/blocks.net,$(wildcard models/*.net))
 
 COMPILER_SRC := pool.c diag.c ast.c ops.c graph.c infer.c infer_expr.c infer_ops.c \
                 infer_blocks.c defines.c algo.c tune.c \
-                autodiff.c comm.c plan.c traffic.c load.c report.c dump.c codegen.c \
-                build.c
+                autodiff.c fuse.c comm.c plan.c traffic.c load.c report.c \
+                dump.c codegen.c build.c
 # runtime/util/util.c serves the compiler too (build.c's make_dirs).
 COMPILER_OBJ := $(addprefix $(BUILD)/,$(COMPILER_SRC:.c=.o)) \
                 $(BUILD)/parse.o $(BUILD)/lex.o $(BUILD)/util.o

@@ -94,9 +94,17 @@ static void names(Gen *x) {
       x->sname[w] = ident(p, "S_", g->nodes[g->weights[w].first_node].path);
   }
   x->lname = pool_alloc(p, sizeof(char *) * (size_t)(g->nnodes + 1));
+  /* A shape struct for each node whose own or backward call takes it (a
+   * relu folded both ways has none). */
+  bool *used = pool_alloc(p, sizeof(bool) * (size_t)(g->nnodes + 1));
+  for (int i = 0; i < g->nnodes; i++)
+    used[i] = false;
+  for (int i = 0; i < g->nnodes; i++)
+    if (g->nodes[i].fuse != FUSE_FOLDED)
+      used[shape_node(g, i)] = true;
   for (int i = 0; i < g->nnodes; i++) {
     const Node *n = &g->nodes[i];
-    if (shape_node(g, i) != i || op_info(n->op)->shape == SK_NONE)
+    if (!used[i] || op_info(n->op)->shape == SK_NONE)
       continue;
     const char *base = n->op == OP_GRAD_ADD ? g->tensors[n->out].label
                                             : n->path;
@@ -387,7 +395,7 @@ static const char *arg(const Gen *x, int i, KernelArg a) {
   const Node *w = weight_node(x->g, i);
   switch (a) {
   case KA_OUT: return ptr(x, n->out);
-  case KA_IN0: case KA_IN1: case KA_IN2: case KA_IN3:
+  case KA_IN0: case KA_IN1: case KA_IN2: case KA_IN3: case KA_IN4:
     return ptr(x, n->in[a - KA_IN0]);
   case KA_EXTRA0: case KA_EXTRA1: case KA_EXTRA2:
     return (int)(a - KA_EXTRA0) < n->nextra ? ptr(x, n->extra[a - KA_EXTRA0])
@@ -432,9 +440,13 @@ static void comment(Gen *x, int i) {
 
 static void emit_node(Gen *x, int i) {
   const Node *n = &x->g->nodes[i];
-  const KernelCall *k = &op_info(n->op)->kernel;
+  const OpInfo *op = op_info(n->op);
+  const KernelCall *k = n->fuse == FUSE_RELU ? &op->fused_kernel : &op->kernel;
   comment(x, i);
-  if (!k->fn) { /* a view */
+  if (n->fuse == FUSE_FOLDED) {
+    fprintf(x->out, "  /* computed by %s (fuse.c) */\n",
+            i < x->g->nforward ? "the call above" : "a call below");
+  } else if (!k->fn) { /* a view */
     fprintf(x->out, "  /* a view of %s: nothing to compute */\n",
             x->tname[n->in[0]]);
   } else {
@@ -529,7 +541,9 @@ static void emit_ops(Gen *x) {
     Traffic t = node_traffic(g, i);
     const char *it[] = {
         pool_printf(x->pool, "{\"%s\"", n->path),
-        pool_printf(x->pool, "\"%s\"", op_info(n->op)->name),
+        pool_printf(x->pool, "\"%s\"", n->fuse == FUSE_RELU
+                                            ? op_info(n->op)->fused_name
+                                            : op_info(n->op)->name),
         i >= g->nforward ? "1" : "0",
         pool_printf(x->pool, "%.0f",
                     i < g->nforward ? node_flops(g, i) * (double)g->batch : 0),

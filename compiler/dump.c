@@ -25,7 +25,8 @@ static void json_string(FILE *out, const char *s) {
 
 static void print_node(FILE *out, Diag *d, const Graph *g, int i, Pool *p) {
   const Node *n = &g->nodes[i];
-  fprintf(out, "n%d %s(", i, op_info(n->op)->name);
+  const OpInfo *op = op_info(n->op);
+  fprintf(out, "n%d %s(", i, n->fuse == FUSE_RELU ? op->fused_name : op->name);
   for (int j = 0; j < n->nin; j++)
     fprintf(out, "%st%d", j ? ", " : "", n->in[j]);
   fputc(')', out);
@@ -50,6 +51,8 @@ static void print_node(FILE *out, Diag *d, const Graph *g, int i, Pool *p) {
     fputs(" -> (no input gradient)", out);
   for (int j = 0; j < n->nextra; j++)
     fprintf(out, ", t%d %s", n->extra[j], tshape(p, g, n->extra[j]));
+  if (n->fuse == FUSE_FOLDED) /* fuse.c: its neighbour computes it */
+    fputs(" (folded)", out);
   fprintf(out, "  # %s %s\n", n->path, loc_str(d, n->loc));
 }
 

@@ -203,9 +203,13 @@ static int verify_node(const Graph *g, int i, int *made, bool *updated,
     BAD("node %d has op %d out of range", i, n->op);
     return bad;
   }
-  if (n->nin != op_graph_inputs(n->op))
+  int nin = n->fuse == FUSE_RELU ? op_info(n->op)->fused_inputs
+                                 : op_graph_inputs(n->op);
+  if (n->fuse == FUSE_RELU && !op_info(n->op)->fused_kernel.fn)
+    BAD("node %d (%s): its op cannot take a relu", i, n->path);
+  if (n->nin != nin)
     BAD("node %d (%s) has %d inputs, its op takes %d", i, n->path, n->nin,
-        op_graph_inputs(n->op));
+        nin);
   if (bwd != (i >= g->nforward))
     BAD("node %d (%s) is on the wrong side of the forward/backward split",
         i, n->path);

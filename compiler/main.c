@@ -8,6 +8,7 @@
  *               (infer_ops.c)
  *   algo.c      each convolution's algorithm, per layer and pass
  *   autodiff.c  forward graph -> training graph: the backward pass
+ *   fuse.c      relus folded into the batchnorm or add beside them
  *   comm.c      (--mpi) gradient buckets and their allreduce nodes
  *   plan.c      every tensor of a training step placed in one arena
  *   codegen.c   graph + plan -> C; build.c compiles it with the runtime
@@ -72,6 +73,8 @@ static const char usage[] =
     "                          lacks: the cost model), no timing; the same\n"
     "                          file gives the same C\n"
     "  --no-compile            with build: write the C files only\n"
+    "  --no-fuse               every relu its own pass (fuse.c folds them\n"
+    "                          into the batchnorm or add beside them)\n"
     "  --portable              a trainer for any AVX2 machine, not tuned to\n"
     "                          this one's CPU (-march=native); with check\n"
     "                          and dump: the algorithms such a build gets\n"
@@ -110,6 +113,7 @@ typedef struct {
   const char *tuning; /* a tuning file to use */
   int threads;        /* for the timing; 0: all cores */
   bool mpi;           /* data-parallel: buckets and allreduce (comm.c) */
+  bool no_fuse;       /* keep every relu a call of its own (fuse.c) */
   int64_t bucket_kib; /* 0: comm_default_bucket_bytes */
   Define defines[MAX_DEFINES]; /* -D NAME=VALUE, in order */
   char define_names[MAX_DEFINES][MAX_IDENT_LEN + 1];
@@ -207,11 +211,18 @@ static int compile_conv(Diag *d, Pool *pool, const Options *o, Graph *g) {
                               pool_printf(pool, "%s/%s.tune", dir, g->name));
 }
 
-/* ... and, for a data-parallel build, the gradient buckets. */
+/* ... the relus folded, and, for a data-parallel build, the gradient
+ * buckets. */
 static int compile(Diag *d, Pool *pool, const Options *o, Graph *g) {
   int rc = compile_conv(d, pool, o, g);
-  if (rc || !o->mpi)
+  if (rc)
     return rc;
+  if (!o->no_fuse && (fuse_relus(g), graph_verify(g, stderr))) {
+    fprintf(stderr, "netc: internal error: fusing broke the graph\n");
+    exit(1);
+  }
+  if (!o->mpi)
+    return 0;
   insert_allreduce(g, o->bucket_kib ? o->bucket_kib * 1024
                                     : comm_default_bucket_bytes(g));
   if (graph_verify(g, stderr)) { /* a netc bug, never the input's */
@@ -345,6 +356,8 @@ static int parse_options(int argc, char **argv, int argi, Options *o) {
       o->portable = true;
     } else if (!strcmp(a, "--mpi")) {
       o->mpi = true;
+    } else if (!strcmp(a, "--no-fuse")) {
+      o->no_fuse = true;
     } else if (!strcmp(a, "--bucket-kib")) {
       char *end;
       errno = 0;
@@ -417,6 +430,8 @@ static int parse_options(int argc, char **argv, int argi, Options *o) {
     return bad_usage("%s", "--bucket-kib goes with --mpi");
   if (o->mpi && o->cmd == CMD_AST)
     return bad_usage("%s", "--mpi does not go with dump ast");
+  if (o->no_fuse && o->cmd == CMD_AST)
+    return bad_usage("%s", "--no-fuse does not go with dump ast");
   if (o->tune && o->no_tune)
     return bad_usage("%s", "--tune times every shape, --no-tune none: give "
                            "one of them");

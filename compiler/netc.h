@@ -37,7 +37,7 @@ enum {
 #define MAX_STEP_BYTES ((int64_t)1 << 40)
 
 /* A node's tensor inputs and extra outputs (saved state, scratch). */
-enum { MAX_NODE_IN = 4, MAX_NODE_EXTRA = 3 };
+enum { MAX_NODE_IN = 5, MAX_NODE_EXTRA = 3 };
 
 /* ---- pool.c: one arena for everything a compilation allocates ---------- */
 
@@ -296,7 +296,7 @@ typedef enum {
 typedef enum {
   KA_END,
   KA_OUT,            /* the node's output */
-  KA_IN0, KA_IN1, KA_IN2, KA_IN3,
+  KA_IN0, KA_IN1, KA_IN2, KA_IN3, KA_IN4,
   KA_EXTRA0, KA_EXTRA1, KA_EXTRA2,
   KA_W0, KA_W1,      /* the node's (or its forward op's) weights */
   KA_WGRAD0, KA_WGRAD1,
@@ -363,6 +363,12 @@ typedef struct {
   bool own_shape;     /* backward ops: a shape struct of its own (grad_add),
                          else its forward op's */
   KernelCall kernel;
+  /* The op with a relu folded in (fuse.c), when it can take one: its name
+   * in profiles, its kernel, and its tensor inputs (a backward op reads
+   * the relu's output too, for the mask). */
+  const char *fused_name;
+  KernelCall fused_kernel;
+  int fused_inputs;
 } OpInfo;
 
 const OpInfo *op_info(OpKind k);
@@ -410,7 +416,8 @@ typedef struct {
   bool batched;     /* the shape is per image: the batch multiplies it */
   bool is_int;      /* int32 elements (labels, argmax), else float */
   int producer;     /* node id, or -1 for the image and labels inputs */
-  int view_of;      /* -1, or the tensor whose storage this one is (flatten) */
+  int view_of;      /* -1, or the tensor whose storage this one is (flatten;
+                       a relu's output or gradient that fuse.c folded) */
   int grad_of;      /* TK_GRAD: the forward tensor it is the gradient of */
   int bucket;       /* TK_WGRAD in a data-parallel build: the bucket tensor
                        (comm.c) whose bytes it is part of, else -1 */
@@ -432,8 +439,17 @@ typedef struct {
 } Weight;
 
 
+/* fuse.c's folding of a relu into the op next to it. */
+typedef enum {
+  FUSE_NONE,
+  FUSE_RELU,   /* its kernel also does a relu: its row's fused_kernel */
+  FUSE_FOLDED, /* a relu (or its backward) that a neighbour computes: no
+                  call of its own, and no traffic */
+} Fuse;
+
 struct Node {
   OpKind op;
+  Fuse fuse;
   int in[MAX_NODE_IN];
   int nin;
   int out;                          /* tensor id, or -1 (no dX needed) */
@@ -508,6 +524,13 @@ int graph_verify(const Graph *g, FILE *err);
  * each forward op saves for its backward op, scratch, and the backward ops
  * that compute every weight's gradient. */
 void autodiff(Graph *g);
+
+/* ---- fuse.c: relus folded into their neighbours ---------------------- */
+
+/* Folds relu(batchnorm) and relu(add) into the batchnorm's or add's
+ * kernel, and relu_backward into the batchnorm_backward after it; returns
+ * how many relus (forward and backward) it folded. */
+int fuse_relus(Graph *g);
 
 /* ---- comm.c: gradient buckets and their allreduce (build --mpi) -------- */
 

@@ -11,7 +11,8 @@
  * kernel makes beyond the first (batchnorm's statistics, then its apply).
  * So the figure is what a step would move if every op were one pass over
  * its operands: what fusing ops removes is whole terms of it, as an
- * activation that is never written and read back. */
+ * activation that is never written and read back (fuse.c: a folded relu
+ * moves nothing, and its neighbour reads what the relu would have). */
 #include "netc.h"
 
 static void add(Traffic *t, int64_t read, int64_t written) {
@@ -22,7 +23,8 @@ Traffic node_traffic(const Graph *g, int i) {
   const Node *n = &g->nodes[i];
   const OpInfo *op = op_info(n->op);
   Traffic t = {0, 0};
-  if (op->view || n->op == OP_ALLREDUCE || n->op == OP_ALLREDUCE_WAIT)
+  if (op->view || n->fuse == FUSE_FOLDED || n->op == OP_ALLREDUCE ||
+      n->op == OP_ALLREDUCE_WAIT)
     return t;
   for (int j = 0; j < n->nin; j++)
     if (n->in[j] >= 0)

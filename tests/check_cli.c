@@ -39,7 +39,12 @@ static const struct {
     {"dump plan -o /nonexistent/dir/p.txt models/resnet18.net", 1,
      "cannot write '/nonexistent/dir/p.txt'"},
     {"dump plan --portable -b 8 tests/golden/small.net", 0,
+     "naive_bytes=2255424 lower_bound_bytes=517120 planned_bytes=517120"},
+    /* Unfused, every relu and its gradient have buffers of their own. */
+    {"dump plan --portable --no-fuse -b 8 tests/golden/small.net", 0,
      "naive_bytes=2558528 lower_bound_bytes=517120 planned_bytes=517120"},
+    {"dump ast --no-fuse models/resnet18.net", 2,
+     "--no-fuse does not go with dump ast"},
     {"check --conv fast models/resnet18.net", 2,
      "unknown convolution algorithm 'fast'"},
     {"check --conv direct,gemm models/resnet18.net", 2,

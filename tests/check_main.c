@@ -125,6 +125,7 @@ int main(void) {
   srunner_add_suite(sr, suite_infer());
   srunner_add_suite(sr, suite_graph());
   srunner_add_suite(sr, suite_autodiff());
+  srunner_add_suite(sr, suite_fuse());
   srunner_add_suite(sr, suite_plan());
   srunner_add_suite(sr, suite_codegen());
   srunner_add_suite(sr, suite_errors());

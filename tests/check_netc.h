@@ -15,6 +15,7 @@ Suite *suite_ops(void);
 Suite *suite_infer(void);
 Suite *suite_graph(void);
 Suite *suite_autodiff(void);
+Suite *suite_fuse(void);
 Suite *suite_plan(void);
 Suite *suite_codegen(void);
 Suite *suite_train(void);

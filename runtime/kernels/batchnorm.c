@@ -1,6 +1,6 @@
 /* batchnorm.c: batch normalization, forward (training: batch statistics;
  * evaluation: running ones), the recompute of a relu over it, and its
- * backward (netc_rt.h). Sums are in double, per channel, over fixed row
+ * backward (netc_rt.h), each also with the relu folded in (fuse.c). Sums are in double, per channel, over fixed row
  * chunks, so they do not depend on the thread count; the workspace is the
  * caller's (BATCHNORM_WORK_BYTES). */
 #include <assert.h>
@@ -35,13 +35,22 @@ static int bn_chunks(int64_t M) {
  * channel loop vectorizes; each lane is its own channel, so vectorizing
  * reorders no sum. */
 static void bn_chunk_sums(double *p1, const float *a, const float *b,
-                          const float *mean, const float *invstd,
-                          int64_t m0, int64_t m1, int C, int what) {
+                          const float *mask, const float *mean,
+                          const float *invstd, int64_t m0, int64_t m1, int C,
+                          int what) {
   double *p2 = p1 + C;
   memset(p1, 0, 2 * (size_t)C * sizeof *p1);
   for (int64_t m = m0; m < m1; m++) {
     const float *ar = a + m * C, *br = b ? b + m * C : NULL;
-    if (what == 0) {
+    const float *yr = mask ? mask + m * C : NULL;
+    if (yr) { /* what == 1, b masked by relu_backward's rule */
+#pragma omp simd
+      for (int c = 0; c < C; c++) {
+        double g = yr[c] > 0.0f ? br[c] : 0.0f;
+        p1[c] += g;
+        p2[c] += g * ((ar[c] - mean[c]) * invstd[c]);
+      }
+    } else if (what == 0) {
 #pragma omp simd
       for (int c = 0; c < C; c++) {
         double d = (double)ar[c] - a[c];
@@ -68,10 +77,12 @@ static void bn_chunk_sums(double *p1, const float *a, const float *b,
  * `what` picks the sums:
  *   0: s1 = sum(a - k), s2 = sum((a - k)^2), with k = a's first row (a
  *      shift that keeps the one-pass variance free of cancellation);
- *   1: s1 = sum(b), s2 = sum(b * (a - mean) * invstd)   (a = x, b = dy). */
+ *   1: s1 = sum(b), s2 = sum(b * (a - mean) * invstd)   (a = x, b = dy),
+ *      with b taken only where mask > 0 when there is a mask. */
 static const double *bn_sums(void *work, const float *a, const float *b,
-                             const float *mean, const float *invstd,
-                             int64_t M, int C, int what) {
+                             const float *mask, const float *mean,
+                             const float *invstd, int64_t M, int C,
+                             int what) {
   double *part = bn_partials(work);
   int64_t C2 = 2 * (int64_t)C;
   int nch = bn_chunks(M);
@@ -79,7 +90,7 @@ static const double *bn_sums(void *work, const float *a, const float *b,
   {
 #pragma omp for schedule(static)
     for (int k = 0; k < nch; k++)
-      bn_chunk_sums(part + k * C2, a, b, mean, invstd, M * k / nch,
+      bn_chunk_sums(part + k * C2, a, b, mask, mean, invstd, M * k / nch,
                     M * (k + 1) / nch, C, what);
     /* (the implicit barrier: every chunk is summed) */
 #pragma omp for schedule(static)
@@ -131,7 +142,7 @@ static void bn_scale_shift(float *scale, float *shift, const float *mean,
 static void bn_eval(float *y, float *mean, float *invstd, void *work,
                     const float *run_mean, const float *run_var,
                     const float *x, const float *gamma, const float *beta,
-                    const BnShape *s, float eps) {
+                    const BnShape *s, float eps, int relu) {
   int C = s->C;
   float *scale = bn_factors(work, C), *shift = scale + C;
   for (int c = 0; c < C; c++) {
@@ -143,7 +154,7 @@ static void bn_eval(float *y, float *mean, float *invstd, void *work,
     if (invstd)
       invstd[c] = is;
   }
-  bn_apply(y, x, scale, shift, s->M, C, 0);
+  bn_apply(y, x, scale, shift, s->M, C, relu);
 }
 
 static RtBnGather bn_gather;
@@ -190,18 +201,20 @@ static double bn_sync_stats(const double *sum, const float *x, int64_t M,
   return rows;
 }
 
-void batchnorm_forward(float *y, float *mean, float *invstd, void *work,
+/* batchnorm_forward, and with relu its relu in the same pass. */
+static void bn_forward(float *y, float *mean, float *invstd, void *work,
                        float *run_mean, float *run_var, const float *x,
                        const float *gamma, const float *beta,
                        const BnShape *s, float momentum, float eps,
-                       int training) {
+                       int training, int relu) {
   if (!training) {
-    bn_eval(y, mean, invstd, work, run_mean, run_var, x, gamma, beta, s, eps);
+    bn_eval(y, mean, invstd, work, run_mean, run_var, x, gamma, beta, s, eps,
+            relu);
     return;
   }
   int64_t M = s->M;
   int C = s->C;
-  const double *sum = bn_sums(work, x, NULL, NULL, NULL, M, C, 0);
+  const double *sum = bn_sums(work, x, NULL, NULL, NULL, NULL, M, C, 0);
   float *scale = bn_factors(work, C), *shift = scale + C;
   float *mu_f = shift + C, *is_f = mu_f + C;
   /* Synchronized: the global statistics, in the free part of the
@@ -230,7 +243,25 @@ void batchnorm_forward(float *y, float *mean, float *invstd, void *work,
     }
   }
   bn_scale_shift(scale, shift, mu_f, is_f, gamma, beta, C);
-  bn_apply(y, x, scale, shift, M, C, 0);
+  bn_apply(y, x, scale, shift, M, C, relu);
+}
+
+void batchnorm_forward(float *y, float *mean, float *invstd, void *work,
+                       float *run_mean, float *run_var, const float *x,
+                       const float *gamma, const float *beta,
+                       const BnShape *s, float momentum, float eps,
+                       int training) {
+  bn_forward(y, mean, invstd, work, run_mean, run_var, x, gamma, beta, s,
+             momentum, eps, training, 0);
+}
+
+void batchnorm_relu_forward(float *y, float *mean, float *invstd, void *work,
+                            float *run_mean, float *run_var, const float *x,
+                            const float *gamma, const float *beta,
+                            const BnShape *s, float momentum, float eps,
+                            int training) {
+  bn_forward(y, mean, invstd, work, run_mean, run_var, x, gamma, beta, s,
+             momentum, eps, training, 1);
 }
 
 void batchnorm_relu_recompute(float *y, void *work, const float *x,
@@ -242,16 +273,26 @@ void batchnorm_relu_recompute(float *y, void *work, const float *x,
   bn_apply(y, x, scale, shift, s->M, s->C, 1); /* forward's very code */
 }
 
-/* dx = a*dy + b*x + k per channel; each element reads only its own dy,
- * so dx == dy is safe. */
-static void bn_backward_apply(float *dx, const float *dy, const float *x,
-                              const float *a, const float *b, const float *k,
-                              int64_t M, int C, int acc) {
+/* dx = a*dy + b*x + k per channel, dy taken only where mask > 0 when
+ * there is a mask; each element reads only its own dy, so dx == dy is
+ * safe. */
+static void bn_backward_apply(float *dx, const float *dy, const float *mask,
+                              const float *x, const float *a, const float *b,
+                              const float *k, int64_t M, int C, int acc) {
 #pragma omp parallel for schedule(static)
   for (int64_t m = 0; m < M; m++) {
     float *dr = dx + m * C;
     const float *gr = dy + m * C, *xr = x + m * C;
-    if (acc) {
+    const float *yr = mask ? mask + m * C : NULL;
+    if (yr && acc) {
+#pragma omp simd
+      for (int c = 0; c < C; c++)
+        dr[c] += a[c] * (yr[c] > 0.0f ? gr[c] : 0.0f) + b[c] * xr[c] + k[c];
+    } else if (yr) {
+#pragma omp simd
+      for (int c = 0; c < C; c++)
+        dr[c] = a[c] * (yr[c] > 0.0f ? gr[c] : 0.0f) + b[c] * xr[c] + k[c];
+    } else if (acc) {
 #pragma omp simd
       for (int c = 0; c < C; c++)
         dr[c] += a[c] * gr[c] + b[c] * xr[c] + k[c];
@@ -263,13 +304,15 @@ static void bn_backward_apply(float *dx, const float *dy, const float *x,
   }
 }
 
-void batchnorm_backward(float *dx, float *dgamma, float *dbeta, void *work,
+/* batchnorm_backward, of dy masked by y > 0 when there is a y. */
+static void bn_backward(float *dx, float *dgamma, float *dbeta, void *work,
                         const float *dy, const float *x, const float *mean,
-                        const float *invstd, const float *gamma,
-                        const BnShape *s, int acc_dx, int acc_dw) {
+                        const float *invstd, const float *y,
+                        const float *gamma, const BnShape *s, int acc_dx,
+                        int acc_dw) {
   int64_t M = s->M;
   int C = s->C;
-  const double *sum = bn_sums(work, x, dy, mean, invstd, M, C, 1);
+  const double *sum = bn_sums(work, x, dy, y, mean, invstd, M, C, 1);
   float *a = bn_factors(work, C), *b = a + C, *k = b + C;
   for (int c = 0; c < C; c++) { /* this process's share of the weights' */
     dgamma[c] = (float)(acc_dw ? dgamma[c] + sum[C + c] : sum[C + c]);
@@ -298,5 +341,22 @@ void batchnorm_backward(float *dx, float *dgamma, float *dbeta, void *work,
     k[c] = (float)(gi * (-mdy + mdx * invstd[c] * mean[c]));
   }
   if (dx)
-    bn_backward_apply(dx, dy, x, a, b, k, M, C, acc_dx);
+    bn_backward_apply(dx, dy, y, x, a, b, k, M, C, acc_dx);
+}
+
+void batchnorm_backward(float *dx, float *dgamma, float *dbeta, void *work,
+                        const float *dy, const float *x, const float *mean,
+                        const float *invstd, const float *gamma,
+                        const BnShape *s, int acc_dx, int acc_dw) {
+  bn_backward(dx, dgamma, dbeta, work, dy, x, mean, invstd, NULL, gamma, s,
+              acc_dx, acc_dw);
+}
+
+void batchnorm_relu_backward(float *dx, float *dgamma, float *dbeta,
+                             void *work, const float *dy, const float *x,
+                             const float *mean, const float *invstd,
+                             const float *y, const float *gamma,
+                             const BnShape *s, int acc_dx, int acc_dw) {
+  bn_backward(dx, dgamma, dbeta, work, dy, x, mean, invstd, y, gamma, s,
+              acc_dx, acc_dw);
 }

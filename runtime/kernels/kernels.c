@@ -47,6 +47,16 @@ void add_forward(float *y, const float *a, const float *b, const EltShape *s) {
     y[i] = a[i] + b[i];
 }
 
+void add_relu_forward(float *y, const float *a, const float *b,
+                      const EltShape *s) {
+  int64_t n = s->n;
+#pragma omp parallel for simd schedule(static)
+  for (int64_t i = 0; i < n; i++) {
+    float v = a[i] + b[i];
+    y[i] = v < 0.0f ? 0.0f : v; /* relu_forward's rule */
+  }
+}
+
 void grad_add(float *y, const float *a, const float *b, const EltShape *s) {
   add_forward(y, a, b, s);
 }

@@ -12,8 +12,12 @@
  *   after the layer), then flags.
  * - Accumulate flags are NETC_WRITE (=) or NETC_ADD (+=). A gradient used
  *   twice (a residual input) or a shared weight's later use passes NETC_ADD.
- * - In place: y may equal x in relu_forward and add_forward; dx may equal
- *   dy in relu_backward, batchnorm_backward and grad_add (with NETC_WRITE).
+ * - In place: y may equal x in relu_forward and add_forward (and
+ *   add_relu_forward); dx may equal dy in relu_backward,
+ *   batchnorm_backward, batchnorm_relu_backward and grad_add (with
+ *   NETC_WRITE).
+ * - A relu folded into the op before it (compiler/fuse.c), as in
+ *   batchnorm_relu_forward, gives the same bits as the two calls.
  * - No kernel allocates memory: scratch and workspaces are arguments, and
  *   the compiler's plan places them (BATCHNORM_WORK_BYTES says how much).
  * - Non-GEMM loops are parallel with OpenMP; GEMMs call cblas_sgemm.
@@ -367,6 +371,13 @@ void batchnorm_forward(float *y, float *mean, float *invstd, void *work,
                        const float *gamma, const float *beta,
                        const BnShape *s, float momentum, float eps,
                        int training);
+/* relu(batchnorm(x)) in one pass, as batchnorm_forward then relu_forward
+ * (the same arguments and bits). */
+void batchnorm_relu_forward(float *y, float *mean, float *invstd, void *work,
+                            float *run_mean, float *run_var, const float *x,
+                            const float *gamma, const float *beta,
+                            const BnShape *s, float momentum, float eps,
+                            int training);
 /* relu(batchnorm(x)) from the mean and invstd a training forward saved:
  * the very values that forward computed (for the backward pass, which
  * does not keep them). work as in batchnorm_forward. */
@@ -379,6 +390,14 @@ void batchnorm_backward(float *dx, float *dgamma, float *dbeta, void *work,
                         const float *dy, const float *x, const float *mean,
                         const float *invstd, const float *gamma,
                         const BnShape *s, int acc_dx, int acc_dw);
+/* relu_backward (dy where y > 0, y the relu's output) then
+ * batchnorm_backward, without writing the masked gradient: the same bits
+ * as the two calls. */
+void batchnorm_relu_backward(float *dx, float *dgamma, float *dbeta,
+                             void *work, const float *dy, const float *x,
+                             const float *mean, const float *invstd,
+                             const float *y, const float *gamma,
+                             const BnShape *s, int acc_dx, int acc_dw);
 
 void relu_forward(float *y, const float *x, const EltShape *s);
 /* dx = dy where y > 0, else 0. */
@@ -386,6 +405,9 @@ void relu_backward(float *dx, const float *dy, const float *y,
                    const EltShape *s, int acc);
 
 void add_forward(float *y, const float *a, const float *b, const EltShape *s);
+/* relu(a + b) in one pass. */
+void add_relu_forward(float *y, const float *a, const float *b,
+                      const EltShape *s);
 /* y = a + b: two gradient contributions. */
 void grad_add(float *y, const float *a, const float *b, const EltShape *s);
 
