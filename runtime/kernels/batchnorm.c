@@ -15,6 +15,17 @@
  * factors). A slice is 16*C bytes, so with 64-byte aligned work the
  * float part is 64-byte aligned, and so is every slice when C % 4 == 0:
  * chunks summed by different threads then never share a cache line. */
+/* g where y > 0, else +0: relu_backward's rule, as a bit mask (GCC
+ * vectorizes this where it keeps a branch for `y > 0 ? g : 0` in a loop
+ * that also widens to double). The same bits, a NaN g masked out too. */
+static inline float relu_masked(float y, float g) {
+  uint32_t b;
+  memcpy(&b, &g, sizeof b);
+  b &= -(uint32_t)(y > 0.0f);
+  memcpy(&g, &b, sizeof g);
+  return g;
+}
+
 static double *bn_partials(void *work) {
   assert(work && (uintptr_t)work % 64 == 0 && "batchnorm work: 64-aligned");
   return work;
@@ -46,7 +57,7 @@ static void bn_chunk_sums(double *p1, const float *a, const float *b,
     if (yr) { /* what == 1, b masked by relu_backward's rule */
 #pragma omp simd
       for (int c = 0; c < C; c++) {
-        double g = yr[c] > 0.0f ? br[c] : 0.0f;
+        double g = relu_masked(yr[c], br[c]);
         p1[c] += g;
         p2[c] += g * ((ar[c] - mean[c]) * invstd[c]);
       }
@@ -287,11 +298,11 @@ static void bn_backward_apply(float *dx, const float *dy, const float *mask,
     if (yr && acc) {
 #pragma omp simd
       for (int c = 0; c < C; c++)
-        dr[c] += a[c] * (yr[c] > 0.0f ? gr[c] : 0.0f) + b[c] * xr[c] + k[c];
+        dr[c] += a[c] * relu_masked(yr[c], gr[c]) + b[c] * xr[c] + k[c];
     } else if (yr) {
 #pragma omp simd
       for (int c = 0; c < C; c++)
-        dr[c] = a[c] * (yr[c] > 0.0f ? gr[c] : 0.0f) + b[c] * xr[c] + k[c];
+        dr[c] = a[c] * relu_masked(yr[c], gr[c]) + b[c] * xr[c] + k[c];
     } else if (acc) {
 #pragma omp simd
       for (int c = 0; c < C; c++)
