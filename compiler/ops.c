@@ -275,6 +275,11 @@ static const OpInfo table[OP_COUNT] = {
         .backward = OP_RELU_BWD, .flops = elementwise_flops, .inplace = 1,
         .shape = SK_ELT,
         .kernel = {"relu_forward", NULL, ARGS(KA_OUT, KA_IN0, KA_SHAPE)}},
+    [OP_SIGMOID] = {
+        .name = "sigmoid", .doc = "1 / (1 + exp(-x))", .ninputs = 1,
+        .user = true, .backward = OP_SIGMOID_BWD, .flops = elementwise_flops,
+        .inplace = 1, .shape = SK_ELT,
+        .kernel = {"sigmoid_forward", NULL, ARGS(KA_OUT, KA_IN0, KA_SHAPE)}},
     [OP_ADD] = {
         .name = "add", .doc = "elementwise sum of two equal shapes",
         .ninputs = 2, .user = true, .backward = OP_PASS, .infer = infer_add,
@@ -364,6 +369,13 @@ static const OpInfo table[OP_COUNT] = {
         .bwd_in = {BI_DY, BI_Y_KEPT}, .nbwd_in = 2, .inplace = 1,
         .shape = SK_ELT,
         .kernel = {"relu_backward", NULL,
+                   ARGS(KA_OUT, KA_IN0, KA_IN1, KA_SHAPE, KA_ACC)}},
+    [OP_SIGMOID_BWD] = {
+        .name = "sigmoid_backward", .doc = "dX = dY * y * (1 - y)",
+        .ninputs = 2, .backward = OP_NONE, .bwd_flops = BF_FORWARD,
+        .bwd_in = {BI_DY, BI_Y_KEPT}, .nbwd_in = 2, .inplace = 1,
+        .shape = SK_ELT,
+        .kernel = {"sigmoid_backward", NULL,
                    ARGS(KA_OUT, KA_IN0, KA_IN1, KA_SHAPE, KA_ACC)}},
     [OP_MAXPOOL_BWD] = {
         .name = "maxpool_backward", .doc = "dX from dY, argmax",

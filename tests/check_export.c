@@ -93,6 +93,7 @@ static const struct {
   const char *net, *name;
 } onnx_models[] = {
     {"tests/train/small10.net", "small10"},
+    {"tests/train/gate10.net", "gate10"}, /* sigmoid on maps and vectors */
     {"models/resnet18.net", "resnet18"},
     {"models/seed_resnet.net", "seed_resnet"},
 };

@@ -93,6 +93,11 @@ START_TEST(test_flat_ops) {
   ck_assert(ok && o.c == 10);
   o = infer1(OP_SOFTMAX_XENT, (Shape){10, 1, 1}, NULL, &ok);
   ck_assert(ok && o.c == 1);
+  o = infer1(OP_SIGMOID, (Shape){16, 5, 7}, NULL, &ok); /* on any shape */
+  ck_assert(ok && o.c == 16 && o.h == 5 && o.w == 7);
+  o = infer1(OP_SIGMOID, (Shape){10, 1, 1}, NULL, &ok);
+  ck_assert(ok && o.c == 10 && o.h == 1 && o.w == 1);
+  ck_assert_int_eq(op_info(OP_SIGMOID)->backward, OP_SIGMOID_BWD);
 }
 END_TEST
 

@@ -182,6 +182,24 @@ START_TEST(test_elementwise_forward) {
 }
 END_TEST
 
+/* Against the double-precision formula, out to where exp(-x) overflows
+ * float (x = -100: the naive 1 / (1 + expf(100)) is 0 only by luck) and
+ * to where the result rounds to 1. */
+START_TEST(test_sigmoid_forward) {
+  float x[] = {-100.0f, -30.0f, -5.0f, -1e-3f, -0.0f, 0.0f, 0.5f, 3.0f,
+               17.0f, 100.0f};
+  enum { N = sizeof x / sizeof x[0] };
+  float y[N], want[N];
+  const EltShape s = {N};
+  sigmoid_forward(y, x, &s);
+  rt_ref_sigmoid_forward(want, x, &s);
+  expect_close("sigmoid y", y, want, N, 1e-30, 4e-7);
+  ck_assert_float_eq(y[4], 0.5f);
+  ck_assert_float_eq(y[N - 1], 1.0f);
+  ck_assert(y[0] > 0.0f && y[0] < 1e-40f); /* e^-100, a denormal */
+}
+END_TEST
+
 /* ---- (b) backward kernels against finite differences -------------------- */
 
 /* Also against rt_ref_conv_backward, which shares no code with it. */
@@ -331,6 +349,34 @@ static double relu_loss(void *ctx) {
   return dot(r->y, r->r, r->s.n);
 }
 
+static double sigmoid_loss(void *ctx) {
+  Relu *r = ctx;
+  sigmoid_forward(r->y, r->x, &r->s);
+  return dot(r->y, r->r, r->s.n);
+}
+
+/* Over [-4, 4], where the slope is not negligible; also adding. */
+START_TEST(test_sigmoid_grad) {
+  seed(1400);
+  Relu s = {.s = {41}};
+  int64_t n = s.s.n;
+  s.x = randv(n);
+  for (int64_t i = 0; i < n; i++)
+    s.x[i] = 4.0f * s.x[i];
+  s.y = alloc_f(n);
+  s.r = randv(n);
+  float *dx = filled(n, NAN);
+  sigmoid_forward(s.y, s.x, &s.s);
+  sigmoid_backward(dx, s.r, s.y, &s.s, 0);
+  expect_fd("x", s.x, dx, n, sigmoid_loss, &s);
+  float *acc = filled(n, 1.0f);
+  sigmoid_forward(s.y, s.x, &s.s); /* the loss left y of a perturbed x */
+  sigmoid_backward(acc, s.r, s.y, &s.s, 1);
+  expect_plus_one("sigmoid dx (add)", acc, dx, n);
+  free(acc), free(dx), free(s.x), free(s.y), free(s.r);
+}
+END_TEST
+
 /* Inputs stay at least 0.05 from the kink at 0. */
 START_TEST(test_relu_grad) {
   seed(1300);
@@ -362,6 +408,7 @@ Suite *suite_runtime(void) {
   tcase_add_test(tc, test_global_avgpool_forward);
   tcase_add_test(tc, test_softmax_forward);
   tcase_add_test(tc, test_elementwise_forward);
+  tcase_add_test(tc, test_sigmoid_forward);
   suite_add_tcase(s, tc);
   tc = tcase_create("gradients");
   tcase_set_timeout(tc, 60);
@@ -373,6 +420,7 @@ Suite *suite_runtime(void) {
   tcase_add_loop_test(tc, test_softmax_xent_grad, 0,
                       sizeof xent_smoothing / sizeof xent_smoothing[0]);
   tcase_add_test(tc, test_relu_grad);
+  tcase_add_test(tc, test_sigmoid_grad);
   suite_add_tcase(s, tc);
   return s;
 }

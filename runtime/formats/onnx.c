@@ -332,8 +332,9 @@ static int graph_nodes(Writer *w, const char **value, int *rank,
       rank[i + 1] = 2;
       continue;
     }
-    if (r != 4 && strcmp(l->op, "relu") && strcmp(l->op, "add") &&
-        strcmp(l->op, "flatten") && strcmp(l->op, "batchnorm")) {
+    if (r != 4 && strcmp(l->op, "relu") && strcmp(l->op, "sigmoid") &&
+        strcmp(l->op, "add") && strcmp(l->op, "flatten") &&
+        strcmp(l->op, "batchnorm")) {
       fprintf(stderr, "netc: cannot export layer %s: a %s after a flatten "
                       "or dense layer has no ONNX counterpart here\n",
               l->layer, l->op);
@@ -368,6 +369,8 @@ static int graph_nodes(Writer *w, const char **value, int *rank,
                                       NULL});
     } else if (!strcmp(l->op, "relu")) {
       node(w, "Relu", l->layer, (const char *[]){x, NULL}, out, NULL);
+    } else if (!strcmp(l->op, "sigmoid")) {
+      node(w, "Sigmoid", l->layer, (const char *[]){x, NULL}, out, NULL);
     } else if (!strcmp(l->op, "add")) {
       node(w, "Add", l->layer, (const char *[]){x, value[l->in[1]], NULL},
            out, NULL);

@@ -40,6 +40,34 @@ void relu_backward(float *dx, const float *dy, const float *y,
   }
 }
 
+void sigmoid_forward(float *y, const float *x, const EltShape *s) {
+  int64_t n = s->n;
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; i++) {
+    float v = x[i];
+    if (v >= 0.0f) {
+      y[i] = 1.0f / (1.0f + expf(-v));
+    } else {
+      float e = expf(v); /* in (0, 1): no overflow for any v */
+      y[i] = e / (1.0f + e);
+    }
+  }
+}
+
+void sigmoid_backward(float *dx, const float *dy, const float *y,
+                      const EltShape *s, int acc) {
+  int64_t n = s->n;
+  if (acc) {
+#pragma omp parallel for simd schedule(static)
+    for (int64_t i = 0; i < n; i++)
+      dx[i] += dy[i] * (y[i] * (1.0f - y[i]));
+  } else {
+#pragma omp parallel for simd schedule(static)
+    for (int64_t i = 0; i < n; i++)
+      dx[i] = dy[i] * (y[i] * (1.0f - y[i]));
+  }
+}
+
 void add_forward(float *y, const float *a, const float *b, const EltShape *s) {
   int64_t n = s->n;
 #pragma omp parallel for simd schedule(static)

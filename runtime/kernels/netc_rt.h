@@ -404,6 +404,13 @@ void relu_forward(float *y, const float *x, const EltShape *s);
 void relu_backward(float *dx, const float *dy, const float *y,
                    const EltShape *s, int acc);
 
+/* y = 1 / (1 + exp(-x)), computed as exp(x) / (1 + exp(x)) for x < 0 so
+ * that no exp overflows. */
+void sigmoid_forward(float *y, const float *x, const EltShape *s);
+/* dx = dy * y * (1 - y), y the forward's output. */
+void sigmoid_backward(float *dx, const float *dy, const float *y,
+                      const EltShape *s, int acc);
+
 void add_forward(float *y, const float *a, const float *b, const EltShape *s);
 /* relu(a + b) in one pass. */
 void add_relu_forward(float *y, const float *a, const float *b,
@@ -461,5 +468,6 @@ void rt_ref_maxpool_forward(float *y, const float *x, const PoolShape *s);
 void rt_ref_avgpool_forward(float *y, const float *x, const PoolShape *s);
 void rt_ref_dense_forward(float *y, const float *x, const float *w,
                           const float *b, const DenseShape *s);
+void rt_ref_sigmoid_forward(float *y, const float *x, const EltShape *s);
 
 #endif

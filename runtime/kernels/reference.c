@@ -160,3 +160,9 @@ void rt_ref_dense_forward(float *y, const float *x, const float *w,
       y[(int64_t)n * OUT + o] = (float)sum;
     }
 }
+
+/* In double, as written: 1 / (1 + e^-x). */
+void rt_ref_sigmoid_forward(float *y, const float *x, const EltShape *s) {
+  for (int64_t i = 0; i < s->n; i++)
+    y[i] = (float)(1.0 / (1.0 + exp(-(double)x[i])));
+}

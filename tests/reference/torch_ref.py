@@ -102,6 +102,8 @@ class Net:
                                  momentum=0.1, eps=1e-5)
             elif op == "relu":
                 y = F.relu(ins[0])
+            elif op == "sigmoid":
+                y = torch.sigmoid(ins[0])
             elif op == "add":
                 y = ins[0] + ins[1]
             elif op == "maxpool":
