@@ -440,8 +440,7 @@ static void comment(Gen *x, int i) {
 
 static void emit_node(Gen *x, int i) {
   const Node *n = &x->g->nodes[i];
-  const OpInfo *op = op_info(n->op);
-  const KernelCall *k = n->fuse == FUSE_RELU ? &op->fused_kernel : &op->kernel;
+  const KernelCall *k = node_kernel(n);
   comment(x, i);
   if (n->fuse == FUSE_FOLDED) {
     fprintf(x->out, "  /* computed by %s (fuse.c) */\n",
@@ -541,9 +540,7 @@ static void emit_ops(Gen *x) {
     Traffic t = node_traffic(g, i);
     const char *it[] = {
         pool_printf(x->pool, "{\"%s\"", n->path),
-        pool_printf(x->pool, "\"%s\"", n->fuse == FUSE_RELU
-                                            ? op_info(n->op)->fused_name
-                                            : op_info(n->op)->name),
+        pool_printf(x->pool, "\"%s\"", node_op_name(n)),
         i >= g->nforward ? "1" : "0",
         pool_printf(x->pool, "%.0f",
                     i < g->nforward ? node_flops(g, i) * (double)g->batch : 0),

@@ -25,8 +25,7 @@ static void json_string(FILE *out, const char *s) {
 
 static void print_node(FILE *out, Diag *d, const Graph *g, int i, Pool *p) {
   const Node *n = &g->nodes[i];
-  const OpInfo *op = op_info(n->op);
-  fprintf(out, "n%d %s(", i, n->fuse == FUSE_RELU ? op->fused_name : op->name);
+  fprintf(out, "n%d %s(", i, node_op_name(n));
   for (int j = 0; j < n->nin; j++)
     fprintf(out, "%st%d", j ? ", " : "", n->in[j]);
   fputc(')', out);

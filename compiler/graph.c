@@ -203,8 +203,7 @@ static int verify_node(const Graph *g, int i, int *made, bool *updated,
     BAD("node %d has op %d out of range", i, n->op);
     return bad;
   }
-  int nin = n->fuse == FUSE_RELU ? op_info(n->op)->fused_inputs
-                                 : op_graph_inputs(n->op);
+  int nin = node_ninputs(n);
   if (n->fuse == FUSE_RELU && !op_info(n->op)->fused_kernel.fn)
     BAD("node %d (%s): its op cannot take a relu", i, n->path);
   if (n->nin != nin)

@@ -473,6 +473,13 @@ struct Node {
   const char *path;                 /* hierarchical layer name */
 };
 
+/* A node's own row or, with a relu folded in (FUSE_RELU), the fused one:
+ * the name it has in dumps and profiles, the call it becomes, and the
+ * tensor inputs it reads (ops.c). */
+const char *node_op_name(const Node *n);
+const KernelCall *node_kernel(const Node *n);
+int node_ninputs(const Node *n);
+
 typedef struct {
   Node *nodes;
   int nnodes, cap_nodes;

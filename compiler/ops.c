@@ -459,6 +459,21 @@ int op_graph_inputs(OpKind k) {
   return op_info(k)->ninputs + op_info(k)->takes_labels;
 }
 
+const char *node_op_name(const Node *n) {
+  const OpInfo *op = op_info(n->op);
+  return n->fuse == FUSE_RELU ? op->fused_name : op->name;
+}
+
+const KernelCall *node_kernel(const Node *n) {
+  const OpInfo *op = op_info(n->op);
+  return n->fuse == FUSE_RELU ? &op->fused_kernel : &op->kernel;
+}
+
+int node_ninputs(const Node *n) {
+  return n->fuse == FUSE_RELU ? op_info(n->op)->fused_inputs
+                              : op_graph_inputs(n->op);
+}
+
 int op_lookup(const char *name) {
   for (int i = 0; i < OP_USER_COUNT; i++)
     if (!strcmp(table[i].name, name))
