@@ -9,23 +9,6 @@
 #include "check_netc.h"
 #include "kernels/netc_rt.h"
 
-static const char *head =
-    "  return global_avgpool(x) -> flatten -> dense(classes) -> "
-    "softmax_cross_entropy\n}\n";
-
-static void compile_body(Compiled *c, const char *name, const char *body) {
-  char *src = NULL, blocks[PATH_MAX];
-  ck_assert_ptr_nonnull(realpath("models/blocks.net", blocks));
-  ck_assert_int_ge(asprintf(&src, "import \"%s\"\n"
-                                  "network n(input = 3x9x9, classes = 5) {\n"
-                                  "%s\n%s",
-                            blocks, body, head), 0);
-  compile_text(c, name, src);
-  free(src);
-  if (c->rc)
-    ck_abort_msg("%s", c->messages);
-}
-
 /* The backward node of the forward node at `path`, or -1. */
 static int backward_of(const Graph *g, const char *path) {
   int f = find_node(g, path);
@@ -38,10 +21,10 @@ static int backward_of(const Graph *g, const char *path) {
 
 START_TEST(test_each_op_gets_its_backward) {
   Compiled c;
-  compile_body(&c, "ops.net",
+  compile_in_network(&c, "ops.net",
                "  x = conv(input, 4, k=3, pad=1) -> batchnorm -> relu\n"
                "  x = maxpool(x, k=3, stride=2, pad=1)\n"
-               "  x = avgpool(x, k=2, stride=1)");
+               "  x = avgpool(x, k=2, stride=1)", NULL);
   const Graph *g = &c.graph;
   static const struct {
     const char *path;
@@ -73,9 +56,9 @@ END_TEST
 
 START_TEST(test_saves_only_what_backward_needs) {
   Compiled c;
-  compile_body(&c, "saved.net",
+  compile_in_network(&c, "saved.net",
                "  x = conv(input, 4, k=3, pad=1) -> batchnorm -> relu\n"
-               "  x = maxpool(x, k=2)");
+               "  x = maxpool(x, k=2)", NULL);
   const Graph *g = &c.graph;
   int relu = find_node(g, "relu1"), rb = backward_of(g, "relu1");
   int bn = find_node(g, "batchnorm1");
@@ -214,10 +197,10 @@ START_TEST(test_tensor_used_twice_accumulates) {
    * output gradient, to which the block's first conv adds in place once
    * nothing reads that buffer any more. */
   Compiled c;
-  compile_body(&c, "twice.net",
+  compile_in_network(&c, "twice.net",
                "  x = conv(input, 4, k=1)\n"
                "  y = conv(x, 4, k=3, pad=1) -> conv(4, k=1)\n"
-               "  x = add(y, x)");
+               "  x = add(y, x)", NULL);
   const Graph *g = &c.graph;
   int add = find_node(g, "add1"), conv2 = find_node(g, "conv2");
   int b = backward_of(g, "conv2");
@@ -232,9 +215,9 @@ START_TEST(test_tensor_used_twice_accumulates) {
   compiled_free(&c);
   /* When the conv's own output gradient is that buffer, adding into it
    * while reading it would be wrong: a fresh buffer and a grad_add. */
-  compile_body(&c, "direct.net",
+  compile_in_network(&c, "direct.net",
                "  x = conv(input, 4, k=1)\n"
-               "  x = add(conv(x, 4, k=3, pad=1), x)");
+               "  x = add(conv(x, 4, k=3, pad=1), x)", NULL);
   g = &c.graph;
   b = backward_of(g, "conv2");
   ck_assert(!g->nodes[b].accumulate);
@@ -242,9 +225,9 @@ START_TEST(test_tensor_used_twice_accumulates) {
   ck_assert_int_eq(g->nodes[b + 1].in[1], g->nodes[b].out);
   compiled_free(&c);
   /* add(x, x): the two contributions are summed by one grad_add. */
-  compile_body(&c, "self.net",
+  compile_in_network(&c, "self.net",
                "  x = conv(input, 4, k=1)\n"
-               "  x = add(x, x)");
+               "  x = add(x, x)", NULL);
   g = &c.graph;
   int adds = 0;
   for (int i = g->nforward; i < g->nnodes; i++)
@@ -257,7 +240,7 @@ END_TEST
 
 START_TEST(test_flatten_is_a_view) {
   Compiled c;
-  compile_body(&c, "flat.net", "  x = conv(input, 4, k=9)");
+  compile_in_network(&c, "flat.net", "  x = conv(input, 4, k=9)", NULL);
   const Graph *g = &c.graph;
   int f = find_node(g, "flatten1");
   ck_assert_int_eq(g->tensors[g->nodes[f].out].view_of, g->nodes[f].in[0]);

@@ -1,5 +1,6 @@
 /* check_main.c: runs every suite; exits non-zero if any test fails, after
  * a last line 'N passed, N failed'. Shared helpers live here too. */
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -43,6 +44,23 @@ void compile_path(Compiled *c, const char *path) {
 
 void compile_text(Compiled *c, const char *name, const char *src) {
   compile_path(c, write_temp(name, src, strlen(src)));
+}
+
+void compile_in_network(Compiled *c, const char *name, const char *body,
+                        const char *tail) {
+  char *src = NULL, blocks[PATH_MAX];
+  ck_assert_ptr_nonnull(realpath("models/blocks.net", blocks));
+  if (!tail)
+    tail = "  return global_avgpool(x) -> flatten -> dense(classes) -> "
+           "softmax_cross_entropy\n}\n";
+  ck_assert_int_ge(asprintf(&src, "import \"%s\"\n"
+                                  "network n(input = 3x9x9, classes = 5) {\n"
+                                  "%s\n%s",
+                            blocks, body, tail), 0);
+  compile_text(c, name, src);
+  free(src);
+  if (c->rc)
+    ck_abort_msg("%s", c->messages);
 }
 
 void compiled_free(Compiled *c) {

@@ -45,6 +45,12 @@ typedef struct {
 
 void compile_text(Compiled *c, const char *name, const char *src);
 void compile_path(Compiled *c, const char *path);
+/* Compiles `network n(input = 3x9x9, classes = 5) {` + body + tail, with
+ * models/blocks.net imported; a tail of NULL returns the usual head
+ * (global_avgpool, flatten, dense, softmax_cross_entropy) of x. Fails the
+ * test on a compile error. */
+void compile_in_network(Compiled *c, const char *name, const char *body,
+                        const char *tail);
 void compiled_free(Compiled *c);
 /* Writes `src` to a file `name` in the test's temporary directory; returns
  * its path (static storage until the next call). */

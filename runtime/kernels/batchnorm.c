@@ -1,8 +1,9 @@
 /* batchnorm.c: batch normalization, forward (training: batch statistics;
  * evaluation: running ones), the recompute of a relu over it, and its
- * backward (netc_rt.h), each also with the relu folded in (fuse.c). Sums are in double, per channel, over fixed row
- * chunks, so they do not depend on the thread count; the workspace is the
- * caller's (BATCHNORM_WORK_BYTES). */
+ * backward (netc_rt.h), each also with the relu folded in (fuse.c). Sums
+ * are in double, per channel, over fixed row chunks, so they do not depend
+ * on the thread count; the workspace is the caller's
+ * (BATCHNORM_WORK_BYTES). */
 #include <assert.h>
 #include <math.h>
 #include <stdint.h>
