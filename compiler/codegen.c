@@ -570,7 +570,8 @@ static void emit_layers(Gen *x, int *logits) {
   fputs("/* The forward graph without the loss, for export: op, layer, "
         "inputs (0: the image,\n"
         " * i + 1: layer i's output), weights, the op's parameters, "
-        "output shape. */\n"
+        "output shape,\n"
+        " * the ONNX op it is one to one (or NULL). */\n"
         "static const NetcLayer layers[] = {\n", x->out);
   int n = 0;
   for (int i = 0; i < g->nforward; i++) {
@@ -594,8 +595,9 @@ static void emit_layers(Gen *x, int *logits) {
                     (long long)a[0], (long long)a[1], (long long)a[2],
                     (long long)a[3], (long long)a[4], (long long)a[5]),
         pool_printf(x->pool, "%lld, %lld, %lld", (long long)sh->c,
-                    (long long)sh->h, (long long)sh->w)};
-    wrapped(x, "    ", it, 7, "},");
+                    (long long)sh->h, (long long)sh->w),
+        op->onnx ? pool_printf(x->pool, "\"%s\"", op->onnx) : "NULL"};
+    wrapped(x, "    ", it, 8, "},");
   }
   fputs("};\n\n", x->out);
 }

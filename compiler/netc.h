@@ -370,6 +370,10 @@ typedef struct {
   const char *fused_name;
   KernelCall fused_kernel;
   int fused_inputs;
+  /* The ONNX op a layer of it becomes one to one (its inputs, in order,
+   * no attributes, any rank: Relu, Add), for the exporter; NULL when
+   * runtime/formats/onnx.c writes it by hand (conv, pools) or not at all. */
+  const char *onnx;
 } OpInfo;
 
 const OpInfo *op_info(OpKind k);

@@ -273,17 +273,18 @@ static const OpInfo table[OP_COUNT] = {
     [OP_RELU] = {
         .name = "relu", .doc = "max(x, 0)", .ninputs = 1, .user = true,
         .backward = OP_RELU_BWD, .flops = elementwise_flops, .inplace = 1,
-        .shape = SK_ELT,
+        .shape = SK_ELT, .onnx = "Relu",
         .kernel = {"relu_forward", NULL, ARGS(KA_OUT, KA_IN0, KA_SHAPE)}},
     [OP_SIGMOID] = {
         .name = "sigmoid", .doc = "1 / (1 + exp(-x))", .ninputs = 1,
         .user = true, .backward = OP_SIGMOID_BWD, .flops = elementwise_flops,
-        .inplace = 1, .shape = SK_ELT,
+        .inplace = 1, .shape = SK_ELT, .onnx = "Sigmoid",
         .kernel = {"sigmoid_forward", NULL, ARGS(KA_OUT, KA_IN0, KA_SHAPE)}},
     [OP_ADD] = {
         .name = "add", .doc = "elementwise sum of two equal shapes",
         .ninputs = 2, .user = true, .backward = OP_PASS, .infer = infer_add,
         .flops = elementwise_flops, .inplace = 3, .shape = SK_ELT,
+        .onnx = "Add",
         .kernel = {"add_forward", NULL,
                    ARGS(KA_OUT, KA_IN0, KA_IN1, KA_SHAPE)},
         .fused_name = "add_relu", .fused_inputs = 2,

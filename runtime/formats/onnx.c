@@ -332,8 +332,7 @@ static int graph_nodes(Writer *w, const char **value, int *rank,
       rank[i + 1] = 2;
       continue;
     }
-    if (r != 4 && strcmp(l->op, "relu") && strcmp(l->op, "sigmoid") &&
-        strcmp(l->op, "add") && strcmp(l->op, "flatten") &&
+    if (r != 4 && !l->onnx && strcmp(l->op, "flatten") &&
         strcmp(l->op, "batchnorm")) {
       fprintf(stderr, "netc: cannot export layer %s: a %s after a flatten "
                       "or dense layer has no ONNX counterpart here\n",
@@ -367,12 +366,9 @@ static int graph_nodes(Writer *w, const char **value, int *rank,
       node(w, "BatchNormalization", l->layer, in, out,
            (Onnx__AttributeProto *[]){attr_float(w, "epsilon", w->s->bn_eps),
                                       NULL});
-    } else if (!strcmp(l->op, "relu")) {
-      node(w, "Relu", l->layer, (const char *[]){x, NULL}, out, NULL);
-    } else if (!strcmp(l->op, "sigmoid")) {
-      node(w, "Sigmoid", l->layer, (const char *[]){x, NULL}, out, NULL);
-    } else if (!strcmp(l->op, "add")) {
-      node(w, "Add", l->layer, (const char *[]){x, value[l->in[1]], NULL},
+    } else if (l->onnx) {
+      node(w, l->onnx, l->layer,
+           (const char *[]){x, l->nin > 1 ? value[l->in[1]] : NULL, NULL},
            out, NULL);
     } else if (!strcmp(l->op, "maxpool") || !strcmp(l->op, "avgpool")) {
       int64_t k[2] = {a[0], a[0]}, st[2] = {a[1], a[1]};

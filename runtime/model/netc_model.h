@@ -57,6 +57,9 @@ typedef struct {
                          table): conv out, k, stride, pad, bias; pools
                          k, stride, pad; dense out, bias */
   int64_t c, h, w;    /* its output, per image */
+  const char *onnx;   /* the ONNX op it is one to one (inputs as they are,
+                         no attributes, any rank), or NULL: the exporter
+                         writes it by hand (the op table's column) */
 } NetcLayer;
 
 typedef enum { OPT_SGD, OPT_ADAM, OPT_ADAMW, OPT_COUNT } NetcOptKind;
