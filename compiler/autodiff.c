@@ -177,6 +177,7 @@ static int backward_input(AD *a, const Node *f, BackwardInput what, int dy) {
   switch (what) {
   case BI_DY: return dy;
   case BI_X: return f->in[0];
+  case BI_X1: return f->in[1];
   case BI_X_KEPT: return kept_or_recomputed(a, f->in[0]);
   case BI_Y_KEPT: return kept_or_recomputed(a, f->out);
   case BI_SAVED0: return f->extra[0];
@@ -254,10 +255,28 @@ static void differentiate(AD *a, int i) {
   memcpy(n.weight, f.weight, sizeof n.weight);
   for (int j = 0; j < bop->nbwd_in; j++)
     n.in[j] = backward_input(a, &f, bop->bwd_in[j], dy);
-  weight_grads(a, &n, &f);
-  add_extras(a, &n, n.op, &f, g->nnodes);
-  emit_contributing(a, &n, f.in[0], &f);
-  emit_updates(a, &n, i);
+  /* (scale's backward op for x writes nothing when only s needs a
+   * gradient: it is not made) */
+  if (a->needs[f.in[0]] || f.weight[0] >= 0) {
+    weight_grads(a, &n, &f);
+    add_extras(a, &n, n.op, &f, g->nnodes);
+    emit_contributing(a, &n, f.in[0], &f);
+    emit_updates(a, &n, i);
+  }
+  /* An input with a backward op of its own (scale's s) */
+  for (int j = 1; j < f.nin; j++) {
+    OpKind k = op_backward_of(f.op, j);
+    if (k == OP_NONE || !a->needs[f.in[j]])
+      continue;
+    const OpInfo *jop = op_info(k);
+    Node m = {.op = k, .fwd = i, .loc = f.loc, .path = f.path,
+              .nin = jop->nbwd_in, .weight = {-1, -1}, .wgrad = {-1, -1}};
+    memcpy(m.attr, f.attr, sizeof m.attr);
+    for (int q = 0; q < jop->nbwd_in; q++)
+      m.in[q] = backward_input(a, &f, jop->bwd_in[q], dy);
+    add_extras(a, &m, m.op, &f, g->nnodes);
+    emit_contributing(a, &m, f.in[j], &f);
+  }
 }
 
 /* For each weight, the earliest forward node that uses it on a path to the

@@ -124,7 +124,14 @@ static bool expected_shape(const Graph *g, const Node *n, Shape *out,
       *out = g->tensors[n->in[0]].shape;
       return true;
     }
-    *out = g->tensors[g->nodes[n->fwd].in[0]].shape;
+    /* the gradient of its forward op's input 0, or of the input it is
+     * the backward op of (scale's s) */
+    const Node *f = &g->nodes[n->fwd];
+    int j = 0;
+    for (int k = 1; k < f->nin; k++)
+      if (op_backward_of(f->op, k) == n->op)
+        j = k;
+    *out = g->tensors[f->in[j]].shape;
     return true;
   }
   Shape in[MAX_NODE_IN];

@@ -202,9 +202,11 @@ Decl *parse_file(Diag *d, Pool *pool, int file);
 typedef enum {
   OP_CONV, OP_BATCHNORM, OP_RELU, OP_ADD, OP_MAXPOOL, OP_AVGPOOL,
   OP_GLOBAL_AVGPOOL, OP_DENSE, OP_FLATTEN, OP_SOFTMAX_XENT, OP_SIGMOID,
+  OP_SCALE,
   OP_CONV_BWD, /* the first internal op */
   OP_BATCHNORM_BWD, OP_RELU_BWD, OP_MAXPOOL_BWD, OP_AVGPOOL_BWD,
   OP_GLOBAL_AVGPOOL_BWD, OP_DENSE_BWD, OP_SOFTMAX_XENT_BWD, OP_SIGMOID_BWD,
+  OP_SCALE_BWD, OP_SCALE_BWD_S,
   OP_GRAD_ADD,
   OP_BN_RELU_RECOMPUTE, OP_UPDATE, OP_ALLREDUCE, OP_ALLREDUCE_WAIT,
   OP_COUNT,
@@ -277,6 +279,7 @@ typedef struct {
 typedef enum {
   BI_DY,       /* the gradient of the forward op's output */
   BI_X,        /* the forward op's input 0 */
+  BI_X1,       /* its input 1 (scale's s) */
   BI_X_KEPT,   /* input 0, or its recomputed copy (relu(batchnorm(.))) */
   BI_Y_KEPT,   /* the output, or its recomputed copy */
   BI_SAVED0,   /* the forward op's first extra tensor */
@@ -334,7 +337,10 @@ typedef struct {
   OpParam params[MAX_OP_PARAMS];
   int nparams;
   bool user;          /* may be written in a .net file */
-  OpKind backward;    /* the op that differentiates it: a kind, PASS, NONE */
+  OpKind backward;    /* the op that differentiates it: a kind, PASS, NONE;
+                         it gives input 0's gradient */
+  OpKind backward1;   /* the op that gives input 1's gradient (scale's s),
+                         or 0 (a user op: none); see op_backward_of */
   /* Output shape of a user op for inputs `in` and attributes `a`; false
    * with a message in *why when the inputs do not fit. NULL: the shape of
    * input 0 (batchnorm, relu). */
@@ -380,6 +386,10 @@ const OpInfo *op_info(OpKind k);
 /* Tensor inputs of a node of kind k in the graph (with the labels). */
 int op_graph_inputs(OpKind k);
 int op_lookup(const char *name); /* a user OpKind, or -1 */
+/* The backward op that gives the gradient of input j of an op of kind k,
+ * when it has one of its own beside input 0's (`backward1`); else OP_NONE
+ * (input 0's is `backward`). */
+OpKind op_backward_of(OpKind k, int j);
 /* Stops netc with "internal error: <what> does not handle op <name>": for
  * a switch over ops that meets an op it was not written for. */
 _Noreturn void op_unhandled(const char *what, OpKind k);

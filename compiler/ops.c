@@ -89,6 +89,19 @@ static bool infer_add(const Shape *in, const int64_t *a, Shape *out, Pool *p,
   return true;
 }
 
+static bool infer_scale(const Shape *in, const int64_t *a, Shape *out,
+                        Pool *p, const char **why) {
+  (void)a, (void)out;
+  if (in[1].c != in[0].c || in[1].h != 1 || in[1].w != 1) {
+    *why = pool_printf(p, "scale needs s of %lldx1x1 (one factor per channel "
+                          "of x, which is %s), got %s",
+                       (long long)in[0].c, shape_str(p, in[0]),
+                       shape_str(p, in[1]));
+    return false;
+  }
+  return true;
+}
+
 static bool infer_global_avgpool(const Shape *in, const int64_t *a,
                                  Shape *out, Pool *p, const char **why) {
   (void)in, (void)a, (void)p, (void)why;
@@ -290,6 +303,14 @@ static const OpInfo table[OP_COUNT] = {
         .fused_name = "add_relu", .fused_inputs = 2,
         .fused_kernel = {"add_relu_forward", NULL,
                          ARGS(KA_OUT, KA_IN0, KA_IN1, KA_SHAPE)}},
+    [OP_SCALE] = {
+        .name = "scale", .doc = "x times s, one factor per channel and image",
+        .ninputs = 2, .user = true, .backward = OP_SCALE_BWD,
+        .backward1 = OP_SCALE_BWD_S, .infer = infer_scale,
+        .flops = elementwise_flops, .inplace = 1, .shape = SK_GAP,
+        .onnx = "Mul", /* s is N x C x 1 x 1: ONNX broadcasts it */
+        .kernel = {"scale_forward", NULL,
+                   ARGS(KA_OUT, KA_IN0, KA_IN1, KA_SHAPE)}},
     [OP_MAXPOOL] = {
         .name = "maxpool", .doc = "max pooling", .ninputs = 1, .user = true,
         .params = {REQUIRED("k"), SAME_AS("stride", POOL_K), INT("pad", 0)},
@@ -377,6 +398,18 @@ static const OpInfo table[OP_COUNT] = {
         .bwd_in = {BI_DY, BI_Y_KEPT}, .nbwd_in = 2, .inplace = 1,
         .shape = SK_ELT,
         .kernel = {"sigmoid_backward", NULL,
+                   ARGS(KA_OUT, KA_IN0, KA_IN1, KA_SHAPE, KA_ACC)}},
+    [OP_SCALE_BWD] = {
+        .name = "scale_backward", .doc = "dX = dY * s", .ninputs = 2,
+        .backward = OP_NONE, .bwd_flops = BF_FORWARD,
+        .bwd_in = {BI_DY, BI_X1}, .nbwd_in = 2, .inplace = 1, .shape = SK_GAP,
+        .kernel = {"scale_backward", NULL,
+                   ARGS(KA_OUT, KA_IN0, KA_IN1, KA_SHAPE, KA_ACC)}},
+    [OP_SCALE_BWD_S] = {
+        .name = "scale_backward_s", .doc = "ds = sum over H, W of dY * X",
+        .ninputs = 2, .backward = OP_NONE, .bwd_flops = BF_FORWARD,
+        .bwd_in = {BI_DY, BI_X_KEPT}, .nbwd_in = 2, .shape = SK_GAP,
+        .kernel = {"scale_backward_s", NULL,
                    ARGS(KA_OUT, KA_IN0, KA_IN1, KA_SHAPE, KA_ACC)}},
     [OP_MAXPOOL_BWD] = {
         .name = "maxpool_backward", .doc = "dX from dY, argmax",
@@ -473,6 +506,11 @@ const KernelCall *node_kernel(const Node *n) {
 int node_ninputs(const Node *n) {
   return n->fuse == FUSE_RELU ? op_info(n->op)->fused_inputs
                               : op_graph_inputs(n->op);
+}
+
+OpKind op_backward_of(OpKind k, int j) {
+  OpKind b = op_info(k)->backward1;
+  return j == 1 && (int)b >= OP_USER_COUNT ? b : OP_NONE;
 }
 
 int op_lookup(const char *name) {

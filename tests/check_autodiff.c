@@ -54,6 +54,45 @@ START_TEST(test_each_op_gets_its_backward) {
 }
 END_TEST
 
+static int count_backward(const Graph *g, int f, OpKind op) {
+  int k = 0;
+  for (int i = g->nforward; i < g->nnodes; i++)
+    k += g->nodes[i].fwd == f && g->nodes[i].op == op;
+  return k;
+}
+
+/* scale(x, s) gets a backward op per input: dX = dY * s and ds from dY
+ * and X, each writing its input's gradient. On the image, only ds's. */
+START_TEST(test_scale_gets_two_backward_ops) {
+  Compiled c;
+  compile_in_network(&c, "scale.net",
+               "  x = conv(input, 4, k=3, pad=1) -> batchnorm\n"
+               "  s = global_avgpool(x) -> flatten -> dense(4) -> sigmoid\n"
+               "  x = scale(x, s) -> relu\n"
+               "  t = global_avgpool(input) -> flatten -> dense(3)\n"
+               "  u = global_avgpool(scale(input, t)) -> flatten -> dense(4)\n"
+               "  x = add(global_avgpool(x), u)\n",
+               NULL);
+  const Graph *g = &c.graph;
+  int sc = find_node(g, "scale1"), sc2 = find_node(g, "scale2");
+  ck_assert_int_eq(count_backward(g, sc, OP_SCALE_BWD), 1);
+  ck_assert_int_eq(count_backward(g, sc, OP_SCALE_BWD_S), 1);
+  for (int i = g->nforward; i < g->nnodes; i++) {
+    const Node *b = &g->nodes[i];
+    if (b->fwd != sc || (b->op != OP_SCALE_BWD && b->op != OP_SCALE_BWD_S))
+      continue;
+    int x = g->nodes[sc].in[b->op == OP_SCALE_BWD ? 0 : 1];
+    ck_assert_int_ge(b->out, 0);
+    ck_assert_int_eq(g->tensors[b->out].grad_of, x);
+    ck_assert_int_eq(b->in[1], g->nodes[sc].in[b->op == OP_SCALE_BWD ? 1 : 0]);
+  }
+  ck_assert_int_eq(count_backward(g, sc2, OP_SCALE_BWD), 0); /* the image */
+  ck_assert_int_eq(count_backward(g, sc2, OP_SCALE_BWD_S), 1);
+  ck_assert_int_eq(graph_verify(g, stderr), 0);
+  compiled_free(&c);
+}
+END_TEST
+
 START_TEST(test_saves_only_what_backward_needs) {
   Compiled c;
   compile_in_network(&c, "saved.net",
@@ -254,6 +293,7 @@ Suite *suite_autodiff(void) {
   TCase *tc = tcase_create("autodiff");
   tcase_set_timeout(tc, 30);
   tcase_add_test(tc, test_each_op_gets_its_backward);
+  tcase_add_test(tc, test_scale_gets_two_backward_ops);
   tcase_add_test(tc, test_saves_only_what_backward_needs);
   tcase_add_test(tc, test_no_gradient_for_the_image);
   tcase_add_test(tc, test_shared_weights_one_gradient);

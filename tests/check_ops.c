@@ -113,6 +113,28 @@ START_TEST(test_add_needs_equal_shapes) {
 }
 END_TEST
 
+/* scale(x, s): s is one factor per channel, C x 1 x 1; the output is x's
+ * shape; each input has a backward op of its own. */
+START_TEST(test_scale_needs_channel_factors) {
+  Pool p = {0};
+  Shape in[2] = {{8, 4, 5}, {8, 1, 1}}, out;
+  const char *why = NULL;
+  ck_assert(op_infer(OP_SCALE, in, NULL, &out, &p, &why));
+  ck_assert(out.c == 8 && out.h == 4 && out.w == 5);
+  in[1] = (Shape){4, 1, 1};
+  ck_assert(!op_infer(OP_SCALE, in, NULL, &out, &p, &why));
+  ck_assert_str_eq(why, "scale needs s of 8x1x1 (one factor per channel of "
+                        "x, which is 8x4x5), got 4x1x1");
+  in[1] = (Shape){8, 4, 5}; /* not a broadcast of any shape */
+  ck_assert(!op_infer(OP_SCALE, in, NULL, &out, &p, &why));
+  ck_assert_int_eq(op_info(OP_SCALE)->backward, OP_SCALE_BWD);
+  ck_assert_int_eq(op_backward_of(OP_SCALE, 1), OP_SCALE_BWD_S);
+  ck_assert_int_eq(op_backward_of(OP_ADD, 1), OP_NONE);
+  ck_assert_int_eq(op_backward_of(OP_SCALE, 0), OP_NONE);
+  pool_free(&p);
+}
+END_TEST
+
 START_TEST(test_weights) {
   WeightShape w[MAX_WEIGHTS_PER_NODE];
   int64_t conv[5] = {64, 7, 2, 3, 0};
@@ -199,6 +221,7 @@ Suite *suite_ops(void) {
   tcase_add_test(tc, test_window_errors);
   tcase_add_test(tc, test_flat_ops);
   tcase_add_test(tc, test_add_needs_equal_shapes);
+  tcase_add_test(tc, test_scale_needs_channel_factors);
   tcase_add_test(tc, test_weights);
   tcase_add_test(tc, test_flops);
   suite_add_tcase(s, tc);

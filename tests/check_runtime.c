@@ -200,6 +200,23 @@ START_TEST(test_sigmoid_forward) {
 }
 END_TEST
 
+/* Each channel of each image times its factor: exactly the float product.
+ * 300 channels: two of scale_backward_s's channel blocks. */
+START_TEST(test_scale_forward) {
+  seed(1450);
+  enum { N = 2, HW = 5, C = 300 };
+  float *x = randv(N * HW * C), *f = randv(N * C), *y = alloc_f(N * HW * C);
+  scale_forward(y, x, f, &(GapShape){N, HW, C});
+  for (int n = 0; n < N; n++)
+    for (int p = 0; p < HW; p++)
+      for (int c = 0; c < C; c++) {
+        int64_t i = ((int64_t)n * HW + p) * C + c;
+        ck_assert_float_eq(y[i], x[i] * f[n * C + c]);
+      }
+  free(x), free(f), free(y);
+}
+END_TEST
+
 /* ---- (b) backward kernels against finite differences -------------------- */
 
 /* Also against rt_ref_conv_backward, which shares no code with it. */
@@ -338,19 +355,20 @@ START_TEST(test_softmax_xent_grad) {
 }
 END_TEST
 
+/* An elementwise op's fixture: x, its output y, the loss's weights r. */
 typedef struct {
   EltShape s;
   float *x, *y, *r;
-} Relu;
+} Elt;
 
 static double relu_loss(void *ctx) {
-  Relu *r = ctx;
+  Elt *r = ctx;
   relu_forward(r->y, r->x, &r->s);
   return dot(r->y, r->r, r->s.n);
 }
 
 static double sigmoid_loss(void *ctx) {
-  Relu *r = ctx;
+  Elt *r = ctx;
   sigmoid_forward(r->y, r->x, &r->s);
   return dot(r->y, r->r, r->s.n);
 }
@@ -358,7 +376,7 @@ static double sigmoid_loss(void *ctx) {
 /* Over [-4, 4], where the slope is not negligible; also adding. */
 START_TEST(test_sigmoid_grad) {
   seed(1400);
-  Relu s = {.s = {41}};
+  Elt s = {.s = {41}};
   int64_t n = s.s.n;
   s.x = randv(n);
   for (int64_t i = 0; i < n; i++)
@@ -377,10 +395,42 @@ START_TEST(test_sigmoid_grad) {
 }
 END_TEST
 
+typedef struct {
+  GapShape s;
+  float *x, *f, *y, *r;
+} Scale;
+
+static double scale_loss(void *ctx) {
+  Scale *q = ctx;
+  scale_forward(q->y, q->x, q->f, &q->s);
+  return dot(q->y, q->r, (int64_t)q->s.N * q->s.HW * q->s.C);
+}
+
+/* Both gradients, on 300 channels (two blocks of the s sum); also adding. */
+START_TEST(test_scale_grad) {
+  seed(1460);
+  Scale q = {.s = {2, 3, 300}};
+  int64_t nx = 2 * 3 * 300, nf = 2 * 300;
+  q.x = randv(nx), q.f = randv(nf), q.y = alloc_f(nx), q.r = randv(nx);
+  float *dx = filled(nx, NAN), *df = filled(nf, NAN);
+  scale_backward(dx, q.r, q.f, &q.s, 0);
+  scale_backward_s(df, q.r, q.x, &q.s, 0);
+  expect_fd("x", q.x, dx, nx, scale_loss, &q);
+  expect_fd("s", q.f, df, nf, scale_loss, &q);
+  float *ax = filled(nx, 1.0f), *af = filled(nf, 1.0f);
+  scale_backward(ax, q.r, q.f, &q.s, 1);
+  scale_backward_s(af, q.r, q.x, &q.s, 1);
+  expect_plus_one("scale dx (add)", ax, dx, nx);
+  expect_plus_one("scale ds (add)", af, df, nf);
+  free(ax), free(af), free(dx), free(df);
+  free(q.x), free(q.f), free(q.y), free(q.r);
+}
+END_TEST
+
 /* Inputs stay at least 0.05 from the kink at 0. */
 START_TEST(test_relu_grad) {
   seed(1300);
-  Relu s = {.s = {37}};
+  Elt s = {.s = {37}};
   int64_t n = s.s.n;
   s.x = randv(n);
   for (int64_t i = 0; i < n; i++)
@@ -409,6 +459,7 @@ Suite *suite_runtime(void) {
   tcase_add_test(tc, test_softmax_forward);
   tcase_add_test(tc, test_elementwise_forward);
   tcase_add_test(tc, test_sigmoid_forward);
+  tcase_add_test(tc, test_scale_forward);
   suite_add_tcase(s, tc);
   tc = tcase_create("gradients");
   tcase_set_timeout(tc, 60);
@@ -421,6 +472,7 @@ Suite *suite_runtime(void) {
                       sizeof xent_smoothing / sizeof xent_smoothing[0]);
   tcase_add_test(tc, test_relu_grad);
   tcase_add_test(tc, test_sigmoid_grad);
+  tcase_add_test(tc, test_scale_grad);
   suite_add_tcase(s, tc);
   return s;
 }

@@ -68,6 +68,64 @@ void sigmoid_backward(float *dx, const float *dy, const float *y,
   }
 }
 
+void scale_forward(float *y, const float *x, const float *sc,
+                   const GapShape *s) {
+  int64_t HW = s->HW, rows = (int64_t)s->N * HW;
+  int C = s->C;
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; r++) {
+    const float *f = sc + r / HW * C;
+#pragma omp simd
+    for (int c = 0; c < C; c++)
+      y[r * C + c] = x[r * C + c] * f[c];
+  }
+}
+
+void scale_backward(float *dx, const float *dy, const float *sc,
+                    const GapShape *s, int acc) {
+  int64_t HW = s->HW, rows = (int64_t)s->N * HW;
+  int C = s->C;
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; r++) {
+    const float *f = sc + r / HW * C;
+    if (acc) {
+#pragma omp simd
+      for (int c = 0; c < C; c++)
+        dx[r * C + c] += dy[r * C + c] * f[c];
+    } else {
+#pragma omp simd
+      for (int c = 0; c < C; c++)
+        dx[r * C + c] = dy[r * C + c] * f[c];
+    }
+  }
+}
+
+/* Channels in blocks of SCALE_BLOCK, so each pixel's row is read in
+ * contiguous runs and the sums stay on the stack. */
+enum { SCALE_BLOCK = 256 };
+
+void scale_backward_s(float *ds, const float *dy, const float *x,
+                      const GapShape *s, int acc) {
+  int64_t HW = s->HW;
+  int C = s->C, nb = (C + SCALE_BLOCK - 1) / SCALE_BLOCK;
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int n = 0; n < s->N; n++)
+    for (int b = 0; b < nb; b++) {
+      int c0 = b * SCALE_BLOCK, len = C - c0 < SCALE_BLOCK ? C - c0
+                                                           : SCALE_BLOCK;
+      double sum[SCALE_BLOCK] = {0};
+      for (int64_t p = 0; p < HW; p++) {
+        int64_t at = ((int64_t)n * HW + p) * C + c0;
+#pragma omp simd
+        for (int c = 0; c < len; c++)
+          sum[c] += (double)dy[at + c] * x[at + c];
+      }
+      float *out = ds + (int64_t)n * C + c0;
+      for (int c = 0; c < len; c++)
+        out[c] = (acc ? out[c] : 0.0f) + (float)sum[c];
+    }
+}
+
 void add_forward(float *y, const float *a, const float *b, const EltShape *s) {
   int64_t n = s->n;
 #pragma omp parallel for simd schedule(static)

@@ -411,6 +411,18 @@ void sigmoid_forward(float *y, const float *x, const EltShape *s);
 void sigmoid_backward(float *dx, const float *dy, const float *y,
                       const EltShape *s, int acc);
 
+/* Squeeze-excitation's scale: y[n, p, c] = x[n, p, c] * s[n, c], s one
+ * factor per channel of each image (N x C). */
+void scale_forward(float *y, const float *x, const float *sc,
+                   const GapShape *s);
+/* dx = dy * s. */
+void scale_backward(float *dx, const float *dy, const float *sc,
+                    const GapShape *s, int acc);
+/* ds[n, c] = the sum over the image's pixels p of dy[n, p, c] * x[n, p, c],
+ * in double, in pixel order: the same for any thread count. */
+void scale_backward_s(float *ds, const float *dy, const float *x,
+                      const GapShape *s, int acc);
+
 void add_forward(float *y, const float *a, const float *b, const EltShape *s);
 /* relu(a + b) in one pass. */
 void add_relu_forward(float *y, const float *a, const float *b,

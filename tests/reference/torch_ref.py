@@ -104,6 +104,8 @@ class Net:
                 y = F.relu(ins[0])
             elif op == "sigmoid":
                 y = torch.sigmoid(ins[0])
+            elif op == "scale":  # s is N x C x 1 x 1
+                y = ins[0] * ins[1]
             elif op == "add":
                 y = ins[0] + ins[1]
             elif op == "maxpool":
