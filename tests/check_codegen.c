@@ -76,6 +76,15 @@ static const struct {
     {"models/seed_resnet.net", "seed_resnet", 2,
      "--float64 --tries 3 --lr 0.01 --module original", "original",
      "--conv direct"},
+    /* The zoo's networks from papers, against modules written from those
+     * papers (modules.py: SE, pre-activation, ResNet-D), direct
+     * convolutions as ResNet-50 above. */
+    {"models/se_resnet50.net", "se_resnet50", 4, "--float64 --module paper",
+     "paper", "--conv direct"},
+    {"models/preact_resnet18.net", "preact_resnet18", 4,
+     "--float64 --module paper", "paper", "--conv direct"},
+    {"models/resnet50d.net", "resnet50d", 4, "--float64 --module paper",
+     "paper", "--conv direct"},
 };
 
 START_TEST(test_matches_pytorch) {

@@ -18,6 +18,11 @@ static const struct {
     {"models/resnet101.net", 42909960, 200},
     {"models/resnet152.net", 58553608, 200},
     {"models/resnet18-s1.net", 11271432, 200},
+    {"models/wide_resnet50_2.net", 67244040, 200}, /* torchvision's too */
+    /* tests/reference/modules.py's PAPER_NETWORKS at 200 classes */
+    {"models/se_resnet50.net", 26448824, 200},
+    {"models/preact_resnet18.net", 11277448, 200},
+    {"models/resnet50d.net", 23937064, 200},
     /* 25,869,804 in PyTorch minus 5,578,240 registered-but-unused
      * projection parameters (see the comment in the model). */
     {"models/seed_resnet.net", 20291564, 100},

@@ -91,6 +91,177 @@ class ResNet(nn.Module):
         return self.fc3(self.fc2(self.fc1(x)))
 
 
+# ---- Networks from their papers, for --module paper -----------------------
+# Each is written from its paper's description, in torchvision's style, and
+# shares nothing with netc but the weight names (paper_name below).
+
+
+def _stem(width=64):
+    return nn.Sequential(nn.Conv2d(3, width, 7, 2, 3, bias=False),
+                         nn.BatchNorm2d(width), nn.ReLU(),
+                         nn.MaxPool2d(3, 2, 1))
+
+
+class SEBottleneck(nn.Module):
+    """Hu et al., "Squeeze-and-Excitation Networks" (2018), fig. 3: the
+    SE-ResNet module. The residual branch's output U is scaled per channel
+    by sigmoid(W2 relu(W1 mean(U))), W1 reducing by r = 16, then added to
+    the identity."""
+
+    def __init__(self, inplanes, planes, stride=1, reduction=16):
+        super().__init__()
+        out = planes * 4
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, out, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(out)
+        self.fc1 = nn.Linear(out, out // reduction)
+        self.fc2 = nn.Linear(out // reduction, out)
+        self.downsample = None
+        if stride != 1 or inplanes != out:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(inplanes, out, 1, stride, bias=False),
+                nn.BatchNorm2d(out))
+
+    def forward(self, x):
+        u = F.relu(self.bn1(self.conv1(x)))
+        u = F.relu(self.bn2(self.conv2(u)))
+        u = self.bn3(self.conv3(u))
+        z = u.mean((2, 3))                       # squeeze
+        s = torch.sigmoid(self.fc2(F.relu(self.fc1(z))))   # excitation
+        u = u * s[:, :, None, None]
+        identity = x if self.downsample is None else self.downsample(x)
+        return F.relu(u + identity)
+
+
+class PreActBlock(nn.Module):
+    """He et al., "Identity Mappings in Deep Residual Networks" (2016),
+    fig. 4(e): full pre-activation, BN -> ReLU -> conv twice, and the sum
+    left as it is. A projection (1x1 conv) reads the pre-activated input."""
+
+    def __init__(self, inplanes, planes, stride=1):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(inplanes)
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.shortcut = None
+        if stride != 1 or inplanes != planes:
+            self.shortcut = nn.Conv2d(inplanes, planes, 1, stride, bias=False)
+
+    def forward(self, x):
+        a = F.relu(self.bn1(x))
+        y = self.conv1(a)
+        y = self.conv2(F.relu(self.bn2(y)))
+        return y + (x if self.shortcut is None else self.shortcut(a))
+
+
+class DBottleneck(nn.Module):
+    """He et al., "Bag of Tricks for Image Classification with CNNs" (2019),
+    fig. 2(c), ResNet-D: the bottleneck strides in its 3x3 (ResNet-B), and a
+    strided projection shortcut is a 2x2 average pool, then a 1x1 conv at
+    stride 1 and batchnorm."""
+
+    def __init__(self, inplanes, planes, stride=1):
+        super().__init__()
+        out = planes * 4
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, out, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(out)
+        self.downsample = None
+        if stride != 1 or inplanes != out:
+            self.downsample = nn.Sequential(
+                nn.AvgPool2d(stride) if stride != 1 else nn.Identity(),
+                nn.Conv2d(inplanes, out, 1, bias=False), nn.BatchNorm2d(out))
+
+    def forward(self, x):
+        y = F.relu(self.bn1(self.conv1(x)))
+        y = F.relu(self.bn2(self.conv2(y)))
+        y = self.bn3(self.conv3(y))
+        return F.relu(y + (x if self.downsample is None
+                           else self.downsample(x)))
+
+
+class PaperResNet(nn.Module):
+    """A stem, four stages of `block` (64, 128, 256, 512 planes, the last
+    three strided), global average pooling and one linear layer. `deep`: the
+    Bag of Tricks' ResNet-C stem (three 3x3 convs, 32, 32, 64 wide, the first
+    strided). `final_act`: pre-activation's batchnorm and ReLU after the last
+    block."""
+
+    def __init__(self, block, counts, expansion, classes, deep=False,
+                 final_act=False):
+        super().__init__()
+        if deep:
+            self.stem = nn.Sequential(
+                nn.Conv2d(3, 32, 3, 2, 1, bias=False), nn.BatchNorm2d(32),
+                nn.ReLU(), nn.Conv2d(32, 32, 3, 1, 1, bias=False),
+                nn.BatchNorm2d(32), nn.ReLU(),
+                nn.Conv2d(32, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64),
+                nn.ReLU(), nn.MaxPool2d(3, 2, 1))
+        else:
+            self.stem = _stem()
+        inplanes, layers = 64, []
+        for i, (planes, n) in enumerate(zip((64, 128, 256, 512), counts)):
+            blocks = []
+            for j in range(n):
+                blocks.append(block(inplanes, planes,
+                                    2 if i > 0 and j == 0 else 1))
+                inplanes = planes * expansion
+            layers.append(nn.Sequential(*blocks))
+        self.layer1, self.layer2, self.layer3, self.layer4 = layers
+        self.final = nn.Sequential(nn.BatchNorm2d(inplanes), nn.ReLU()) \
+            if final_act else nn.Identity()
+        self.fc = nn.Linear(inplanes, classes)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        x = self.final(x)
+        return self.fc(x.mean((2, 3)))
+
+
+PAPER_NETWORKS = {
+    "se_resnet50": lambda c: PaperResNet(SEBottleneck, (3, 4, 6, 3), 4, c),
+    "preact_resnet18": lambda c: PaperResNet(PreActBlock, (2, 2, 2, 2), 1, c,
+                                             final_act=True),
+    "resnet50d": lambda c: PaperResNet(DBottleneck, (3, 4, 6, 3), 4, c,
+                                       deep=True),
+}
+
+
+def paper_name(name):
+    """netc's name of a weight of a PAPER_NETWORKS network -> the module's."""
+    stems = {"imagenet_stem1.conv1": "stem.0", "imagenet_stem1.batchnorm1":
+             "stem.1", "deep_stem1.conv1": "stem.0",
+             "deep_stem1.batchnorm1": "stem.1", "deep_stem1.conv2": "stem.3",
+             "deep_stem1.batchnorm2": "stem.4", "deep_stem1.conv3": "stem.6",
+             "deep_stem1.batchnorm3": "stem.7", "batchnorm1": "final.0",
+             "classifier1.dense1": "fc"}
+    layer, _, leaf = name.rpartition(".")
+    if layer in stems:
+        return stems[layer] + "." + leaf
+    m = re.fullmatch(r"stage(\d)\.(se_bottleneck|preact_basic|d_bottleneck)"
+                     r"(\d+)\.(.*)", layer)
+    if not m:
+        return None
+    rest = {"squeeze_excite1.dense1": "fc1", "squeeze_excite1.dense2": "fc2",
+            "shortcut1.conv1": "downsample.0",
+            "shortcut1.batchnorm1": "downsample.1",
+            "avg_shortcut1.conv1": "downsample.1",
+            "avg_shortcut1.batchnorm1": "downsample.2"}.get(m[4])
+    if rest is None and m[2] == "preact_basic" and m[4] == "conv3":
+        rest = "shortcut"
+    if rest is None:
+        rest = re.sub(r"^batchnorm(\d)$", r"bn\1", m[4])
+    return f"layer{m[1]}.{int(m[3]) - 1}.{rest}.{leaf}"
+
+
 def _layer_part(rest):
     """A block's inner name: netc's conv2 / batchnorm2 / shortcut1.conv1."""
     rest = re.sub(r"^shortcut1\.conv1\.", "downsample.0.", rest)
@@ -136,6 +307,10 @@ def build(kind, network, classes):
             raise SystemExit(f"modules.py: the original network has "
                              f"{count} parameters, not 25,869,804")
         return module, original_name
+    if kind == "paper":
+        if network not in PAPER_NETWORKS:
+            raise SystemExit(f"modules.py: no paper module for {network}")
+        return PAPER_NETWORKS[network](classes), paper_name
     if kind == "torchvision":
         import torchvision
         return getattr(torchvision.models, network)(num_classes=classes), \

@@ -179,11 +179,12 @@ def main():
                     help="smallest |ReLU input| / std accepted (see "
                          "relu_margin); seeds are tried until one has it")
     ap.add_argument("--tries", type=int, default=30)
-    ap.add_argument("--module", choices=("original", "torchvision"),
+    ap.add_argument("--module", choices=("original", "torchvision", "paper"),
                     help="build the network as a real PyTorch module, "
                          "independently of netc's graph (modules.py): "
-                         "torchvision's ResNet of the network's name, or "
-                         "the original project's seed network")
+                         "torchvision's ResNet of the network's name, the "
+                         "original project's seed network, or one written "
+                         "from its paper (SE, pre-activation, ResNet-D)")
     ap.add_argument("--perturbations", type=int, default=4,
                     help="with --float64: float32 runs on inputs moved by "
                          "one rounding, to measure float32's own error")
