@@ -61,7 +61,8 @@ ConvShape node_conv_shape(const Graph *g, int i) {
                      .pad = (int)f->attr[CONV_PAD], .OH = (int)out.h,
                      .OW = (int)out.w, .algo = f->algo[CONV_PASS_FWD],
                      .algo_dx = f->algo[CONV_PASS_DX],
-                     .algo_dw = f->algo[CONV_PASS_DW]};
+                     .algo_dw = f->algo[CONV_PASS_DW],
+                     .groups = (int)f->attr[CONV_GROUPS]};
 }
 
 /* The cost model: rules fitted to per-layer times of every algorithm on
@@ -139,6 +140,10 @@ void choose_conv_algos(Graph *g, const ConvChoice *c) {
     ConvShape s = node_conv_shape(g, i);
     const int *tuned = tuning_find(c->tuning, &s);
     for (int pass = 0; pass < CONV_PASSES; pass++) {
+      if (s.groups > 1) { /* only GEMM knows groups (conv.c) */
+        n->algo[pass] = CONV_GEMM;
+        continue;
+      }
       int a = c->policy != CONV_POLICY_AUTO ? c->policy >> (8 * pass) & 0xff
               : tuned                       ? tuned[pass]
                                             : model(&s, pass, c->isa);

@@ -311,6 +311,8 @@ static int shape_fields(const Gen *x, int i, const char **f) {
     f[k++] = pool_printf(p, ".pad = %lld", (long long)a[ak + 2]);
     f[k++] = pool_printf(p, ".OH = %lld", (long long)out.h);
     f[k++] = pool_printf(p, ".OW = %lld", (long long)out.w);
+    if (conv && a[CONV_GROUPS] > 1)
+      f[k++] = pool_printf(p, ".groups = %lld", (long long)a[CONV_GROUPS]);
     static const char *const field[CONV_PASSES] = {"algo", "algo_dx",
                                                    "algo_dw"};
     if (conv)

@@ -188,6 +188,16 @@ Value apply_op(Ctx *c, Scope *s, OpKind k, const Expr *e) {
   Shape out;
   const char *why = NULL;
   if (!op_infer(k, in, node.attr, &out, c->pool, &why)) {
+    /* A rule's message that starts "name=" is about that argument: it is
+     * reported there when the call gives it (conv's groups=). */
+    for (int i = 0; i < op->nparams; i++) {
+      size_t len = strlen(op->params[i].name);
+      int a = slot[op->ninputs + i];
+      if (a >= 0 && !strncmp(why, op->params[i].name, len) && why[len] == '=') {
+        ierror(c, args[a].loc, "%s", why);
+        return none;
+      }
+    }
     shape_error(c, e, why, node.in, args, slot, op->ninputs);
     return none;
   }

@@ -232,7 +232,7 @@ typedef struct {
 } OpParam;
 
 /* Attribute indices, in parameter order. */
-enum { CONV_OUT, CONV_K, CONV_STRIDE, CONV_PAD, CONV_BIAS };
+enum { CONV_OUT, CONV_K, CONV_STRIDE, CONV_PAD, CONV_BIAS, CONV_GROUPS };
 enum { POOL_K, POOL_STRIDE, POOL_PAD };
 enum { DENSE_OUT, DENSE_BIAS };
 

@@ -61,6 +61,15 @@ static bool infer_conv(const Shape *in, const int64_t *a, Shape *out,
                        (long long)a[CONV_OUT]);
     return false;
   }
+  int64_t G = a[CONV_GROUPS];
+  if (G < 1 || in->c % G || a[CONV_OUT] % G) {
+    /* "groups=": reported at that argument (infer_ops.c) */
+    *why = pool_printf(p, "groups=%lld must divide both the input's %lld "
+                          "channels and out=%lld",
+                       (long long)G, (long long)in->c,
+                       (long long)a[CONV_OUT]);
+    return false;
+  }
   out->c = a[CONV_OUT];
   return check_window(p, win, "conv", false, why) &&
          spatial(p, in, win, out, "conv", why);
@@ -150,7 +159,9 @@ static bool infer_softmax_xent(const Shape *in, const int64_t *a, Shape *out,
 
 static int conv_weights(const Shape *in, const int64_t *a,
                         WeightShape w[MAX_WEIGHTS_PER_NODE]) {
-  w[0] = (WeightShape){"weight", {a[CONV_OUT], in->c, a[CONV_K], a[CONV_K]},
+  w[0] = (WeightShape){"weight",
+                       {a[CONV_OUT], in->c / a[CONV_GROUPS], a[CONV_K],
+                        a[CONV_K]},
                        4};
   w[1] = (WeightShape){"bias", {a[CONV_OUT]}, 1};
   return a[CONV_BIAS] ? 2 : 1;
@@ -175,7 +186,7 @@ static int dense_weights(const Shape *in, const int64_t *a,
  * (in, out). */
 static void conv_fans(const Shape *in, const int64_t *a, int64_t *fan_in,
                       int64_t *fan_out) {
-  *fan_in = in->c * a[CONV_K] * a[CONV_K];
+  *fan_in = in->c / a[CONV_GROUPS] * a[CONV_K] * a[CONV_K];
   *fan_out = a[CONV_OUT] * a[CONV_K] * a[CONV_K];
 }
 
@@ -199,7 +210,8 @@ static double out_elems(const Shape *out) {
 }
 
 static double conv_flops(const Shape *in, const Shape *out, const int64_t *a) {
-  return out_elems(out) * (2.0 * (double)(in->c * a[CONV_K] * a[CONV_K]) +
+  return out_elems(out) * (2.0 * (double)(in->c / a[CONV_GROUPS] * a[CONV_K] *
+                                           a[CONV_K]) +
                            (a[CONV_BIAS] ? 1 : 0));
 }
 
@@ -256,8 +268,8 @@ static const OpInfo table[OP_COUNT] = {
     [OP_CONV] = {
         .name = "conv", .doc = "2-D convolution", .ninputs = 1, .user = true,
         .params = {REQUIRED("out"), REQUIRED("k"), INT("stride", 1),
-                   INT("pad", 0), BOOL("bias", 1)},
-        .nparams = 5, .backward = OP_CONV_BWD, .infer = infer_conv,
+                   INT("pad", 0), BOOL("bias", 1), INT("groups", 1)},
+        .nparams = 6, .backward = OP_CONV_BWD, .infer = infer_conv,
         .weights = conv_weights, .layout = {WL_OHWI, WL_VECTOR},
         .init = {"NP_CONV_WEIGHT", "NP_CONV_BIAS"}, .fans = conv_fans,
         .flops = conv_flops,
@@ -567,7 +579,8 @@ Shape op_extra_shape(const ExtraSpec *e, Shape in, Shape out, const Node *f,
                    .pad = (int)f->attr[CONV_PAD], .OH = (int)out.h,
                    .OW = (int)out.w, .algo = f->algo[CONV_PASS_FWD],
                    .algo_dx = f->algo[CONV_PASS_DX],
-                   .algo_dw = f->algo[CONV_PASS_DW]};
+                   .algo_dw = f->algo[CONV_PASS_DW],
+                   .groups = (int)f->attr[CONV_GROUPS]};
     *batched = false;
     return (Shape){conv_work_floats(&s, e->backward), 1, 1};
   }

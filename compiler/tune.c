@@ -144,6 +144,8 @@ static int net_shapes(const Graph *g, NetShape *out) {
     if (g->nodes[i].op != OP_CONV)
       continue;
     ConvShape s = node_conv_shape(g, i);
+    if (s.groups > 1) /* GEMM, always: nothing to choose */
+      continue;
     int64_t k[8];
     shape_key(&s, k);
     int j = shape_index(out, n, k);

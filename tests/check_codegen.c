@@ -76,6 +76,9 @@ static const struct {
     {"models/seed_resnet.net", "seed_resnet", 2,
      "--float64 --tries 3 --lr 0.01 --module original", "original",
      "--conv direct"},
+    /* grouped convolutions: torchvision's ResNeXt-50 */
+    {"models/resnext50_32x4d.net", "resnext50_32x4d", 4,
+     "--float64 --module torchvision", "torchvision", ""},
     /* The zoo's networks from papers, against modules written from those
      * papers (modules.py: SE, pre-activation, ResNet-D), direct
      * convolutions as ResNet-50 above. */

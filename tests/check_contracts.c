@@ -244,7 +244,7 @@ static void conv_all(Conv *c, int n, float **out) {
  * sum, the same bits for 1, 2 and 3 threads. */
 START_TEST(test_threads_agree) {
   seed(2200);
-  ConvCase cc = {{4, 13, 11, 8, 16, 3, 1, 1, 0, 0, 0, 0, 0}, 0};
+  ConvCase cc = {{4, 13, 11, 8, 16, 3, 1, 1, 0, 0, 0, 0, 0, 0}, 0};
   Conv c = conv_make(&cc, 0);
   int before = rt_threads();
   float *one[4], *more[4];
@@ -300,7 +300,7 @@ START_TEST(test_own_kernels_threads_bits) {
   }
   int ksize = bits_cases[_i].K;
   ConvCase cc = {{5, 9, 7, bits_cases[_i].C, 40, ksize, bits_cases[_i].stride,
-                  ksize / 2, 0, 0, 0, 0, 0}, 0};
+                  ksize / 2, 0, 0, 0, 0, 0, 0}, 0};
   Conv c = conv_make(&cc, v);
   int before = rt_threads();
   float *one[4], *more[4];

@@ -21,7 +21,9 @@ static const struct {
   int full;
 } exported[] = {{"resnet18", 1}, {"resnet50", 1}, {"resnet34", 0},
                 {"resnet101", 0}, {"resnet152", 0},
-                {"wide_resnet50_2", 1}}; /* bottleneck's base_width 128 */
+                {"wide_resnet50_2", 1},  /* bottleneck's base_width 128 */
+                {"resnext50_32x4d", 1},  /* groups=32 */
+                {"resnext101_32x8d", 0}};
 
 START_TEST(test_export_torchvision) {
   setup();
@@ -102,6 +104,7 @@ static const struct {
     {"models/se_resnet50.net", "se_resnet50", 1},
     {"models/preact_resnet18.net", "preact_resnet18", 0},
     {"models/resnet50d.net", "resnet50d", 1}, /* AveragePool shortcuts */
+    {"models/resnext50_32x4d.net", "resnext50_32x4d", 1}, /* Conv group */
 };
 
 START_TEST(test_export_onnx) {

@@ -19,6 +19,8 @@ static const struct {
     {"models/resnet152.net", 58553608, 200},
     {"models/resnet18-s1.net", 11271432, 200},
     {"models/wide_resnet50_2.net", 67244040, 200}, /* torchvision's too */
+    {"models/resnext50_32x4d.net", 23389704, 200},
+    {"models/resnext101_32x8d.net", 87152136, 200},
     /* tests/reference/modules.py's PAPER_NETWORKS at 200 classes */
     {"models/se_resnet50.net", 26448824, 200},
     {"models/preact_resnet18.net", 11277448, 200},

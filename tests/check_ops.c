@@ -18,7 +18,8 @@ START_TEST(test_table_lookup) {
   ck_assert_int_eq(op_lookup("conv2d"), -1);
   const OpInfo *conv = op_info(OP_CONV);
   ck_assert_int_eq(conv->ninputs, 1);
-  ck_assert_int_eq(conv->nparams, 5);
+  ck_assert_int_eq(conv->nparams, 6);
+  ck_assert_int_eq(conv->params[CONV_GROUPS].def, 1);
   ck_assert_str_eq(conv->params[CONV_K].name, "k");
   ck_assert(conv->params[CONV_OUT].required);
   ck_assert(!conv->params[CONV_STRIDE].required);
@@ -50,8 +51,8 @@ static const struct {
 };
 
 START_TEST(test_conv_output_size) {
-  int64_t a[5] = {16, conv_cases[_i].k, conv_cases[_i].s, conv_cases[_i].p,
-                  0};
+  int64_t a[6] = {16, conv_cases[_i].k, conv_cases[_i].s, conv_cases[_i].p,
+                  0, 1};
   bool ok;
   Shape out = infer1(OP_CONV, (Shape){3, conv_cases[_i].h, conv_cases[_i].h},
                      a, &ok);
@@ -64,10 +65,10 @@ END_TEST
 
 START_TEST(test_window_errors) {
   bool ok;
-  int64_t big[5] = {8, 9, 1, 0, 0};
+  int64_t big[6] = {8, 9, 1, 0, 0, 1};
   infer1(OP_CONV, (Shape){3, 8, 8}, big, &ok);
   ck_assert(!ok); /* window larger than the input */
-  int64_t zero_stride[5] = {8, 3, 0, 0, 0};
+  int64_t zero_stride[6] = {8, 3, 0, 0, 0, 1};
   infer1(OP_CONV, (Shape){3, 8, 8}, zero_stride, &ok);
   ck_assert(!ok);
   int64_t pool_pad[3] = {3, 1, 2}; /* pad > k/2, as PyTorch refuses */
@@ -113,6 +114,34 @@ START_TEST(test_add_needs_equal_shapes) {
 }
 END_TEST
 
+/* conv groups=G: C and out divisible by G; the weight is (out, C/G, k, k)
+ * and the FLOPs 1/G of the ungrouped layer's. */
+START_TEST(test_conv_groups) {
+  Pool p = {0};
+  Shape in = {64, 8, 8}, out;
+  int64_t a[6] = {128, 3, 1, 1, 0, 32};
+  const char *why = NULL;
+  ck_assert(op_infer(OP_CONV, &in, a, &out, &p, &why));
+  ck_assert(out.c == 128 && out.h == 8 && out.w == 8);
+  WeightShape w[MAX_WEIGHTS_PER_NODE];
+  ck_assert_int_eq(op_weights(OP_CONV, &in, a, w), 1);
+  ck_assert(w[0].dims[0] == 128 && w[0].dims[1] == 2 && w[0].dims[2] == 3);
+  int64_t one[6] = {128, 3, 1, 1, 0, 1};
+  ck_assert_double_eq(op_flops(OP_CONV, &in, &out, one),
+                      32 * op_flops(OP_CONV, &in, &out, a));
+  int64_t fi, fo;
+  op_info(OP_CONV)->fans(&in, a, &fi, &fo);
+  ck_assert(fi == 2 * 9 && fo == 128 * 9); /* as PyTorch's, from the dims */
+  a[5] = 3; /* divides neither */
+  ck_assert(!op_infer(OP_CONV, &in, a, &out, &p, &why));
+  ck_assert_str_eq(why, "groups=3 must divide both the input's 64 channels "
+                        "and out=128");
+  a[5] = 64, a[0] = 96; /* divides C, not out */
+  ck_assert(!op_infer(OP_CONV, &in, a, &out, &p, &why));
+  pool_free(&p);
+}
+END_TEST
+
 /* scale(x, s): s is one factor per channel, C x 1 x 1; the output is x's
  * shape; each input has a backward op of its own. */
 START_TEST(test_scale_needs_channel_factors) {
@@ -137,7 +166,7 @@ END_TEST
 
 START_TEST(test_weights) {
   WeightShape w[MAX_WEIGHTS_PER_NODE];
-  int64_t conv[5] = {64, 7, 2, 3, 0};
+  int64_t conv[6] = {64, 7, 2, 3, 0, 1};
   Shape in = {3, 64, 64};
   ck_assert_int_eq(op_weights(OP_CONV, &in, conv, w), 1);
   ck_assert_int_eq(w[0].ndims, 4);
@@ -159,7 +188,7 @@ END_TEST
 
 START_TEST(test_flops) {
   Shape in = {3, 64, 64}, out = {64, 32, 32};
-  int64_t conv[5] = {64, 7, 2, 3, 0};
+  int64_t conv[6] = {64, 7, 2, 3, 0, 1};
   /* 2 * C_in * K * K per output element. */
   ck_assert_double_eq(op_flops(OP_CONV, &in, &out, conv),
                       2.0 * 3 * 49 * 64 * 32 * 32);
@@ -222,6 +251,7 @@ Suite *suite_ops(void) {
   tcase_add_test(tc, test_flat_ops);
   tcase_add_test(tc, test_add_needs_equal_shapes);
   tcase_add_test(tc, test_scale_needs_channel_factors);
+  tcase_add_test(tc, test_conv_groups);
   tcase_add_test(tc, test_weights);
   tcase_add_test(tc, test_flops);
   suite_add_tcase(s, tc);

@@ -151,34 +151,42 @@ void expect_fd(const char *what, float *p, const float *g, int64_t n,
  * that fill one register block and spill into the next; pad 3 on a 3x3,
  * whose corner windows see no input at all; batch 1. */
 const ConvCase conv_cases[NCONV] = {
-    {{2, 7, 5, 3, 4, 3, 2, 1, 0, 0, 0, 0, 0}, 0},
-    {{1, 9, 9, 5, 6, 1, 1, 0, 0, 0, 0, 0, 0}, 1},
-    {{3, 6, 7, 2, 5, 5, 3, 2, 0, 0, 0, 0, 0}, 0},
-    {{2, 4, 4, 3, 2, 1, 2, 0, 0, 0, 0, 0, 0}, 0},
-    {{1, 5, 5, 4, 3, 7, 1, 3, 0, 0, 0, 0, 0}, 0},
-    {{2, 3, 5, 4, 3, 1, 1, 0, 0, 0, 0, 0, 0}, 0},
-    {{3, 2, 2, 17, 33, 3, 1, 1, 0, 0, 0, 0, 0}, 0},
-    {{2, 1, 1, 20, 7, 3, 1, 1, 0, 0, 0, 0, 0}, 0},
-    {{2, 4, 4, 40, 35, 3, 2, 1, 0, 0, 0, 0, 0}, 0},
-    {{1, 4, 4, 33, 18, 3, 1, 3, 0, 0, 0, 0, 0}, 0},
-    {{1, 2, 2, 16, 32, 1, 1, 0, 0, 0, 0, 0, 0}, 0},
+    {{2, 7, 5, 3, 4, 3, 2, 1, 0, 0, 0, 0, 0, 0}, 0},
+    {{1, 9, 9, 5, 6, 1, 1, 0, 0, 0, 0, 0, 0, 0}, 1},
+    {{3, 6, 7, 2, 5, 5, 3, 2, 0, 0, 0, 0, 0, 0}, 0},
+    {{2, 4, 4, 3, 2, 1, 2, 0, 0, 0, 0, 0, 0, 0}, 0},
+    {{1, 5, 5, 4, 3, 7, 1, 3, 0, 0, 0, 0, 0, 0}, 0},
+    {{2, 3, 5, 4, 3, 1, 1, 0, 0, 0, 0, 0, 0, 0}, 0},
+    {{3, 2, 2, 17, 33, 3, 1, 1, 0, 0, 0, 0, 0, 0}, 0},
+    {{2, 1, 1, 20, 7, 3, 1, 1, 0, 0, 0, 0, 0, 0}, 0},
+    {{2, 4, 4, 40, 35, 3, 2, 1, 0, 0, 0, 0, 0, 0}, 0},
+    {{1, 4, 4, 33, 18, 3, 1, 3, 0, 0, 0, 0, 0, 0}, 0},
+    {{1, 2, 2, 16, 32, 1, 1, 0, 0, 0, 0, 0, 0, 0}, 0},
     /* 3x3 stride 1 (Winograd's): pad 0 and 2, odd outputs (edge tiles) */
-    {{2, 5, 7, 5, 6, 3, 1, 0, 0, 0, 0, 0, 0}, 0},
-    {{1, 5, 6, 16, 17, 3, 1, 2, 0, 0, 0, 0, 0}, 0},
+    {{2, 5, 7, 5, 6, 3, 1, 0, 0, 0, 0, 0, 0, 0}, 0},
+    {{1, 5, 6, 16, 17, 3, 1, 2, 0, 0, 0, 0, 0, 0}, 0},
     /* several F(4x4) tiles per image, ragged at the edge; channels over
      * one register block on both ISAs, and a partial last block */
-    {{2, 9, 10, 40, 70, 3, 1, 1, 0, 0, 0, 0, 0}, 0},
+    {{2, 9, 10, 40, 70, 3, 1, 1, 0, 0, 0, 0, 0, 0}, 0},
     /* a stem on RGB (the small-C dW of conv_tiles.c): whole blocks of
      * output channels and a partial one on both ISAs, row chunks of 4
      * and 1 (5 x 20 outputs) */
-    {{2, 9, 39, 3, 70, 7, 2, 3, 0, 0, 0, 0, 0}, 0},
+    {{2, 9, 39, 3, 70, 7, 2, 3, 0, 0, 0, 0, 0, 0}, 0},
     /* pointwise (conv_tiles.c's GEMMs over pixels): dW in two runs of
      * pixels, the last ragged (450 against conv_pw_run's 256), split
      * along OC and along C; stride 2 on odd maps (rows of the cursor
      * skipping input rows and images); partial tiles on both ISAs */
-    {{2, 15, 15, 40, 70, 1, 1, 0, 0, 0, 0, 0, 0}, 0},
-    {{2, 15, 15, 70, 21, 1, 1, 0, 0, 0, 0, 0, 0}, 0},
-    {{3, 9, 11, 37, 20, 1, 2, 0, 0, 0, 0, 0, 0}, 0},
+    {{2, 15, 15, 40, 70, 1, 1, 0, 0, 0, 0, 0, 0, 0}, 0},
+    {{2, 15, 15, 70, 21, 1, 1, 0, 0, 0, 0, 0, 0, 0}, 0},
+    {{3, 9, 11, 37, 20, 1, 2, 0, 0, 0, 0, 0, 0, 0}, 0},
+    /* grouped (ResNeXt; GEMM per group whatever the variant asks): groups
+     * of 2 in and 3 out, ResNeXt's 4 per group strided, depthwise, and
+     * 1x1 at stride 1 (no cols) and 2 */
+    {{2, 6, 5, 8, 12, 3, 1, 1, 0, 0, 0, 0, 0, 4}, 0},
+    {{2, 7, 7, 32, 32, 3, 2, 1, 0, 0, 0, 0, 0, 8}, 0},
+    {{2, 5, 5, 6, 6, 3, 1, 1, 0, 0, 0, 0, 0, 6}, 0},
+    {{2, 5, 5, 6, 9, 1, 1, 0, 0, 0, 0, 0, 0, 3}, 1},
+    {{1, 6, 6, 4, 4, 1, 2, 0, 0, 0, 0, 0, 0, 2}, 0},
 };
 
 /* Winograd runs the 3x3 stride-1 cases; on the others it is GEMM. Its
@@ -235,7 +243,7 @@ Conv conv_make(const ConvCase *cc, int variant) {
   s->algo_dw = v->algo[CONV_PASS_DW];
   ck_assert_msg(rt_set_isa(v->isa) == 0, "cannot run %s", v->name);
   c.nx = (int64_t)s->N * s->H * s->W * s->C;
-  c.nw = (int64_t)s->OC * s->K * s->K * s->C;
+  c.nw = (int64_t)s->OC * s->K * s->K * (s->C / (s->groups > 1 ? s->groups : 1));
   c.ny = (int64_t)s->N * s->OH * s->OW * s->OC;
   c.x = randv(c.nx);
   c.w = randv(c.nw);

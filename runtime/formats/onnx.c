@@ -357,7 +357,10 @@ static int graph_nodes(Writer *w, const char **value, int *rank,
       node(w, "Conv", l->layer, in, out,
            (Onnx__AttributeProto *[]){attr_ints(w, "kernel_shape", k, 2),
                                       attr_ints(w, "strides", st, 2),
-                                      attr_ints(w, "pads", pads, 4), NULL});
+                                      attr_ints(w, "pads", pads, 4),
+                                      attr_int(w, "group",
+                                               a[5] > 1 ? a[5] : 1),
+                                      NULL});
     } else if (!strcmp(l->op, "batchnorm")) {
       const char *in[] = {x, param_init(w, l->param[0]),
                           param_init(w, l->param[1]),

@@ -62,6 +62,9 @@ typedef struct {
   int algo;         /* the forward pass's CONV_* (0: GEMM) */
   int algo_dx;      /* the input gradient's */
   int algo_dw;      /* the weight gradient's */
+  int groups;       /* > 1: C and OC in `groups` groups, each output group
+                       reading its input group alone (ResNeXt); 0 or 1:
+                       one */
 } ConvShape;
 
 /* A pooling window over N images of H x W x C. */

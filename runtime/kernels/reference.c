@@ -16,6 +16,14 @@ static int64_t wat(int oc, int kh, int kw, int c, int K, int C) {
   return (((int64_t)oc * K + kh) * K + kw) * C + c;
 }
 
+/* Output channel oc of a convolution in G groups reads the Cg = C / G
+ * input channels from c0 = its group's first (all of them when G <= 1). */
+static void group_of(const ConvShape *s, int oc, int *c0, int *Cg) {
+  int G = s->groups > 1 ? s->groups : 1;
+  *Cg = s->C / G;
+  *c0 = oc / (s->OC / G) * *Cg;
+}
+
 static int inside(int h, int w, int H, int W) {
   return h >= 0 && h < H && w >= 0 && w < W;
 }
@@ -29,14 +37,16 @@ void rt_ref_conv_forward(float *y, const float *x, const float *w,
       for (int ow = 0; ow < OW; ow++)
         for (int oc = 0; oc < OC; oc++) {
           double sum = b ? b[oc] : 0.0;
+          int c0, Cg;
+          group_of(s, oc, &c0, &Cg);
           for (int kh = 0; kh < K; kh++)
             for (int kw = 0; kw < K; kw++) {
               int ih = oh * stride - pad + kh, iw = ow * stride - pad + kw;
               if (!inside(ih, iw, H, W))
                 continue;
-              for (int c = 0; c < C; c++)
-                sum += (double)x[at(n, ih, iw, c, H, W, C)] *
-                       w[wat(oc, kh, kw, c, K, C)];
+              for (int c = 0; c < Cg; c++)
+                sum += (double)x[at(n, ih, iw, c0 + c, H, W, C)] *
+                       w[wat(oc, kh, kw, c, K, Cg)];
             }
           y[at(n, oh, ow, oc, OH, OW, OC)] = (float)sum;
         }
@@ -49,7 +59,8 @@ void rt_ref_conv_backward(float *dx, float *dw, float *db, const float *dy,
                           const ConvShape *s) {
   int N = s->N, H = s->H, W = s->W, C = s->C, OC = s->OC, K = s->K;
   int stride = s->stride, pad = s->pad, OH = s->OH, OW = s->OW;
-  int64_t nx = (int64_t)N * H * W * C, nw = (int64_t)OC * K * K * C;
+  int G = s->groups > 1 ? s->groups : 1;
+  int64_t nx = (int64_t)N * H * W * C, nw = (int64_t)OC * K * K * (C / G);
   double *gx = calloc((size_t)nx + 1, sizeof *gx);
   double *gw = calloc((size_t)nw + 1, sizeof *gw);
   double *gb = calloc((size_t)OC + 1, sizeof *gb);
@@ -59,14 +70,16 @@ void rt_ref_conv_backward(float *dx, float *dw, float *db, const float *dy,
         for (int oc = 0; oc < OC; oc++) {
           double g = dy[at(n, oh, ow, oc, OH, OW, OC)];
           gb[oc] += g;
+          int c0, Cg;
+          group_of(s, oc, &c0, &Cg);
           for (int kh = 0; kh < K; kh++)
             for (int kw = 0; kw < K; kw++) {
               int ih = oh * stride - pad + kh, iw = ow * stride - pad + kw;
               if (!inside(ih, iw, H, W))
                 continue;
-              for (int c = 0; c < C; c++) {
-                int64_t i = at(n, ih, iw, c, H, W, C);
-                int64_t j = wat(oc, kh, kw, c, K, C);
+              for (int c = 0; c < Cg; c++) {
+                int64_t i = at(n, ih, iw, c0 + c, H, W, C);
+                int64_t j = wat(oc, kh, kw, c, K, Cg);
                 gx[i] += g * w[j];
                 gw[j] += g * x[i];
               }

@@ -83,7 +83,8 @@ class Net:
         else:
             fan_in = self.tensors[node["in"][0]]["shape"][0]
             if node["op"] == "conv":
-                fan_in *= node["attrs"]["k"] ** 2
+                k, groups = node["attrs"]["k"], node["attrs"]["groups"]
+                fan_in = fan_in // groups * k * k
             bound = fan_in ** -0.5
             t.uniform_(-bound, bound, generator=gen)
         return t.requires_grad_(True)
@@ -95,7 +96,8 @@ class Net:
             w = [self.params.get(i) for i in n["weights"]]
             op = n["op"]
             if op == "conv":
-                y = F.conv2d(ins[0], w[0], w[1], a["stride"], a["pad"])
+                y = F.conv2d(ins[0], w[0], w[1], a["stride"], a["pad"],
+                             groups=a["groups"])
             elif op == "batchnorm":
                 rm, rv = self.running[n["weights"][0]]
                 y = F.batch_norm(ins[0], rm, rv, w[0], w[1], training=True,
