@@ -84,6 +84,9 @@ static void print_expr(FILE *out, const Expr *e) {
   case EX_BOOL:
     fputs(e->ival ? "true" : "false", out);
     break;
+  case EX_REAL:
+    fprintf(out, "%.17g", e->rval);
+    break;
   case EX_SHAPE:
     for (int i = 0; i < e->ndims && i < MAX_SHAPE_DIMS; i++)
       fprintf(out, "%s%lld", i ? "x" : "", (long long)e->dims[i]);

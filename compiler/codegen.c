@@ -342,6 +342,11 @@ static int shape_fields(const Gen *x, int i, const char **f) {
   case SK_ELT:
     f[0] = pool_printf(p, ".n = %lld", elems(x, n->out));
     return 1;
+  case SK_DROP:
+    f[0] = pool_printf(p, ".n = %lld", elems(x, n->out));
+    f[1] = pool_printf(p, ".p = %#.9gf", attr_real(a[0]));
+    f[2] = pool_printf(p, ".salt = 0x%08xu", rt_dropout_salt(n->path));
+    return 3;
   case SK_NONE:
   case SK_COUNT:
     break;
@@ -353,7 +358,8 @@ static void emit_shapes(Gen *x) {
   static const char *const type[SK_COUNT] = {
       [SK_CONV] = "ConvShape", [SK_POOL] = "PoolShape", [SK_BN] = "BnShape",
       [SK_DENSE] = "DenseShape", [SK_GAP] = "GapShape",
-      [SK_XENT] = "XentShape", [SK_ELT] = "EltShape"};
+      [SK_XENT] = "XentShape", [SK_ELT] = "EltShape",
+      [SK_DROP] = "DropShape"};
   const Graph *g = x->g;
   fputs("/* Layer shapes: what each kernel call takes as its sizes. */\n",
         x->out);
@@ -419,6 +425,8 @@ static const char *arg(const Gen *x, int i, KernelArg a) {
   case KA_BUCKET: return pool_printf(x->pool, "%lld", (long long)n->attr[0]);
   case KA_LOSS_SCALE: return "s->loss_scale";
   case KA_SMOOTHING: return "s->label_smoothing";
+  case KA_STEP_KEY: return "s->step_key";
+  case KA_TRAINING: return "training";
   case KA_END: break;
   }
   op_unhandled("codegen's arg", n->op);

@@ -1,16 +1,28 @@
 /* defines.c: -D name=value, set on the network's parameters before
  * elaboration (infer.c), as if the file had said name = value. */
+#include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "netc.h"
 
 /* The value of -D text as the literal the lexer would make of it: an
- * integer, true or false, or a shape; NULL if it is none of those. */
+ * integer, a number (0.25, -1e-3), true or false, or a shape; NULL if it
+ * is none of those. */
 static Expr *define_value(Pool *pool, const char *text, Loc loc) {
   Expr *e;
   if (!strcmp(text, "true") || !strcmp(text, "false")) {
     e = new_expr(pool, EX_BOOL, loc);
     e->ival = text[0] == 't';
+    return e;
+  }
+  if (strpbrk(text, ".eE") && !strchr(text, 'x')) {
+    char *end;
+    double r = strtod(text, &end);
+    if (*end || end == text || !isfinite(r) || !strchr("-0123456789", *text))
+      return NULL;
+    e = new_expr(pool, EX_REAL, loc);
+    e->rval = r;
     return e;
   }
   int64_t dims[MAX_SHAPE_DIMS];
@@ -84,8 +96,8 @@ bool apply_defines(Diag *d, Pool *pool, Decl *decls, const Define *defs,
     Expr *e = define_value(pool, defs[i].value, p->loc);
     if (!e) {
       diag_error(d, net->loc, "-D %s=%s: '%s' is not a value (write an "
-                 "integer such as 10, true or false, or a shape such as "
-                 "3x32x32)", defs[i].name, defs[i].value, defs[i].value);
+                 "integer such as 10, a number such as 0.25, true or "
+                 "false, or a shape such as 3x32x32)", defs[i].name, defs[i].value, defs[i].value);
       continue;
     }
     p->def = e;

@@ -118,8 +118,12 @@ void dump_graph_json(FILE *out, const Graph *g) {
     fprintf(out, "], \"out\": %d, \"weights\": [%d, %d], \"attrs\": {",
             n->out, n->weight[0], n->weight[1]);
     for (int j = 0; j < op->nparams; j++)
-      fprintf(out, "%s\"%s\": %lld", j ? ", " : "", op->params[j].name,
-              (long long)n->attr[j]);
+      if (op->params[j].is_real)
+        fprintf(out, "%s\"%s\": %.17g", j ? ", " : "", op->params[j].name,
+                attr_real(n->attr[j]));
+      else
+        fprintf(out, "%s\"%s\": %lld", j ? ", " : "", op->params[j].name,
+                (long long)n->attr[j]);
     fprintf(out, "}}%s\n", i + 1 < g->nforward ? "," : "");
   }
   fputs("  ]\n}\n", out);

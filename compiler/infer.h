@@ -8,7 +8,7 @@
 #include "netc.h"
 
 typedef enum {
-  V_NONE, V_INT, V_BOOL, V_SHAPE, V_TENSOR, V_SHARED, V_BLOCK
+  V_NONE, V_INT, V_BOOL, V_SHAPE, V_TENSOR, V_SHARED, V_BLOCK, V_REAL
 } ValKind;
 
 typedef struct Instance Instance;
@@ -16,6 +16,7 @@ typedef struct Instance Instance;
 typedef struct {
   ValKind kind;
   int64_t i;                    /* V_INT, V_BOOL */
+  double r;                     /* V_REAL */
   int64_t dims[MAX_SHAPE_DIMS]; /* V_SHAPE */
   int ndims;
   int tensor;                   /* V_TENSOR */

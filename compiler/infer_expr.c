@@ -1,6 +1,7 @@
 /* infer_expr.c: evaluating expressions (integers, booleans, shapes,
  * tensor fields, arithmetic that reports overflow) and binding call
  * arguments to parameters. */
+#include <math.h>
 #include <string.h>
 
 #include "infer.h"
@@ -8,7 +9,7 @@
 const char *kind_name(ValKind k) {
   static const char *const n[] = {"an erroneous value", "an integer",
                                   "a boolean", "a shape", "a tensor",
-                                  "a shared block", "a block"};
+                                  "a shared block", "a block", "a number"};
   return n[k];
 }
 
@@ -22,6 +23,7 @@ bool want_kind(Ctx *c, Value v, ValKind k, Loc loc, const char *what) {
 }
 
 static Value int_value(int64_t i) { return (Value){.kind = V_INT, .i = i}; }
+static Value real_value(double r) { return (Value){.kind = V_REAL, .r = r}; }
 static Value bool_value(bool b) { return (Value){.kind = V_BOOL, .i = b}; }
 
 static Value attr(Ctx *c, Scope *s, const Expr *e) {
@@ -70,6 +72,44 @@ static Value arith(Ctx *c, const Expr *e, int64_t a, int64_t b) {
   return int_value(r);
 }
 
+/* Arithmetic and comparisons with a real number (0.5, 1e-3) on either
+ * side: an integer operand is converted; % stays integers' alone. */
+static Value real_arith(Ctx *c, const Expr *e, double a, double b) {
+  double r = 0;
+  switch (e->op) {
+  case OPR_ADD: r = a + b; break;
+  case OPR_SUB: r = a - b; break;
+  case OPR_MUL: r = a * b; break;
+  case OPR_DIV:
+    if (b == 0) {
+      ierror(c, e->loc, "division by zero");
+      return none;
+    }
+    r = a / b;
+    break;
+  case OPR_LT: return bool_value(a < b);
+  case OPR_LE: return bool_value(a <= b);
+  case OPR_GT: return bool_value(a > b);
+  case OPR_GE: return bool_value(a >= b);
+  case OPR_EQ: return bool_value(a == b);
+  case OPR_NE: return bool_value(a != b);
+  default:
+    ierror(c, e->loc, "'%s' needs integers, not numbers",
+           operator_text(e->op));
+    return none;
+  }
+  if (!isfinite(r)) {
+    ierror(c, e->loc, "'%s' overflows", operator_text(e->op));
+    return none;
+  }
+  return real_value(r);
+}
+
+static bool numeric(Value v) { return v.kind == V_INT || v.kind == V_REAL; }
+static double as_real(Value v) {
+  return v.kind == V_REAL ? v.r : (double)v.i;
+}
+
 static Value binary(Ctx *c, Scope *s, const Expr *e) {
   Value a = eval_expr(c, s, e->lhs);
   if (e->op == OPR_AND || e->op == OPR_OR) {
@@ -84,6 +124,8 @@ static Value binary(Ctx *c, Scope *s, const Expr *e) {
   Value b = eval_expr(c, s, e->rhs);
   if (a.kind == V_NONE || b.kind == V_NONE)
     return none;
+  if ((a.kind == V_REAL || b.kind == V_REAL) && numeric(a) && numeric(b))
+    return real_arith(c, e, as_real(a), as_real(b));
   if (e->op == OPR_EQ || e->op == OPR_NE) {
     if (a.kind != b.kind || (a.kind != V_INT && a.kind != V_BOOL)) {
       ierror(c, e->loc, "'%s' compares integers or booleans, not %s "
@@ -108,6 +150,8 @@ static Value unary(Ctx *c, Scope *s, const Expr *e) {
   if (e->op == OPR_NOT)
     return want_kind(c, a, V_BOOL, e->lhs->loc, "the operand of '!'")
                ? bool_value(!a.i) : none;
+  if (a.kind == V_REAL)
+    return real_value(-a.r);
   if (!want_kind(c, a, V_INT, e->lhs->loc, "the operand of '-'"))
     return none;
   if (a.i == INT64_MIN) {
@@ -136,6 +180,8 @@ Value eval_expr(Ctx *c, Scope *s, const Expr *e) {
     return int_value(e->ival);
   case EX_BOOL:
     return bool_value(e->ival);
+  case EX_REAL:
+    return real_value(e->rval);
   case EX_SHAPE: {
     Value v = {.kind = V_SHAPE, .ndims = e->ndims};
     memcpy(v.dims, e->dims, sizeof v.dims);

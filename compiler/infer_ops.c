@@ -17,6 +17,8 @@ static const char *signature(Ctx *c, const OpInfo *op) {
     else if (p->is_bool)
       sig = pool_printf(c->pool, "%s, %s=%s", sig, p->name,
                         p->def ? "true" : "false");
+    else if (p->is_real)
+      sig = pool_printf(c->pool, "%s, %s=%g", sig, p->name, p->rdef);
     else
       sig = pool_printf(c->pool, "%s, %s=%lld", sig, p->name,
                         (long long)p->def);
@@ -99,12 +101,22 @@ static bool op_attrs(Ctx *c, const OpInfo *op, const Expr *e, ArgVal *args,
                   signature(c, op));
         ok = false;
       }
-      attr[i] = p->def_from >= 0 ? attr[p->def_from] : p->def;
+      attr[i] = p->def_from >= 0 ? attr[p->def_from]
+                : p->is_real      ? real_attr(p->rdef)
+                                  : p->def;
       continue;
     }
     Value v = args[a].v;
     const char *what = pool_printf(c->pool, "argument '%s' of '%s'",
                                    p->name, op->name);
+    if (p->is_real) { /* a number; an integer converts */
+      if (v.kind == V_INT)
+        v = (Value){.kind = V_REAL, .r = (double)v.i};
+      if (!want_kind(c, v, V_REAL, args[a].loc, what))
+        ok = false;
+      attr[i] = real_attr(v.r);
+      continue;
+    }
     if (!want_kind(c, v, p->is_bool ? V_BOOL : V_INT, args[a].loc, what)) {
       ok = false;
       continue;

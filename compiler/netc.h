@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "kernels/netc_rt.h" /* ConvShape, CONV_*: the runtime's shapes */
 
@@ -107,6 +108,7 @@ typedef struct Stmt Stmt;
 typedef enum {
   EX_INT,    /* 42 */
   EX_BOOL,   /* true, false */
+  EX_REAL,   /* 0.25, 1e-3 */
   EX_SHAPE,  /* 3x64x64 */
   EX_NAME,   /* x */
   EX_ATTR,   /* x.c, x.h, x.w */
@@ -128,6 +130,7 @@ struct Expr {
   ExprKind kind;
   Loc loc;
   int64_t ival;                /* EX_INT, EX_BOOL */
+  double rval;                 /* EX_REAL */
   int64_t dims[MAX_SHAPE_DIMS]; /* EX_SHAPE */
   int ndims;
   const char *name;            /* EX_NAME, EX_CALL callee, EX_ATTR field */
@@ -202,11 +205,11 @@ Decl *parse_file(Diag *d, Pool *pool, int file);
 typedef enum {
   OP_CONV, OP_BATCHNORM, OP_RELU, OP_ADD, OP_MAXPOOL, OP_AVGPOOL,
   OP_GLOBAL_AVGPOOL, OP_DENSE, OP_FLATTEN, OP_SOFTMAX_XENT, OP_SIGMOID,
-  OP_SCALE,
+  OP_SCALE, OP_DROPOUT,
   OP_CONV_BWD, /* the first internal op */
   OP_BATCHNORM_BWD, OP_RELU_BWD, OP_MAXPOOL_BWD, OP_AVGPOOL_BWD,
   OP_GLOBAL_AVGPOOL_BWD, OP_DENSE_BWD, OP_SOFTMAX_XENT_BWD, OP_SIGMOID_BWD,
-  OP_SCALE_BWD, OP_SCALE_BWD_S,
+  OP_SCALE_BWD, OP_SCALE_BWD_S, OP_DROPOUT_BWD,
   OP_GRAD_ADD,
   OP_BN_RELU_RECOMPUTE, OP_UPDATE, OP_ALLREDUCE, OP_ALLREDUCE_WAIT,
   OP_COUNT,
@@ -225,11 +228,26 @@ enum {
 typedef struct {
   const char *name;
   bool is_bool;
+  bool is_real;      /* a number (dropout's p): the attribute holds its
+                        double's bits (attr_real) */
+  double rdef;       /* its default */
   bool required;
   int64_t def;       /* default value when !required and def_from < 0 */
   int def_from;      /* index of the parameter whose value is the default,
                         or -1 */
 } OpParam;
+
+/* A real parameter's value from its attribute, and back. */
+static inline double attr_real(int64_t a) {
+  double r;
+  memcpy(&r, &a, sizeof r);
+  return r;
+}
+static inline int64_t real_attr(double r) {
+  int64_t a;
+  memcpy(&a, &r, sizeof a);
+  return a;
+}
 
 /* Attribute indices, in parameter order. */
 enum { CONV_OUT, CONV_K, CONV_STRIDE, CONV_PAD, CONV_BIAS, CONV_GROUPS };
@@ -315,12 +333,14 @@ typedef enum {
   KA_LOSS_SCALE,     /* s->loss_scale: the loss gradient's share of the
                         global batch (data-parallel runs, accumulation) */
   KA_SMOOTHING,      /* s->label_smoothing (train --label-smoothing) */
+  KA_STEP_KEY,       /* s->step_key: dropout's masks of this step */
+  KA_TRAINING,       /* forward: 1 training, 0 evaluation */
 } KernelArg;
 
 /* The runtime's shape structs (runtime/kernels/netc_rt.h). */
 typedef enum {
   SK_NONE, SK_CONV, SK_POOL, SK_BN, SK_DENSE, SK_GAP, SK_XENT, SK_ELT,
-  SK_COUNT
+  SK_DROP, SK_COUNT
 } ShapeKind;
 
 typedef struct {

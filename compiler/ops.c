@@ -111,6 +111,18 @@ static bool infer_scale(const Shape *in, const int64_t *a, Shape *out,
   return true;
 }
 
+static bool infer_dropout(const Shape *in, const int64_t *a, Shape *out,
+                          Pool *p, const char **why) {
+  (void)in, (void)out;
+  double r = attr_real(a[0]);
+  if (!(r >= 0 && r < 1)) { /* "p=": reported at that argument */
+    *why = pool_printf(p, "p=%g must be in [0, 1): the probability of "
+                          "zeroing an element", r);
+    return false;
+  }
+  return true;
+}
+
 static bool infer_global_avgpool(const Shape *in, const int64_t *a,
                                  Shape *out, Pool *p, const char **why) {
   (void)in, (void)a, (void)p, (void)why;
@@ -254,6 +266,7 @@ static double softmax_flops(const Shape *in, const Shape *out,
 #define REQUIRED(n) {.name = n, .required = true, .def_from = -1}
 #define INT(n, d) {.name = n, .def = d, .def_from = -1}
 #define BOOL(n, d) {.name = n, .is_bool = true, .def = d, .def_from = -1}
+#define REAL(n, d) {.name = n, .is_real = true, .rdef = d, .def_from = -1}
 #define SAME_AS(n, i) {.name = n, .def_from = i}
 #define ARGS(...) {__VA_ARGS__, KA_END}
 /* Extra tensors: saved for the backward op, or scratch for this op. */
@@ -323,6 +336,17 @@ static const OpInfo table[OP_COUNT] = {
         .onnx = "Mul", /* s is N x C x 1 x 1: ONNX broadcasts it */
         .kernel = {"scale_forward", NULL,
                    ARGS(KA_OUT, KA_IN0, KA_IN1, KA_SHAPE)}},
+    [OP_DROPOUT] = {
+        .name = "dropout",
+        .doc = "in training, zero with probability p, the rest times "
+               "1/(1-p); the identity in evaluation",
+        .ninputs = 1, .user = true, .params = {REAL("p", 0.5)},
+        .nparams = 1, .backward = OP_DROPOUT_BWD, .infer = infer_dropout,
+        .flops = elementwise_flops, .inplace = 1, .shape = SK_DROP,
+        .onnx = "Identity", /* exported for inference */
+        .kernel = {"dropout_forward", NULL,
+                   ARGS(KA_OUT, KA_IN0, KA_SHAPE, KA_STEP_KEY,
+                        KA_TRAINING)}},
     [OP_MAXPOOL] = {
         .name = "maxpool", .doc = "max pooling", .ninputs = 1, .user = true,
         .params = {REQUIRED("k"), SAME_AS("stride", POOL_K), INT("pad", 0)},
@@ -423,6 +447,14 @@ static const OpInfo table[OP_COUNT] = {
         .bwd_in = {BI_DY, BI_X_KEPT}, .nbwd_in = 2, .shape = SK_GAP,
         .kernel = {"scale_backward_s", NULL,
                    ARGS(KA_OUT, KA_IN0, KA_IN1, KA_SHAPE, KA_ACC)}},
+    [OP_DROPOUT_BWD] = {
+        .name = "dropout_backward",
+        .doc = "dX = dY / (1-p) where the step's mask kept, else 0 (the mask "
+               "is recomputed, not kept)",
+        .ninputs = 1, .backward = OP_NONE, .bwd_flops = BF_FORWARD,
+        .bwd_in = {BI_DY}, .nbwd_in = 1, .inplace = 1, .shape = SK_DROP,
+        .kernel = {"dropout_backward", NULL,
+                   ARGS(KA_OUT, KA_IN0, KA_SHAPE, KA_STEP_KEY, KA_ACC)}},
     [OP_MAXPOOL_BWD] = {
         .name = "maxpool_backward", .doc = "dX from dY, argmax",
         .ninputs = 2, .backward = OP_NONE, .bwd_flops = BF_FORWARD,

@@ -66,6 +66,7 @@ static Expr *bounded(struct ParseCtx *pc, Expr *e) {
 
 %union {
   int64_t ival;
+  double rval;
   const char *str;
   struct ShapeLit shape;
   Expr *expr;
@@ -81,6 +82,7 @@ static Expr *bounded(struct ParseCtx *pc, Expr *e) {
 %token RETURN "return" REPEAT "repeat" IF "if" ELSE "else"
 %token ARROW "->" EQ "==" NE "!=" LE "<=" GE ">=" AND "&&" OR "||"
 %token <ival> INT "integer" BOOL "boolean"
+%token <rval> REAL "number"
 %token <shape> SHAPE "shape"
 %token <str> IDENT "identifier" STRING "string"
 
@@ -226,9 +228,11 @@ chain_target:
   | call
   ;
 
-/* primary: INT | BOOL | SHAPE | IDENT | primary '.' IDENT | call | '(' expr ')' */
+/* primary: INT | REAL | BOOL | SHAPE | IDENT | primary '.' IDENT | call
+ *        | '(' expr ')' */
 primary:
     INT  { $$ = new_expr(P, EX_INT, L(@1)); $$->ival = $1; }
+  | REAL { $$ = new_expr(P, EX_REAL, L(@1)); $$->rval = $1; }
   | BOOL { $$ = new_expr(P, EX_BOOL, L(@1)); $$->ival = $1; }
   | SHAPE {
       $$ = new_expr(P, EX_SHAPE, L(@1));

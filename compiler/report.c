@@ -99,6 +99,8 @@ static void print_attrs(FILE *out, const Node *n) {
     if (op->params[i].is_bool)
       fprintf(out, " %s=%s", op->params[i].name,
               n->attr[i] ? "true" : "false");
+    else if (op->params[i].is_real)
+      fprintf(out, " %s=%g", op->params[i].name, attr_real(n->attr[i]));
     else
       fprintf(out, " %s=%lld", op->params[i].name, (long long)n->attr[i]);
   }

@@ -217,6 +217,61 @@ START_TEST(test_scale_forward) {
 }
 END_TEST
 
+/* Dropout: the share of zeros is p (within 4 standard deviations of a
+ * binomial count), the rest is x / (1 - p) exactly; another key or salt
+ * gives another mask; evaluation and p = 0 copy x; one thread or two give
+ * the same bits; the backward op zeroes where the forward op did. */
+START_TEST(test_dropout) {
+  seed(1470);
+  enum { N = 20000 };
+  float *x = randv(N), *y = alloc_f(N), *y2 = alloc_f(N), *g = alloc_f(N);
+  for (int i = 0; i < N; i++)
+    x[i] += 0.5f; /* no exact zeros in x */
+  const float ps[] = {0.1f, 0.5f, 0.9f};
+  for (int k = 0; k < 3; k++) {
+    DropShape s = {N, ps[k], rt_dropout_salt("stage1.dropout1")};
+    uint64_t key = rt_step_key(1, 7, 0, 0);
+    dropout_forward(y, x, &s, key, 1);
+    int zeros = 0;
+    float scale = 1.0f / (1.0f - s.p);
+    for (int i = 0; i < N; i++) {
+      if (y[i] == 0.0f)
+        zeros++;
+      else
+        ck_assert_float_eq(y[i], x[i] * scale);
+    }
+    double want = N * (double)s.p, sd = sqrt(want * (1 - s.p));
+    ck_assert_msg(fabs(zeros - want) < 4 * sd, "p=%g: %d zeros of %d",
+                  (double)s.p, zeros, N);
+    int threads = rt_threads();
+    rt_set_threads(threads == 1 ? 2 : 1);
+    dropout_forward(y2, x, &s, key, 1);
+    rt_set_threads(threads);
+    ck_assert_int_eq(memcmp(y, y2, sizeof(float) * N), 0);
+    dropout_backward(g, x, &s, key, 0); /* dy = x: g is y again */
+    ck_assert_int_eq(memcmp(g, y, sizeof(float) * N), 0);
+    dropout_forward(y2, x, &s, rt_step_key(1, 8, 0, 0), 1);
+    ck_assert_int_ne(memcmp(y, y2, sizeof(float) * N), 0);
+    DropShape other = s;
+    other.salt = rt_dropout_salt("stage1.dropout2");
+    dropout_forward(y2, x, &other, key, 1);
+    ck_assert_int_ne(memcmp(y, y2, sizeof(float) * N), 0);
+    dropout_forward(y2, x, &s, key, 0); /* evaluation */
+    ck_assert_int_eq(memcmp(y2, x, sizeof(float) * N), 0);
+    float *acc = filled(N, 1.0f);
+    dropout_backward(acc, x, &s, key, 1);
+    expect_plus_one("dropout dx (add)", acc, g, N);
+    free(acc);
+  }
+  DropShape none = {N, 0.0f, 7};
+  dropout_forward(y, x, &none, 3, 1);
+  ck_assert_int_eq(memcmp(y, x, sizeof(float) * N), 0);
+  dropout_backward(g, x, &none, 3, 0);
+  ck_assert_int_eq(memcmp(g, x, sizeof(float) * N), 0);
+  free(x), free(y), free(y2), free(g);
+}
+END_TEST
+
 /* ---- (b) backward kernels against finite differences -------------------- */
 
 /* Also against rt_ref_conv_backward, which shares no code with it. */
@@ -460,6 +515,7 @@ Suite *suite_runtime(void) {
   tcase_add_test(tc, test_elementwise_forward);
   tcase_add_test(tc, test_sigmoid_forward);
   tcase_add_test(tc, test_scale_forward);
+  tcase_add_test(tc, test_dropout);
   suite_add_tcase(s, tc);
   tc = tcase_create("gradients");
   tcase_set_timeout(tc, 60);

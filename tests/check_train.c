@@ -75,6 +75,47 @@ START_TEST(test_resume_gives_the_same_losses) {
 }
 END_TEST
 
+/* Dropout's masks come from (seed, step, element): a run stopped and
+ * resumed draws the same ones as a run straight through, and so gives the
+ * same losses; the masks change the losses (against p = 0). */
+START_TEST(test_dropout_resumes_exactly) {
+  setup();
+  const char *dir = "build/testdata/drop10", *t = "build/testdata/drop10/drop10";
+  build_with("tests/train/drop10.net", 64, dir, "drop10", "");
+  const char *a = "build/testdata/run-drop-straight";
+  const char *b = "build/testdata/run-drop-resumed";
+  MUST("rm -rf %s %s", a, b);
+  MUST("%s train --data %s --epochs 2 --threads 2 --out %s --no-plots "
+       ">/dev/null 2>&1", t, data, a);
+  MUST("%s train --data %s --epochs 2 --threads 2 --out %s --no-plots "
+       "--max-steps 100 >/dev/null 2>&1", t, data, b);
+  MUST("%s train --data %s --epochs 2 --threads 2 --out %s --no-plots "
+       "--resume >/dev/null 2>&1", t, data, b);
+  char ca[256], cb[256];
+  snprintf(ca, sizeof ca, "%s/metrics.csv", a);
+  snprintf(cb, sizeof cb, "%s/metrics.csv", b);
+  char *x = loss_columns(ca), *y = loss_columns(cb);
+  ck_assert_str_eq(x, y);
+  free(y);
+  /* The same network without dropout's zeros trains otherwise. */
+  const char *c = "build/testdata/run-drop-none";
+  /* (two levels below the root, so that its import finds models/) */
+  MUST("mkdir -p build/dropnone && sed 's/dropout([^)]*)/dropout(0)/g' "
+       "tests/train/drop10.net > build/dropnone/none.net");
+  build_with("build/dropnone/none.net", 64, "build/testdata/drop10-none",
+             "drop10", "");
+  MUST("rm -rf %s && build/testdata/drop10-none/drop10 train --data %s "
+       "--epochs 2 --threads 2 --out %s --no-plots >/dev/null 2>&1", c, data,
+       c);
+  char cc[256];
+  snprintf(cc, sizeof cc, "%s/metrics.csv", c);
+  y = loss_columns(cc);
+  ck_assert_str_ne(x, y);
+  free(x);
+  free(y);
+}
+END_TEST
+
 /* One trainer per run directory: a second one exits 1 at once, names
  * the holder and changes nothing; a SIGKILLed holder leaves no lock;
  * eval, export and predict read complete checkpoints of a run in
@@ -370,6 +411,7 @@ Suite *suite_train(void) {
   tcase_add_test_unsanitized(tc, test_learns_ten_classes);
   tcase_add_test_unsanitized(tc, test_resume_gives_the_same_losses);
   tcase_add_test(tc, test_kill_and_resume);
+  tcase_add_test_unsanitized(tc, test_dropout_resumes_exactly);
   tcase_add_test(tc, test_one_trainer_per_run_dir);
   tcase_add_test(tc, test_full_disk);
   tcase_add_test(tc, test_foreign_checkpoints_refused);

@@ -126,6 +126,37 @@ void scale_backward_s(float *ds, const float *dy, const float *x,
     }
 }
 
+void dropout_forward(float *y, const float *x, const DropShape *s,
+                     uint64_t key, int training) {
+  int64_t n = s->n;
+  if (!training || s->p == 0.0f) {
+    if (y != x)
+      memcpy(y, x, (size_t)n * sizeof *y);
+    return;
+  }
+  uint64_t k = rt_splitmix64(key ^ s->salt);
+  uint32_t t = rt_dropout_threshold(s->p);
+  float scale = 1.0f / (1.0f - s->p);
+#pragma omp parallel for simd schedule(static)
+  for (int64_t i = 0; i < n; i++)
+    y[i] = rt_dropout_kept(k, i, t) ? x[i] * scale : 0.0f;
+}
+
+void dropout_backward(float *dx, const float *dy, const DropShape *s,
+                      uint64_t key, int acc) {
+  int64_t n = s->n;
+  uint64_t k = rt_splitmix64(key ^ s->salt);
+  uint32_t t = rt_dropout_threshold(s->p);
+  float scale = 1.0f / (1.0f - s->p);
+  if (s->p == 0.0f) /* every element kept, times 1 */
+    t = 0, scale = 1.0f;
+#pragma omp parallel for simd schedule(static)
+  for (int64_t i = 0; i < n; i++) {
+    float g = rt_dropout_kept(k, i, t) ? dy[i] * scale : 0.0f;
+    dx[i] = acc ? dx[i] + g : g;
+  }
+}
+
 void add_forward(float *y, const float *a, const float *b, const EltShape *s) {
   int64_t n = s->n;
 #pragma omp parallel for simd schedule(static)

@@ -100,6 +100,14 @@ typedef struct {
   int64_t n;
 } EltShape;
 
+/* Dropout over n floats: zero with probability p; salt tells its layers
+ * apart (rt_dropout_salt of the layer's name). */
+typedef struct {
+  int64_t n;
+  float p;
+  uint32_t salt;
+} DropShape;
+
 /* Batchnorm's workspace: per-chunk partial sums (BN_CHUNKS chunks of rows,
  * fewer if M < BN_CHUNKS, 2 x C doubles each; a fixed chunk count, so the
  * sums, and so the results, are the same for every thread count) and
@@ -425,6 +433,63 @@ void scale_backward(float *dx, const float *dy, const float *sc,
  * in double, in pixel order: the same for any thread count. */
 void scale_backward_s(float *ds, const float *dy, const float *x,
                       const GapShape *s, int acc);
+
+/* Inverted dropout, as nn.Dropout(p): in training, y = x / (1 - p) where
+ * the step's mask keeps element e, else 0; in evaluation y = x. The mask
+ * is a hash of (key, salt, e), so the backward pass recomputes it and no
+ * thread count changes it; key is the step's (rt_step_key). */
+void dropout_forward(float *y, const float *x, const DropShape *s,
+                     uint64_t key, int training);
+/* dx = dy / (1 - p) where the mask of the same key kept, else 0. */
+void dropout_backward(float *dx, const float *dy, const DropShape *s,
+                      uint64_t key, int acc);
+
+/* ---- dropout's random numbers: pure functions of their arguments, so
+ * that --resume and any thread count give the same masks, and so that
+ * tests/reference/torch_ref.py computes the same ones ------------------ */
+
+static inline uint64_t rt_splitmix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+/* The key of one training forward: the run's seed, the global step, the
+ * process's rank and the micro-batch (train --accumulate). */
+static inline uint64_t rt_step_key(uint64_t seed, uint64_t step,
+                                   uint64_t rank, uint64_t micro) {
+  uint64_t k = rt_splitmix64(seed);
+  k = rt_splitmix64(k ^ step);
+  k = rt_splitmix64(k ^ rank);
+  return rt_splitmix64(k ^ micro);
+}
+/* FNV-1a of a layer's name. */
+static inline uint32_t rt_dropout_salt(const char *name) {
+  uint32_t h = 2166136261u;
+  for (; *name; name++)
+    h = (h ^ (unsigned char)*name) * 16777619u;
+  return h;
+}
+static inline uint32_t rt_mix32(uint32_t h) {
+  h ^= h >> 16;
+  h *= 0x85ebca6bu;
+  h ^= h >> 13;
+  h *= 0xc2b2ae35u;
+  return h ^ (h >> 16);
+}
+/* Element e is kept when the top 24 bits of its hash, a uniform number
+ * in [0, 2^24), are at least p * 2^24: with probability 1 - p. The layer
+ * key is rt_splitmix64(step key ^ salt). */
+static inline uint32_t rt_dropout_threshold(float p) {
+  return (uint32_t)((double)p * 16777216.0 + 0.5);
+}
+static inline int rt_dropout_kept(uint64_t layer_key, int64_t e,
+                                  uint32_t threshold) {
+  uint32_t lo = (uint32_t)e, hi = (uint32_t)((uint64_t)e >> 32);
+  uint32_t h = rt_mix32(lo ^ (uint32_t)layer_key);
+  h = rt_mix32(h ^ (hi + (uint32_t)(layer_key >> 32)));
+  return (h >> 8) >= threshold;
+}
 
 void add_forward(float *y, const float *a, const float *b, const EltShape *s);
 /* relu(a + b) in one pass. */

@@ -119,6 +119,9 @@ struct NetcState {
   unsigned char *accum;   /* netc_accum_bytes(model); NULL when K = 1 */
   float loss_scale;
   double comm_seconds;    /* time spent waiting for reductions, summed */
+  /* Dropout's masks in the next training forward and its backward: the
+   * trainer sets it per step and micro-batch (rt_step_key). */
+  uint64_t step_key;
 };
 
 /* s->profile bits: the generated code calls netc_profile_mark (profile.c)

@@ -66,6 +66,7 @@ typedef struct {
 /* n training steps; -1 after a message if one fails. */
 static int steps(NetcState *s, NetcOptimizer *o, long n, Bench *b) {
   for (long i = 0; i < n; i++) {
+    s->step_key = rt_step_key(0, (uint64_t)(b->done + i), 0, 0);
     StepResult r = train_step(s, o, o->lr);
     if (r.status != STEP_OK) {
       char why[512];

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/netc_rt.h"
 #include "trainer/commands.h"
 #include "trainer/options.h"
 #include "trainer/step.h"
@@ -262,6 +263,7 @@ static int compare_bn_stats(const NetcState *s, RefFile *ref, Diffs *d,
 /* Forward and backward without an update: the gradients are kept. */
 static int compare_step(NetcState *s, RefFile *ref, Diffs *d) {
   const NetcModel *m = s->model;
+  s->step_key = rt_step_key(0, 0, 0, 0); /* torch_ref.py's dropout masks */
   m->forward(s, 1);
   Record *logits = find(ref, "logits"), *loss = find(ref, "loss");
   if (!logits || !loss ||
@@ -300,6 +302,7 @@ static int compare_steps(NetcState *s, RefFile *ref, Diffs *d) {
   optim_step(&o, s);
   got[0] = s->loss;
   for (int i = 1; i < n && rc == 0; i++) {
+    s->step_key = rt_step_key(0, (uint64_t)i, 0, 0);
     StepResult r = train_step(s, &o, hp[0]);
     got[i] = r.loss;
     if (r.status != STEP_OK) {

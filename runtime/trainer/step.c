@@ -104,6 +104,7 @@ void random_batch(NetcState *s, uint64_t seed) {
 static int run_steps(NetcState *s, NetcOptimizer *o, long steps) {
   char why[512];
   for (long i = 0; i < steps; i++) {
+    s->step_key = rt_step_key(0, (uint64_t)i, 0, 0);
     StepResult r = train_step(s, o, o->lr);
     printf("step %ld loss %.6f\n", i + 1, r.loss);
     if (r.status != STEP_OK) {

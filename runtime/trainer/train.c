@@ -354,6 +354,10 @@ static int run_step(Run *run, Loader *l, int steps, double *last_report,
   for (s->micro = 0; s->micro < s->accumulate; s->micro++) {
     if (s->micro > 0 && loader_next(l, x, y) <= 0)
       return -1; /* cannot be: an epoch has whole steps */
+    /* dropout's masks: from the run's seed and place, so a resumed run
+     * draws the same ones */
+    s->step_key = rt_step_key(r->seed, (uint64_t)r->global_step,
+                              (uint64_t)comm_rank(), (uint64_t)s->micro);
     res = train_step(s, run->o, lr);
     if (res.status != STEP_OK) {
       locate_nonfinite(run, l, &res);

@@ -23,11 +23,64 @@ import argparse
 import json
 import struct
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 import modules
 from modules import ModuleNet
+
+
+# ---- dropout's masks, as runtime/kernels/netc_rt.h draws them: a hash of
+# (the step's key, the layer's salt, the element's NHWC index) ------------
+
+M64 = (1 << 64) - 1
+
+
+def splitmix64(x):
+    x = (x + 0x9e3779b97f4a7c15) & M64
+    x = ((x ^ (x >> 30)) * 0xbf58476d1ce4e5b9) & M64
+    x = ((x ^ (x >> 27)) * 0x94d049bb133111eb) & M64
+    return x ^ (x >> 31)
+
+
+def step_key(seed, step, rank=0, micro=0):
+    k = splitmix64(seed)
+    for v in (step, rank, micro):
+        k = splitmix64(k ^ v)
+    return k
+
+
+def layer_salt(name):
+    h = 2166136261
+    for ch in name.encode():
+        h = ((h ^ ch) * 16777619) & 0xffffffff
+    return h
+
+
+def mix32(h):
+    h = h ^ (h >> np.uint32(16))
+    h = h * np.uint32(0x85ebca6b)
+    h = h ^ (h >> np.uint32(13))
+    h = h * np.uint32(0xc2b2ae35)
+    return h ^ (h >> np.uint32(16))
+
+
+def dropout_mask(shape, p32, key, name):
+    """netc's keep mask (NCHW, as float32) of a dropout layer `name` on a
+    tensor of `shape` at the step of `key`."""
+    n, c, h, w = shape
+    lk = splitmix64(key ^ layer_salt(name))
+    idx = np.arange(n * h * w * c, dtype=np.uint64)  # NHWC order
+    lo = (idx & np.uint64(0xffffffff)).astype(np.uint32)
+    hi = (idx >> np.uint64(32)).astype(np.uint32)
+    with np.errstate(over="ignore"):
+        hsh = mix32(lo ^ np.uint32(lk & 0xffffffff))
+        hsh = mix32(hsh ^ (hi + np.uint32(lk >> 32)))
+    threshold = int(float(p32) * 16777216.0 + 0.5)
+    kept = (hsh >> np.uint32(8)) >= threshold
+    nchw = kept.reshape(n, h, w, c).transpose(0, 3, 1, 2)
+    return torch.from_numpy(np.ascontiguousarray(nchw).astype(np.float32))
 
 
 class Records:
@@ -55,6 +108,7 @@ class Net:
 
     def __init__(self, graph, gen):
         self.g = graph
+        self.step = 0  # train() sets it: the dropout masks' step
         self.tensors = {t["id"]: t for t in graph["tensors"]}
         self.nodes = graph["nodes"]
         self.producer = {n["out"]: n for n in self.nodes}
@@ -108,6 +162,12 @@ class Net:
                 y = torch.sigmoid(ins[0])
             elif op == "scale":  # s is N x C x 1 x 1
                 y = ins[0] * ins[1]
+            elif op == "dropout":  # netc's mask at this step (compare's key)
+                p32 = np.float32(a["p"])
+                scale = float(np.float32(1) / (np.float32(1) - p32))
+                mask = dropout_mask(tuple(ins[0].shape), p32,
+                                    step_key(0, self.step), n["path"])
+                y = ins[0] * (mask.to(ins[0].dtype) * scale)
             elif op == "add":
                 y = ins[0] + ins[1]
             elif op == "maxpool":
@@ -261,6 +321,7 @@ def train(net, x, labels, args, dtype, names):
     losses = []
     for step in range(args.steps):
         opt.zero_grad()
+        net.step = step  # dropout's masks: compare's key for this step
         loss = net.forward(x, labels)
         loss.backward()
         if step == 0:
