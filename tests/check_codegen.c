@@ -139,7 +139,7 @@ START_TEST(test_generated_code_is_clean_and_deterministic) {
   ck_assert_ptr_nonnull(strstr(c, "#define T_stage2_bottleneck1_conv2 "));
   /* Shapes as the dumps print them (NxCxHxW), sizes in a named struct. */
   ck_assert_ptr_nonnull(strstr(
-      c, "/* models/blocks.net:23:9 stage2.bottleneck1.conv2: conv -> "
+      c, "/* models/blocks.net:28:9 stage2.bottleneck1.conv2: conv -> "
          "64x128x8x8 */\n  conv_forward(F(T_stage2_bottleneck1_conv2), "));
   ck_assert_ptr_nonnull(strstr(
       c, "static const ConvShape L_stage2_bottleneck1_conv2 = {.N = 64, "

@@ -148,6 +148,22 @@ static void init(Writer *w, const char *name, const int64_t *dims, int ndims,
   push(&w->inits, t);
 }
 
+/* A 1-D int64 initializer (Unsqueeze's axes). */
+static void init_i64(Writer *w, const char *name, const int64_t *v, int n) {
+  Onnx__TensorProto *t = bag(&w->b, sizeof *t);
+  onnx__tensor_proto__init(t);
+  t->name = bag_str(&w->b, name);
+  t->has_data_type = 1, t->data_type = ONNX__TENSOR_PROTO__DATA_TYPE__INT64;
+  t->n_dims = 1;
+  t->dims = bag(&w->b, sizeof(int64_t));
+  t->dims[0] = n;
+  t->has_raw_data = 1;
+  t->raw_data.len = sizeof(int64_t) * (size_t)n;
+  t->raw_data.data = bag(&w->b, t->raw_data.len + 1);
+  memcpy(t->raw_data.data, v, t->raw_data.len);
+  push(&w->inits, t);
+}
+
 /* Parameter p as an initializer, in PyTorch's layout. */
 static const char *param_init(Writer *w, int p) {
   const NetcModel *m = w->s->model;
@@ -370,9 +386,17 @@ static int graph_nodes(Writer *w, const char **value, int *rank,
            (Onnx__AttributeProto *[]){attr_float(w, "epsilon", w->s->bn_eps),
                                       NULL});
     } else if (l->onnx) {
-      node(w, l->onnx, l->layer,
-           (const char *[]){x, l->nin > 1 ? value[l->in[1]] : NULL, NULL},
-           out, NULL);
+      const char *b = l->nin > 1 ? value[l->in[1]] : NULL;
+      if (b && r == 4 && rank[l->in[1]] == 2) {
+        /* a per-channel factor after a dense layer (squeeze-excitation's
+         * gate): N x C to N x C x 1 x 1, for ONNX's broadcast */
+        const char *axes = bag_name(w, l->layer, "axes");
+        const char *b4 = bag_name(w, l->layer, "nchw");
+        init_i64(w, axes, (const int64_t[]){2, 3}, 2);
+        node(w, "Unsqueeze", b4, (const char *[]){b, axes, NULL}, b4, NULL);
+        b = b4;
+      }
+      node(w, l->onnx, l->layer, (const char *[]){x, b, NULL}, out, NULL);
     } else if (!strcmp(l->op, "maxpool") || !strcmp(l->op, "avgpool")) {
       int64_t k[2] = {a[0], a[0]}, st[2] = {a[1], a[1]};
       int64_t pads[4] = {a[2], a[2], a[2], a[2]};
