@@ -262,7 +262,7 @@ train: all
 # docs/benchmarks.md): netc's bench, PyTorch in both memory formats, and
 # netc's real train command end to end on TinyImageNet (E2E=0 skips it).
 # BENCH_MODELS, BATCH, THREADS, STEPS, PROFILE=1, E2E, E2E_STEPS, DATA.
-BENCH_MODELS ?= models/resnet18.net models/resnet50.net
+BENCH_MODELS ?= models/resnet18.net models/resnet50.net models/resnext50_32x4d.net
 bench: all
 	@sh .ci/deps test
 	@sh tests/bench/run.sh $(BUILD)/netc $(BUILD)/bench $(BENCH_MODELS)

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """torch_bench.py: PyTorch training throughput for the netc benchmark.
 
-    python3 torch_bench.py resnet18|34|50|101|152 [--batch 64] [--threads 2]
+    python3 torch_bench.py resnet18|34|50|101|152|resnext50_32x4d|
+        se_resnet50|wide_resnet50_2 [--batch 64] [--threads 2]
         [--steps 5] [--warmup 2] [--windows 3]
         [--format both|contiguous|channels_last]
 
@@ -59,17 +60,25 @@ class BasicBlock(nn.Module):
 
 
 class Bottleneck(nn.Module):
+    """torchvision's, with its groups and width_per_group (base: ResNeXt,
+    Wide ResNet), and se: a squeeze-excitation gate of reduction 16 on the
+    residual branch (SE-ResNet)."""
     expansion = 4
 
-    def __init__(self, cin, width, stride=1):
+    def __init__(self, cin, width, stride=1, groups=1, base=64, se=False):
         super().__init__()
-        out = width * 4
-        self.conv1 = nn.Conv2d(cin, width, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
-        self.conv2 = nn.Conv2d(width, width, 3, stride, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(width)
-        self.conv3 = nn.Conv2d(width, out, 1, bias=False)
+        out, mid = width * 4, width * base // 64 * groups
+        self.conv1 = nn.Conv2d(cin, mid, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(mid)
+        self.conv2 = nn.Conv2d(mid, mid, 3, stride, 1, groups=groups,
+                               bias=False)
+        self.bn2 = nn.BatchNorm2d(mid)
+        self.conv3 = nn.Conv2d(mid, out, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(out)
+        self.se = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                nn.Linear(out, out // 16), nn.ReLU(inplace=True),
+                                nn.Linear(out // 16, out), nn.Sigmoid()) \
+            if se else None
         self.down = None
         if stride != 1 or cin != out:
             self.down = nn.Sequential(nn.Conv2d(cin, out, 1, stride, bias=False),
@@ -79,11 +88,13 @@ class Bottleneck(nn.Module):
         y = F.relu(self.bn1(self.conv1(x)), inplace=True)
         y = F.relu(self.bn2(self.conv2(y)), inplace=True)
         y = self.bn3(self.conv3(y))
+        if self.se is not None:
+            y = y * self.se(y)[:, :, None, None]
         return F.relu(y + (x if self.down is None else self.down(x)), inplace=True)
 
 
 class ResNet(nn.Module):
-    def __init__(self, block, layers, classes=200):
+    def __init__(self, block, layers, classes=200, **kw):
         super().__init__()
         self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
@@ -93,7 +104,8 @@ class ResNet(nn.Module):
             width = 64 << i
             blocks = []
             for j in range(n):
-                blocks.append(block(cin, width, 2 if (j == 0 and i > 0) else 1))
+                blocks.append(block(cin, width, 2 if (j == 0 and i > 0) else 1,
+                                    **kw))
                 cin = width * block.expansion
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.Sequential(*stages)
@@ -112,7 +124,11 @@ MODELS = {"resnet18": (BasicBlock, [2, 2, 2, 2]),
           "resnet34": (BasicBlock, [3, 4, 6, 3]),
           "resnet50": (Bottleneck, [3, 4, 6, 3]),
           "resnet101": (Bottleneck, [3, 4, 23, 3]),
-          "resnet152": (Bottleneck, [3, 8, 36, 3])}
+          "resnet152": (Bottleneck, [3, 8, 36, 3]),
+          "resnext50_32x4d": (Bottleneck, [3, 4, 6, 3], {"groups": 32,
+                                                          "base": 4}),
+          "wide_resnet50_2": (Bottleneck, [3, 4, 6, 3], {"base": 128}),
+          "se_resnet50": (Bottleneck, [3, 4, 6, 3], {"se": True})}
 
 
 FORMATS = {"contiguous": torch.contiguous_format,
@@ -124,7 +140,9 @@ def run_one(args):
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     fmt = FORMATS[args.format]
-    model = ResNet(*MODELS[args.model]).train().to(memory_format=fmt)
+    block, layers, *kw = MODELS[args.model]
+    model = ResNet(block, layers, **(kw[0] if kw else {})).train() \
+        .to(memory_format=fmt)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9,
                           weight_decay=5e-4)
     x = torch.randn(args.batch, 3, 64, 64).to(memory_format=fmt)
