@@ -97,7 +97,8 @@ bool apply_defines(Diag *d, Pool *pool, Decl *decls, const Define *defs,
     if (!e) {
       diag_error(d, net->loc, "-D %s=%s: '%s' is not a value (write an "
                  "integer such as 10, a number such as 0.25, true or "
-                 "false, or a shape such as 3x32x32)", defs[i].name, defs[i].value, defs[i].value);
+                 "false, or a shape such as 3x32x32)",
+                 defs[i].name, defs[i].value, defs[i].value);
       continue;
     }
     p->def = e;
