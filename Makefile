@@ -56,7 +56,7 @@ COMPILER_OBJ := $(addprefix $(BUILD)/,$(COMPILER_SRC:.c=.o)) \
 # goes into libnetcrt.a.
 RT_LAYERS  := util kernels data model formats trainer
 RT_SRC     := $(filter-out runtime/trainer/trainer.c,$(foreach l,$(RT_LAYERS),$(wildcard runtime/$(l)/*.c)))
-RT_HEADERS := $(wildcard runtime/*/*.h)
+RT_HEADERS := $(wildcard runtime/*/*.h runtime/kernels/isa/*.h)
 RT_OBJ := $(patsubst runtime/%.c,$(BUILD)/rt/%.o,$(RT_SRC))
 # runtime/kernels/isa/ holds kernels compiled once per instruction set;
 # the trainer picks one at run time (rt_set_isa). -ffp-contract=fast:

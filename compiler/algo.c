@@ -140,15 +140,17 @@ void choose_conv_algos(Graph *g, const ConvChoice *c) {
     ConvShape s = node_conv_shape(g, i);
     const int *tuned = tuning_find(c->tuning, &s);
     for (int pass = 0; pass < CONV_PASSES; pass++) {
-      if (s.groups > 1) { /* only GEMM knows groups (conv.c) */
-        n->algo[pass] = CONV_GEMM;
-        continue;
-      }
+      /* A grouped layer is not tuned (its key would be a dense one's):
+       * CONV_DIRECT, where conv_algo_of lets it run, unless asked. */
       int a = c->policy != CONV_POLICY_AUTO ? c->policy >> (8 * pass) & 0xff
+              : s.groups > 1                ? CONV_DIRECT
               : tuned                       ? tuned[pass]
                                             : model(&s, pass, c->isa);
-      /* What the runtime would run: Winograd only fits 3x3 stride 1. */
-      n->algo[pass] = conv_is_wino(a) && !conv_wino_fits(&s) ? CONV_GEMM : a;
+      /* What the runtime would run (Winograd only fits 3x3 stride 1;
+       * a grouped layer's strided dX is GEMM). */
+      ConvShape q = s;
+      q.algo = q.algo_dx = q.algo_dw = a;
+      n->algo[pass] = conv_algo_of(&q, pass);
     }
   }
 }

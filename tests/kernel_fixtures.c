@@ -179,8 +179,9 @@ const ConvCase conv_cases[NCONV] = {
     {{2, 15, 15, 40, 70, 1, 1, 0, 0, 0, 0, 0, 0, 0}, 0},
     {{2, 15, 15, 70, 21, 1, 1, 0, 0, 0, 0, 0, 0, 0}, 0},
     {{3, 9, 11, 37, 20, 1, 2, 0, 0, 0, 0, 0, 0, 0}, 0},
-    /* grouped (ResNeXt; GEMM per group whatever the variant asks): groups
-     * of 2 in and 3 out, ResNeXt's 4 per group strided, depthwise, and
+    /* grouped (ResNeXt; direct in isa/conv_grouped.c, a strided dX and
+     * Winograd as GEMM per group): groups of 2 in and 3 out (registers
+     * straddling groups), ResNeXt's 4 per group strided, depthwise, and
      * 1x1 at stride 1 (no cols) and 2 */
     {{2, 6, 5, 8, 12, 3, 1, 1, 0, 0, 0, 0, 0, 4}, 0},
     {{2, 7, 7, 32, 32, 3, 2, 1, 0, 0, 0, 0, 0, 8}, 0},

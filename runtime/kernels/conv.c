@@ -271,35 +271,29 @@ static void grouped_bwd_data(float *dx, float *cols, const float *dy,
   }
 }
 
+/* A grouped layer runs CONV_DIRECT (conv_direct.c knows groups) or GEMM
+ * per group; conv_algo_of never gives it Winograd. */
 void conv_forward(float *y, float *work, const float *x, const float *w,
                   const float *b, const ConvShape *s) {
-  if (s->groups > 1) {
-    grouped_forward(y, work, x, w, b, s);
-    return;
-  }
   switch (conv_algo_of(s, CONV_PASS_FWD)) {
   case CONV_DIRECT: conv_direct_forward(y, work, x, w, b, s); break;
   case CONV_WINOGRAD:
   case CONV_WINOGRAD4: conv_winograd_forward(y, work, x, w, b, s); break;
-  default: gemm_forward(y, work, x, w, b, s);
+  default:
+    if (s->groups > 1)
+      grouped_forward(y, work, x, w, b, s);
+    else
+      gemm_forward(y, work, x, w, b, s);
   }
 }
 
 void conv_backward(float *dx, float *dw, float *db, float *work,
                    const float *dy, const float *x, const float *w,
                    const ConvShape *s, int acc_dx, int acc_dw) {
-  if (s->groups > 1) { /* dW first, as below */
-    grouped_bwd_weights(dw, work, dy, x, s, acc_dw);
-    if (dx)
-      grouped_bwd_data(dx, work, dy, w, s, acc_dx);
-    if (db)
-      column_sums(db, dy, (int64_t)s->N * s->OH * s->OW, s->OC, acc_dw);
-    return;
-  }
   /* dW first: a GEMM dW's columns and a dX's workspace share `work`. */
   switch (conv_algo_of(s, CONV_PASS_DW)) {
   case CONV_DIRECT:
-    if (conv_direct_dw_by_rows(s))
+    if (s->groups <= 1 && conv_direct_dw_by_rows(s))
       gemm_bwd_weights(dw, work, dy, x, s, acc_dw, 1);
     else
       conv_direct_bwd_weights(dw, work, dy, x, s, acc_dw);
@@ -308,7 +302,11 @@ void conv_backward(float *dx, float *dw, float *db, float *work,
   case CONV_WINOGRAD4:
     conv_winograd_bwd_weights(dw, work, dy, x, s, acc_dw);
     break;
-  default: gemm_bwd_weights(dw, work, dy, x, s, acc_dw, 0);
+  default:
+    if (s->groups > 1)
+      grouped_bwd_weights(dw, work, dy, x, s, acc_dw);
+    else
+      gemm_bwd_weights(dw, work, dy, x, s, acc_dw, 0);
   }
   if (dx) {
     switch (conv_algo_of(s, CONV_PASS_DX)) {
@@ -317,7 +315,11 @@ void conv_backward(float *dx, float *dw, float *db, float *work,
     case CONV_WINOGRAD4:
       conv_winograd_bwd_data(dx, work, dy, w, s, acc_dx);
       break;
-    default: gemm_bwd_data(dx, work, dy, w, s, acc_dx);
+    default:
+      if (s->groups > 1)
+        grouped_bwd_data(dx, work, dy, w, s, acc_dx);
+      else
+        gemm_bwd_data(dx, work, dy, w, s, acc_dx);
     }
   }
   if (db)

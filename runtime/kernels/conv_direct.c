@@ -142,6 +142,94 @@ static void pack_bwd_data(float *wq, const float *w, const ConvShape *s,
       }
 }
 
+/* ---- grouped layers (isa/conv_grouped.c) -------------------------------- */
+
+/* The windows of s's registers of `lanes` output channels: each starts at
+ * its first group's channels, moved left at the right edge so that all
+ * are cw wide; a last block's missing register repeats the one before.
+ * Returns cw. */
+static int group_windows(int *start, const ConvShape *s, int lanes) {
+  int cw = conv_group_cw(s, lanes), Cg = s->C / s->groups;
+  int OCg = s->OC / s->groups, nreg = (s->OC + lanes - 1) / lanes;
+  for (int r = 0; r < 2 * ((nreg + 1) / 2); r++) {
+    int st = (r < nreg ? r : nreg - 1) * lanes / OCg * Cg;
+    start[r] = st + cw > s->C ? s->C - cw : st;
+  }
+  return cw;
+}
+
+/* s's weights (OC, K, K, C/G) packed for conv_grouped_forward over t:
+ * t = s, or (flip) the transposed convolution whose forward is dX of a
+ * stride-1 s (conv_wino_transposed, with s's groups), taps reversed. A
+ * lane (t's output channel o) takes t's input channel i where o's group
+ * owns it, else zero. */
+static void pack_grouped(float *wp, const int *start, int cw, const float *w,
+                         const ConvShape *s, const ConvShape *t, int lanes,
+                         int flip) {
+  const int taps = s->K * s->K, Cg = s->C / s->groups;
+  const int og = t->OC / t->groups, ig = t->C / t->groups;
+  const int nreg = 2 * ((t->OC + 2 * lanes - 1) / (2 * lanes));
+#pragma omp parallel for schedule(static)
+  for (int r = 0; r < nreg; r++)
+    for (int tap = 0; tap < taps; tap++)
+      for (int j = 0; j < cw; j++)
+        for (int l = 0; l < lanes; l++) {
+          int o = r * lanes + l, i = start[r] + j;
+          float v = 0.0f;
+          if (o < t->OC && i / ig == o / og) {
+            int64_t oc = flip ? i : o, c = (flip ? o : i) % Cg;
+            v = w[(oc * taps + (flip ? taps - 1 - tap : tap)) * Cg + c];
+          }
+          wp[(((int64_t)r * taps + tap) * cw + j) * lanes + l] = v;
+        }
+}
+
+/* y = or += (acc) grouped conv t of x (+ b), w packed from s's weights;
+ * work: t's class tables, then conv_group_floats(t). */
+static void grouped_forward_tiles(float *y, float *work, const float *x,
+                                  const float *w, const float *b,
+                                  const ConvShape *s, const ConvShape *t,
+                                  int flip, int acc) {
+  ConvClasses cc;
+  build_classes(&cc, work, t, 0);
+  int *start = (int *)(work + RT_LINE_FLOATS(5 * (t->OH + t->OW)));
+  float *wp = (float *)start + RT_LINE_FLOATS(t->OC + 2);
+  const int lanes = conv_tiles_vl() / 2;
+  const int cw = group_windows(start, t, lanes);
+  pack_grouped(wp, start, cw, w, s, t, lanes, flip);
+  if (rt_isa() == RT_ISA_AVX512)
+    conv_grouped_forward_avx512(y, x, wp, b, t, &cc, start, cw, acc);
+  else
+    conv_grouped_forward_avx2(y, x, wp, b, t, &cc, start, cw, acc);
+}
+
+/* dW (+)= from the sums in dwt (registers, K, K, cw, lanes): output
+ * channel oc's channel c of its group is at its window's g * Cg + c. */
+static void grouped_bwd_weights(float *dw, float *work, const float *dy,
+                                const float *x, const ConvShape *s,
+                                int acc) {
+  int *start = (int *)work;
+  float *dwt = work + RT_LINE_FLOATS(s->OC + 2);
+  const int lanes = conv_tiles_vl() / 2, taps = s->K * s->K;
+  const int cw = group_windows(start, s, lanes), Cg = s->C / s->groups;
+  const int OCg = s->OC / s->groups;
+  if (rt_isa() == RT_ISA_AVX512)
+    conv_grouped_bwd_weights_avx512(dwt, dy, x, s, start, cw);
+  else
+    conv_grouped_bwd_weights_avx2(dwt, dy, x, s, start, cw);
+#pragma omp parallel for schedule(static)
+  for (int oc = 0; oc < s->OC; oc++) {
+    const int r = oc / lanes, j0 = oc / OCg * Cg - start[r];
+    for (int tap = 0; tap < taps; tap++)
+      for (int c = 0; c < Cg; c++) {
+        float v = dwt[(((int64_t)r * taps + tap) * cw + j0 + c) * lanes +
+                      oc % lanes];
+        float *d = dw + ((int64_t)oc * taps + tap) * Cg + c;
+        *d = acc ? *d + v : v;
+      }
+  }
+}
+
 /* ---- the passes --------------------------------------------------------- */
 
 /* y = or += conv(x) + b by the tiles, wp packed for them (pack_forward). */
@@ -162,6 +250,10 @@ static void forward_tiles(float *y, const float *x, const float *wp,
 void conv_direct_forward(float *y, float *work, const float *x,
                          const float *w, const float *b, const ConvShape *s) {
   assert(work && (uintptr_t)work % 64 == 0 && "conv work: 64-byte aligned");
+  if (s->groups > 1) {
+    grouped_forward_tiles(y, work, x, w, b, s, s, 0, 0);
+    return;
+  }
   ConvClasses cc;
   if (!conv_is_pw(s))
     build_classes(&cc, work, s, 0);
@@ -192,7 +284,10 @@ void conv_tiles_dw_rows(float *dw, const float *dy, const float *rows,
 
 void conv_direct_bwd_weights(float *dw, float *work, const float *dy,
                              const float *x, const ConvShape *s, int acc) {
-  if (conv_is_pw(s)) {
+  if (s->groups > 1) {
+    assert(work && (uintptr_t)work % 64 == 0 && "conv work: 64-byte aligned");
+    grouped_bwd_weights(dw, work, dy, x, s, acc);
+  } else if (conv_is_pw(s)) {
     assert(work && (uintptr_t)work % 64 == 0 && "conv work: 64-byte aligned");
     if (rt_isa() == RT_ISA_AVX512)
       conv_tiles_pointwise_dw_avx512(dw, work, dy, x, s, acc);
@@ -221,9 +316,12 @@ void conv_direct_bwd_data(float *dx, float *work, const float *dy,
      * the kernel flipped and transposed, padded K-1-pad: the forward tiles
      * then run it, kernel rows in one run each. (The same tables and
      * packing fit in the workspace: H+W positions, C x OC weights.) */
-    ConvShape t = {.N = s->N, .H = s->OH, .W = s->OW, .C = s->OC,
-                   .OC = s->C, .K = s->K, .stride = 1,
-                   .pad = s->K - 1 - s->pad, .OH = s->H, .OW = s->W};
+    ConvShape t = conv_wino_transposed(s);
+    if (s->groups > 1) { /* conv_algo_of sends no other grouped dX here */
+      t.groups = s->groups;
+      grouped_forward_tiles(dx, work, dy, w, NULL, s, &t, 1, acc);
+      return;
+    }
     if (!conv_is_pw(&t))
       build_classes(&cc, work, &t, 0);
     pack_bwd_data(wq, w, s, conv_tiles_vl(), 1);

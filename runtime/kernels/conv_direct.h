@@ -80,6 +80,26 @@ void conv_tiles_bwd_weights_small_c_avx512(float *dw, float *dwt,
                                            const float *dy, const float *x,
                                            const ConvShape *s, int acc);
 
+/* A grouped layer (isa/conv_grouped.c): register r of LANES output
+ * channels reads input channels start[r] .. start[r] + cw; the forward's
+ * wp is packed (registers, K, K, cw, LANES), zero where a lane's group
+ * does not own a channel, the registers of whole VL blocks (a missing
+ * last one zero). dW's sums go to dwt in that layout. */
+void conv_grouped_forward_avx2(float *y, const float *x, const float *wp,
+                               const float *b, const ConvShape *s,
+                               const ConvClasses *cc, const int *start,
+                               int cw, int acc);
+void conv_grouped_forward_avx512(float *y, const float *x, const float *wp,
+                                 const float *b, const ConvShape *s,
+                                 const ConvClasses *cc, const int *start,
+                                 int cw, int acc);
+void conv_grouped_bwd_weights_avx2(float *dwt, const float *dy,
+                                   const float *x, const ConvShape *s,
+                                   const int *start, int cw);
+void conv_grouped_bwd_weights_avx512(float *dwt, const float *dy,
+                                     const float *x, const ConvShape *s,
+                                     const int *start, int cw);
+
 /* The CONV_DIRECT passes conv_forward and conv_backward call (the bias
  * gradient is theirs); work as conv_work_floats says. */
 void conv_direct_forward(float *y, float *work, const float *x,

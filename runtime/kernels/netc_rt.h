@@ -194,12 +194,40 @@ static inline int64_t conv_wino_tiles(const ConvShape *s, int m) {
 }
 static inline int conv_wino_points(int m) { return (m + 2) * (m + 2); }
 
-/* The algorithm pass `pass` really runs: Winograd falls back to GEMM. */
+/* The algorithm pass `pass` really runs: Winograd falls back to GEMM
+ * where it does not fit, and always on a grouped layer; so does a grouped
+ * layer's CONV_DIRECT dX unless it is a forward of dY (stride 1, pad at
+ * most K - 1). */
 static inline int conv_algo_of(const ConvShape *s, int pass) {
   int a = pass == CONV_PASS_FWD ? s->algo
           : pass == CONV_PASS_DX ? s->algo_dx
                                  : s->algo_dw;
+  if (s->groups > 1 && (conv_is_wino(a) ||
+                        (a == CONV_DIRECT && pass == CONV_PASS_DX &&
+                         (s->stride != 1 || s->pad > s->K - 1))))
+    return CONV_GEMM;
   return conv_is_wino(a) && !conv_wino_fits(s) ? CONV_GEMM : a;
+}
+
+/* CONV_DIRECT on a grouped layer (isa/conv_grouped.c): a register of
+ * `lanes` output channels reads the input channels of every group it
+ * spans, a window of conv_group_cw of them (the widest register's). */
+static inline int conv_group_cw(const ConvShape *s, int lanes) {
+  int Cg = s->C / s->groups, OCg = s->OC / s->groups, cw = 0;
+  for (int o = 0; o < s->OC; o += lanes) {
+    int last = o + lanes < s->OC ? o + lanes - 1 : s->OC - 1;
+    int w = (last / OCg - o / OCg + 1) * Cg;
+    cw = w > cw ? w : cw;
+  }
+  return cw;
+}
+/* Its workspace, for either ISA (8 or 16 lanes): the windows' starts
+ * (ints, a line-rounded OC + 2), then the packed weights or dW's sums,
+ * (OC rounded up to 32, K, K, cw). */
+static inline int64_t conv_group_floats(const ConvShape *s) {
+  int a = conv_group_cw(s, 8), b = conv_group_cw(s, 16);
+  return RT_LINE_FLOATS(s->OC + 2) +
+         ((int64_t)s->OC + 31) / 32 * 32 * s->K * s->K * (a > b ? a : b);
 }
 
 /* dX of a stride-1 convolution as a convolution of dY: the kernel flipped
@@ -323,6 +351,8 @@ static inline int64_t conv_work_floats(const ConvShape *s, int backward) {
   if (!backward) {
     switch (conv_algo_of(s, CONV_PASS_FWD)) {
     case CONV_DIRECT:
+      if (s->groups > 1)
+        return RT_LINE_FLOATS(5 * (s->OH + s->OW)) + conv_group_floats(s);
       return RT_LINE_FLOATS(5 * (s->OH + s->OW)) +
              ((int64_t)s->OC + 31) / 32 * 32 * s->K * s->K * s->C;
     case CONV_WINOGRAD:
@@ -334,13 +364,17 @@ static inline int64_t conv_work_floats(const ConvShape *s, int backward) {
   /* dW runs first, then dX, in the same workspace. */
   ConvShape t = conv_wino_transposed(s);
   int a = conv_algo_of(s, CONV_PASS_DX);
-  int64_t dx = a == CONV_DIRECT
+  t.groups = s->groups;
+  int64_t dx = a == CONV_DIRECT && s->groups > 1
+                   ? RT_LINE_FLOATS(5 * (s->H + s->W)) + conv_group_floats(&t)
+               : a == CONV_DIRECT
                    ? RT_LINE_FLOATS(5 * (s->H + s->W)) +
                          ((int64_t)s->C + 31) / 32 * 32 * s->K * s->K * s->OC
                : conv_is_wino(a) ? conv_wino_floats(&t, 0, conv_wino_m(a))
                                  : conv_gemm_cols(s);
   a = conv_algo_of(s, CONV_PASS_DW);
-  int64_t dw = a == CONV_DIRECT
+  int64_t dw = a == CONV_DIRECT && s->groups > 1 ? conv_group_floats(s)
+               : a == CONV_DIRECT
                    ? (conv_is_pw(s) ? PW_SLOTS * conv_pw_slot(s)
                       : conv_direct_dw_small_c(s)
                           ? (int64_t)s->K * s->K * s->C * ((s->OC + 63) / 64 * 64)
