@@ -246,8 +246,10 @@ check-models: $(BUILD)/netc
 # The main job: compile MODEL at batch BATCH and train it on TinyImageNet-200
 # (DATA, else data/tiny-imagenet-200, extracted from ../shared if needed).
 # The network's arguments: CLASSES=10, INPUT=3x32x32, or any as
-# DEFINES='-D name=value ...' (netc build -D).
-EPOCHS ?= 30
+# DEFINES='-D name=value ...' (netc build -D). It trains for BUDGET of the
+# trainer's wall time (train --time-budget), or for EPOCHS when given.
+BUDGET ?= 2h
+EPOCHS ?=
 TRAIN_ARGS ?=
 NET_DEFINES = $(if $(CLASSES),-D classes=$(CLASSES)) $(if $(INPUT),-D input=$(INPUT)) $(DEFINES)
 train: all
@@ -255,7 +257,8 @@ train: all
 	@data=$${DATA:-$$(sh .ci/fetch-data data/tiny-imagenet-200)} && \
 	name=$$($(BUILD)/netc check $(NET_DEFINES) $(MODEL) | tail -n 1 | sed 's/^network=\([^ ]*\).*/\1/') && \
 	$(BUILD)/netc build $(NET_DEFINES) -b $(BATCH) -o $(BUILD)/train/$$name $(MODEL) && \
-	$(BUILD)/train/$$name/$$name train --data $$data --epochs $(EPOCHS) \
+	$(BUILD)/train/$$name/$$name train --data $$data \
+	  $(if $(EPOCHS),--epochs $(EPOCHS),--time-budget $(BUDGET)) \
 	  --out runs/$$name $(TRAIN_ARGS)
 
 # Training throughput of netc and PyTorch on this machine (tests/bench/,

@@ -149,6 +149,7 @@ int main(void) {
   srunner_add_suite(sr, suite_errors());
   srunner_add_suite(sr, suite_cli());
   srunner_add_suite(sr, suite_train());
+  srunner_add_suite(sr, suite_recipe());
   srunner_add_suite(sr, suite_export());
   srunner_add_suite(sr, suite_mpi());
   srunner_add_suite(sr, suite_trainer());

@@ -19,6 +19,7 @@ Suite *suite_fuse(void);
 Suite *suite_plan(void);
 Suite *suite_codegen(void);
 Suite *suite_train(void);
+Suite *suite_recipe(void);
 Suite *suite_export(void);
 Suite *suite_mpi(void);
 Suite *suite_trainer(void);

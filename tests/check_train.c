@@ -204,19 +204,19 @@ START_TEST(test_foreign_checkpoints_refused) {
        "--checkpoint %s/last.ckpt | grep -q ' images=500$'",
        run, run, run, data, run, data, run);
   /* A future format version (the field after the magic). */
-  MUST("cp %s/last.ckpt %s/good.ckpt && printf '\\004' | dd of=%s/last.ckpt "
+  MUST("cp %s/last.ckpt %s/good.ckpt && printf '\\005' | dd of=%s/last.ckpt "
        "bs=1 seek=8 conv=notrunc 2>/dev/null", run, run, run);
   snprintf(cmd, sizeof cmd, "%s train --data %s --out %s --resume --no-plots",
            tiny, data, run);
-  snprintf(why, sizeof why, "%s/last.ckpt is checkpoint format version 4; "
-           "this trainer reads version 3", run);
+  snprintf(why, sizeof why, "%s/last.ckpt is checkpoint format version 5; "
+           "this trainer reads version 4", run);
   refused(cmd, run, why);
   /* Version 1: the same layout, but checksums by a hash this netc no longer
    * has; refused by its version, for resume and eval alike. */
   MUST("printf '\\001' | dd of=%s/last.ckpt bs=1 seek=8 conv=notrunc "
        "2>/dev/null", run);
   snprintf(why, sizeof why, "netc: %s/last.ckpt is checkpoint format version "
-           "1, written by an older netc; this trainer reads version 3 only",
+           "1, written by an older netc; this trainer reads version 4 only",
            run);
   refused(cmd, run, why);
   snprintf(cmd, sizeof cmd, "%s eval --data %s --checkpoint %s/last.ckpt",

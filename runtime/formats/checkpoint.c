@@ -1,13 +1,13 @@
 /* checkpoint.c: training checkpoints that survive crashes and full disks.
  *
- * Format (version 3, host byte order, x86-64): a fixed header (magic
+ * Format (version 4, host byte order, x86-64): a fixed header (magic
  * "NETCCKPT", version, the model's name, batch, parameter count and a hash
  * of its parameter table, the optimizer, the run state, a checksum of
  * everything), then the class list, the parameters, the batchnorm running
  * statistics and the optimizer state. The hashes are util.h's hash_bytes;
- * version 2's run state lacked the label smoothing and augmentation of
- * version 3, and version 1 had version 2's layout with another hash: both
- * are refused by their version. A file is written to a
+ * version 3's run state lacked the time budget of version 4, version 2's
+ * also the label smoothing and augmentation, and version 1 had version
+ * 2's layout with another hash: all are refused by their version. A file is written to a
  * temporary name, synced and renamed, so a reader sees the old file or the
  * new one, never a mix. */
 #include <errno.h>

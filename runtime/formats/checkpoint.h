@@ -10,7 +10,7 @@
 /* CKPT_VERSION 2: checksums by util.h's hash_bytes, and the plan's byte
  * layout of the parameter, statistics and optimizer regions (1: an older
  * hash and float counts). */
-enum { CKPT_VERSION = 3, MAX_CLASS_NAME = 80 };
+enum { CKPT_VERSION = 4, MAX_CLASS_NAME = 80 };
 
 /* Where a run is: everything beyond the tensors that a resume needs to
  * continue exactly as if it had never stopped. */
@@ -38,6 +38,11 @@ typedef struct {
    * training images go unaugmented (--no-augment); version 3. */
   float label_smoothing;
   int32_t no_augment;
+  /* A run for a time budget (train --time-budget; version 4): its
+   * seconds (0: a run of `epochs`), the wall time it had spent when this
+   * state was saved, and the steps it planned then. */
+  double budget_seconds, spent_seconds;
+  int64_t total_steps;
 } RunState;
 
 typedef struct {

@@ -27,17 +27,18 @@
 #include "trainer/options.h"
 #include "trainer/run_dir.h"
 #include "trainer/saver.h"
+#include "trainer/schedule.h"
 #include "trainer/step.h"
 #include "util/util.h"
-
-enum { SCHED_COSINE, SCHED_STEP, SCHED_CONSTANT };
 
 /* The options as given; r is the run, its recipe from them or (--resume)
  * from the checkpoint. */
 typedef struct {
   const char *data, *out;
   const char *init;     /* --init: starting weights (safetensors) */
-  long epochs, threads, seed;
+  long epochs, threads, seed; /* epochs 0: not given */
+  const char *budget_text; /* --time-budget as given */
+  double budget;        /* its seconds, 0: none */
   int resume, progress, resize, no_plots;
   int no_augment;       /* shuffled, but neither cropped nor flipped */
   double label_smoothing;
@@ -75,7 +76,9 @@ static void flush_log(void) {
 /* The recipe the options give, defaults filled in. */
 static void set_recipe(TrainArgs *a) {
   RunState *r = &a->r;
-  *r = (RunState){.seed = (uint64_t)a->seed, .epochs = (int32_t)a->epochs,
+  *r = (RunState){.seed = (uint64_t)a->seed,
+                  .epochs = (int32_t)(a->epochs ? a->epochs : 30),
+                  .budget_seconds = a->budget,
                   .optimizer = a->optimizer, .schedule = a->schedule,
                   .nesterov = a->nesterov, .bn_decay = a->bn_decay,
                   .momentum = (float)a->momentum,
@@ -94,8 +97,9 @@ static void set_recipe(TrainArgs *a) {
 
 static int parse_train(int argc, char **argv, TrainArgs *a) {
   static const char *const optimizers[] = {"sgd", "adam", "adamw", NULL};
-  static const char *const schedules[] = {"cosine", "step", "constant", NULL};
-  *a = (TrainArgs){.epochs = 30, .seed = 1, .lr = -1, .warmup_epochs = 1,
+  static const char *const schedules[] = {"cosine", "step", "constant",
+                                          "linear", NULL};
+  *a = (TrainArgs){.seed = 1, .lr = -1, .warmup_epochs = 1,
                    .momentum = 0.9, .weight_decay = -1, .minutes = 10,
                    .optimizer = OPT_SGD, .schedule = SCHED_COSINE,
                    .progress = isatty(2), .accumulate = 1};
@@ -104,9 +108,13 @@ static int parse_train(int argc, char **argv, TrainArgs *a) {
        .text = &a->data, .required = 1},
       {"--epochs", "E", "epochs (default 30)", .whole = &a->epochs, .min = 1,
        .max = 1000000},
+      {"--time-budget", "DURATION", "train for this long instead (2h, 90m, "
+       "1h30m): the schedule laid over the steps that fit",
+       .text = &a->budget_text},
       {"--lr", "LR", "peak learning rate (default 0.1 x images per step / 128)",
        .real = &a->lr, .min = 0, .max = FLT_MAX},
-      {"--schedule", "S", "cosine | step | constant (default cosine)",
+      {"--schedule", "S", "cosine | step | constant | linear (default "
+       "cosine)",
        .choice = &a->schedule, .choices = schedules},
       {"--warmup-epochs", "W", "linear warm-up (default 1)",
        .real = &a->warmup_epochs, .min = 0, .max = FLT_MAX},
@@ -157,25 +165,47 @@ static int parse_train(int argc, char **argv, TrainArgs *a) {
       .about = "Trains on TinyImageNet-200 into RUN_DIR: metrics.csv, plots, "
                "last.ckpt and best.ckpt\n(docs/training.md)."};
   int rc = parse_command(&c, argc, argv, NULL);
-  if (rc == OPTIONS_RUN)
-    set_recipe(a);
+  if (rc != OPTIONS_RUN)
+    return rc;
+  if (a->budget_text) {
+    a->budget = parse_duration(a->budget_text);
+    if (a->budget < 0)
+      return usage_error(&c, "--time-budget needs a duration such as 2h, "
+                         "90m or 1h30m, not '%s'", a->budget_text);
+    if (a->budget <= 0 || a->budget > 30 * 86400.0)
+      return usage_error(&c, "--time-budget must be more than 0 and at most "
+                         "30 days, not '%s'", a->budget_text);
+    if (a->epochs)
+      return usage_error(&c, "--time-budget and --epochs both say how long "
+                         "to train: give one of them");
+  }
+  set_recipe(a);
   return rc;
 }
 
 /* ---- learning rate ------------------------------------------------------ */
 
+/* A budgeted run lays its schedule over the steps it plans; until its
+ * first plan (a few steps in), over a run that never ends: the warm-up. */
 static float learning_rate(const RunState *r, int64_t step) {
-  double total = (double)r->epochs * r->steps_per_epoch;
-  double warm = r->warmup_epochs * r->steps_per_epoch;
-  double t = (double)step;
-  if (t < warm)
-    return (float)(r->lr * (t + 1) / warm);
-  if (r->schedule == SCHED_CONSTANT)
-    return r->lr;
-  double frac = (t - warm) / (total - warm > 1 ? total - warm : 1);
-  if (r->schedule == SCHED_STEP) /* x0.1 at half and three quarters */
-    return (float)(r->lr * (frac < 0.5 ? 1 : frac < 0.75 ? 0.1 : 0.01));
-  return (float)(0.5 * r->lr * (1 + cos(M_PI * (frac < 1 ? frac : 1))));
+  double per = (double)r->steps_per_epoch;
+  if (r->budget_seconds > 0 && r->total_steps == 0)
+    return schedule_lr(r->schedule, r->lr, r->warmup_epochs * per, 1e18,
+                       step);
+  if (r->budget_seconds > 0)
+    return schedule_lr(r->schedule, r->lr,
+                       budget_warmup(r->warmup_epochs, r->steps_per_epoch,
+                                     r->total_steps),
+                       (double)r->total_steps, step);
+  return schedule_lr(r->schedule, r->lr, r->warmup_epochs * per,
+                     (double)r->epochs * per, step);
+}
+
+/* Whether the run has trained all it is to train. */
+static int run_done(const RunState *r) {
+  if (r->budget_seconds > 0)
+    return r->total_steps > 0 && r->global_step >= r->total_steps;
+  return r->epoch >= r->epochs;
 }
 
 /* ---- progress ------------------------------------------------------------ */
@@ -214,7 +244,61 @@ typedef struct {
   Saver saver;          /* rank 0's checkpoint writer */
   double ckpt_seconds;  /* the steps' time lost to checkpoints this epoch */
   double ckpt_total;    /* and over the run */
+  /* A time budget's clock (rank 0's decides): */
+  double started;       /* now_seconds() when this process began */
+  double spent_before;  /* the run's wall time before this process */
+  double step_time;     /* the loop's seconds over timed_steps steps */
+  int64_t steps_here, timed_steps; /* this process's; timed: past 2 */
+  double end_time;      /* seconds of the `ends` epoch ends so far */
+  int ends, planned;    /* planned: the plan has been printed */
+  int val_steps;        /* batches in an evaluation */
 } Run;
+
+/* The run's wall time so far, its earlier processes' included. */
+static double run_elapsed(const Run *run) {
+  return run->spent_before + now_seconds() - run->started;
+}
+
+/* A budgeted run's plan from what it has measured (rank 0, every step):
+ * the total step count that ends it on time, adopted when it moves by
+ * more than 0.2% (the learning rate follows the plan, so it should not
+ * jitter with the clock). The first plan is printed. */
+static void replan(Run *run) {
+  RunState *r = &run->a->r;
+  if (r->budget_seconds <= 0 || run->timed_steps < 3)
+    return;
+  double step = run->step_time / (double)run->timed_steps;
+  /* Until the first evaluation is timed: a forward pass, about a third
+   * of a training step, per batch. Then the mean of the measured. */
+  double end = run->ends ? run->end_time / run->ends
+                         : run->val_steps * step / 3 + 0.1;
+  /* What follows the last step (the last write) and the noise of the
+   * clock: 1% of the budget, at most a minute. */
+  double margin = r->budget_seconds / 100 < 60 ? r->budget_seconds / 100 : 60;
+  BudgetClock c = {.budget = r->budget_seconds, .elapsed = run_elapsed(run),
+                   .step_seconds = step, .epoch_end_seconds = end,
+                   .final_seconds = margin, .global_step = r->global_step,
+                   .steps_per_epoch = r->steps_per_epoch};
+  int64_t plan = budget_plan(&c), cur = r->total_steps;
+  int64_t slack = cur / 500 > 1 ? cur / 500 : 1;
+  if (cur == 0 || plan > cur + slack || plan < cur - slack)
+    r->total_steps = plan;
+  if (run->planned)
+    return;
+  run->planned = 1;
+  double warm = budget_warmup(r->warmup_epochs, r->steps_per_epoch,
+                              r->total_steps);
+  static const char *const kinds[] = {"cosine", "step", "constant",
+                                      "linear"};
+  printf("netc: time budget %.0f s, %.0f s spent: %lld steps planned (%.2f "
+         "epochs) at %.3f s per step, evaluations of about %.1f s each; "
+         "warm-up %.0f steps, then %s decay to 0 at the last step; "
+         "re-planned as the run goes\n", r->budget_seconds, c.elapsed,
+         (long long)r->total_steps,
+         (double)r->total_steps / (double)r->steps_per_epoch, step, end,
+         warm, kinds[r->schedule]);
+  flush_log();
+}
 
 /* The run state with the epoch's running sums (loss, correct, seen) added
  * over the processes: the run's, whatever the process count. Every
@@ -236,6 +320,7 @@ static int save(Run *run, const char *const *paths, int npaths, int wait) {
   double t0 = now_seconds();
   comm_average_bn_stats(run->s);
   RunState r = epoch_sums(&run->a->r);
+  r.spent_seconds = run_elapsed(run); /* rank 0's counts */
   int rc = 0;
   if (root()) {
     rc = saver_start(&run->saver, run->s, run->o, &r, run->c, paths, npaths);
@@ -382,6 +467,8 @@ static int run_step(Run *run, Loader *l, int steps, double *last_report,
   }
   double t = now_seconds();
   r->seconds += t - t0;
+  if (run->steps_here++ >= 2) /* the first steps warm the caches */
+    run->step_time += t - t0, run->timed_steps++;
   if (!root())
     return 0;
   if (t - *last_report >= (run->a->progress ? 0.5 : 60) || r->step == steps) {
@@ -419,9 +506,9 @@ static int train_epochs(Run *run, Loader *l, const Dataset *val) {
   float *x = (float *)(s->arena + netc_model.input_offset);
   int32_t *y = (int32_t *)(s->arena + netc_model.labels_offset);
   double last_ckpt = now_seconds(), last_report = 0;
-  while (r->epoch < r->epochs) {
+  while (!run_done(r)) {
     loader_seek(l, r->epoch, r->step * s->accumulate);
-    while (r->step < r->steps_per_epoch) {
+    while (r->step < r->steps_per_epoch && !run_done(r)) {
       double t0 = now_seconds();
       if (loader_next(l, x, y) <= 0)
         break;
@@ -432,11 +519,21 @@ static int train_epochs(Run *run, Loader *l, const Dataset *val) {
        * whether a background write failed (it said why), which stops the
        * run at once with nothing more written; one broadcast carries both.
        * A signal or a closed output on any process stops them all. */
-      int flags = (now_seconds() - last_ckpt >= run->a->minutes * 60 ||
-                   (run->a->ckpt_steps &&
-                    r->global_step % run->a->ckpt_steps == 0)) |
-                  (root() && saver_failed(&run->saver)) << 1;
-      comm_bcast(&flags, sizeof flags);
+      if (root())
+        replan(run); /* a budget's plan travels with the flags */
+      struct {
+        int64_t flags, total_steps;
+      } m = {(now_seconds() - last_ckpt >= run->a->minutes * 60 ||
+              (run->a->ckpt_steps &&
+               r->global_step % run->a->ckpt_steps == 0)) |
+                 (root() && saver_failed(&run->saver)) << 1,
+             r->total_steps};
+      comm_bcast(&m, sizeof m);
+      r->total_steps = m.total_steps;
+      if (r->budget_seconds > 0 && r->total_steps > 0)
+        r->epochs = (int32_t)((r->total_steps + r->steps_per_epoch - 1) /
+                              r->steps_per_epoch);
+      int flags = (int)m.flags;
       if (flags & 2)
         return write_failed(r);
       int timed = flags & 1;
@@ -457,9 +554,15 @@ static int train_epochs(Run *run, Loader *l, const Dataset *val) {
         return interrupted || output_closed;
       }
     }
+    /* (A budget's plan that shrank to an epoch's start ends the run with
+     * the epoch before it, which was evaluated.) */
+    if (r->step == 0 && r->budget_seconds > 0)
+      break;
+    double t0 = now_seconds();
     if (finish_epoch(run, val, learning_rate(r, r->global_step - 1)))
       return write_failed(r);
     last_ckpt = now_seconds();
+    run->end_time += last_ckpt - t0, run->ends++;
   }
   return 0;
 }
@@ -519,11 +622,24 @@ static int start_run(TrainArgs *a, Run *run, Dataset *train, Loader **l) {
     }
   }
   if (a->resume) {
-    RunState given = *r;
     if (resume_run(run))
       return -1;
-    if (given.epochs != r->epochs && given.epochs != 30)
-      r->epochs = given.epochs; /* a resume may lengthen a run */
+    /* A resume may lengthen a run, or change its budget. */
+    if (r->budget_seconds > 0 && a->epochs) {
+      fprintf(stderr, "netc: %s trains for a time budget: give "
+                      "--time-budget to change it, not --epochs\n", run->last);
+      return -1;
+    }
+    if (r->budget_seconds <= 0 && a->budget > 0) {
+      fprintf(stderr, "netc: %s trains for %d epochs: a time budget is for "
+                      "a new run (or give --epochs)\n", run->last, r->epochs);
+      return -1;
+    }
+    if (a->epochs)
+      r->epochs = (int32_t)a->epochs;
+    if (a->budget > 0)
+      r->budget_seconds = a->budget;
+    run->spent_before = r->spent_seconds;
     lo.seed = r->seed;
     printf("netc: resuming %s at epoch %d step %d (global step %lld)\n",
            run->last, r->epoch + 1, r->step, (long long)r->global_step);
@@ -553,18 +669,27 @@ static int start_run(TrainArgs *a, Run *run, Dataset *train, Loader **l) {
   lo.no_flip = r->no_augment;
   run->s->label_smoothing = r->label_smoothing;
   *l = loader_new(train, &lo);
+  if (!*l)
+    return -1;
   r->steps_per_epoch = loader_steps(*l) / k;
-  return *l ? 0 : -1;
+  return 0;
 }
 
 /* The run, once its state is ready: announced, then its epochs. */
 static int train_run(Run *run, Loader *l, const Dataset *train,
                      const Dataset *val) {
   const TrainArgs *a = run->a;
+  char length[96];
+  if (a->r.budget_seconds > 0)
+    snprintf(length, sizeof length, "for a time budget of %.0f s",
+             a->r.budget_seconds);
+  else
+    snprintf(length, sizeof length, "for %d epochs", a->r.epochs);
   printf("netc: training %s (batch %d, %d steps per epoch, %d train and %d "
-         "val images, %d skipped) for %d epochs into %s\n",
+         "val images, %d skipped) %s into %s\n",
          netc_model.name, a->r.global_batch, a->r.steps_per_epoch, train->n,
-         val->n, train->skipped + val->skipped, a->r.epochs, a->out);
+         val->n, train->skipped + val->skipped, length, a->out);
+  run->val_steps = (val->n + netc_model.batch - 1) / netc_model.batch;
   printf("netc: augmentation %s; label smoothing %g\n",
          a->r.no_augment ? "none" : "random crop (4 pixels) and flip",
          (double)a->r.label_smoothing);
@@ -589,6 +714,11 @@ static int train_run(Run *run, Loader *l, const Dataset *train,
   if (root() && rc == 0 && run->saver.write_seconds > 0)
     printf("netc: checkpoints took the steps %.2f s; written in %.2f s in the "
            "background\n", run->ckpt_total, run->saver.write_seconds);
+  if (root() && rc == 0 && a->r.budget_seconds > 0)
+    printf("netc: time budget %.0f s: the run took %.1f s for %lld steps; "
+           "the last step's learning rate was %.3g\n", a->r.budget_seconds,
+           run_elapsed(run), (long long)a->r.global_step,
+           (double)learning_rate(&a->r, a->r.global_step - 1));
   if (a->check_replicas && rc == 0)
     printf("netc: the parameters were identical on all %d processes after "
            "each of %lld steps\n", comm_size(),
@@ -597,6 +727,7 @@ static int train_run(Run *run, Loader *l, const Dataset *train,
 }
 
 int cmd_train(int argc, char **argv) {
+  double started = now_seconds(); /* a budget counts from here */
   TrainArgs a;
   int rc = parse_train(argc, argv, &a);
   if (rc != OPTIONS_RUN)
@@ -647,6 +778,7 @@ int cmd_train(int argc, char **argv) {
   NetcOptimizer o = {.kind = a.r.optimizer};
   ClassList c = classes_of(&train);
   Run run = {.a = &a, .s = trainer_state_new(NULL), .o = &o, .c = &c,
+             .started = started,
              .last = xprintf("%s/last.ckpt", a.out),
              .best = xprintf("%s/best.ckpt", a.out)};
   Loader *l = NULL;
