@@ -173,6 +173,67 @@ START_TEST(test_budget_survives_resume) {
 }
 END_TEST
 
+/* A float32 file of n values (n: their count). */
+static float *floats(const char *path, size_t *n) {
+  size_t len;
+  float *f = (float *)read_file(path, &len);
+  ck_assert_msg(f != NULL, "cannot read %s", path);
+  *n = len / sizeof(float);
+  return f;
+}
+
+/* eval --tta flip against its definition: the inputs it dumps are the
+ * images, and its logits the mean of the images' (plain eval) and of their
+ * mirrors' (--mirror, whose dumped inputs are the images mirrored). */
+START_TEST(test_eval_tta_flip) {
+  setup();
+  const char *run = "build/testdata/run-tta";
+  MUST("rm -rf %s && %s train --data %s --epochs 1 --threads 2 --out %s "
+       "--no-plots >/dev/null 2>&1", run, tiny, data, run);
+  const char *kind[3] = {"", "--mirror", "--tta flip"};
+  float *in[3], *lg[3];
+  size_t nin[3], nlg[3];
+  for (int k = 0; k < 3; k++) {
+    MUST("%s eval --data %s --checkpoint %s/last.ckpt --limit 70 %s "
+         "--inputs %s/in%d.f32 --logits %s/lg%d.f32 >/dev/null", tiny, data,
+         run, kind[k], run, k, run, k);
+    char path[256];
+    snprintf(path, sizeof path, "%s/in%d.f32", run, k);
+    in[k] = floats(path, &nin[k]);
+    snprintf(path, sizeof path, "%s/lg%d.f32", run, k);
+    lg[k] = floats(path, &nlg[k]);
+  }
+  const size_t img = 3 * 64 * 64;
+  ck_assert_uint_eq(nin[0], 70 * img);
+  ck_assert_uint_eq(nlg[0], 70 * 10);
+  for (size_t i = 0; i < nin[0]; i++) {
+    size_t w = i % 64, row = i - w; /* NCHW: mirrored along w */
+    ck_assert_float_eq(in[1][row + 63 - w], in[0][i]);
+    ck_assert_float_eq(in[2][i], in[0][i]);
+  }
+  double most = 0;
+  for (size_t i = 0; i < nlg[0]; i++) {
+    double want = 0.5 * ((double)lg[0][i] + lg[1][i]);
+    ck_assert_double_eq_tol(lg[2][i], want, 1e-5 * (1 + fabs(want)));
+    most = fmax(most, fabs(lg[1][i] - lg[0][i]));
+  }
+  ck_assert_double_gt(most, 1e-3); /* a mirror is another image */
+  for (int k = 0; k < 3; k++)
+    free(in[k]), free(lg[k]);
+  int st;
+  char *out = sh(&st, "%s eval --data %s --checkpoint %s/last.ckpt --tta "
+                      "flip", tiny, data, run);
+  ck_assert_int_eq(st, 0);
+  assert_contains(out, " images=500\n");
+  free(out);
+  out = sh(&st, "%s eval --data %s --checkpoint %s/last.ckpt --tta twice "
+                "2>&1", tiny, data, run);
+  ck_assert_int_eq(st, 2);
+  assert_contains(out, "--tta is none or flip, not 'twice'");
+  free(out);
+}
+END_TEST
+
 Suite *suite_recipe(void) {
   Suite *s = suite_create("recipe");
   TCase *tc = tcase_create("recipe");
@@ -180,6 +241,7 @@ Suite *suite_recipe(void) {
   tcase_add_test(tc, test_schedules);
   tcase_add_test(tc, test_durations);
   tcase_add_test(tc, test_budget_plan);
+  tcase_add_test(tc, test_eval_tta_flip);
   /* Timed against the clock: not under the sanitizers' slower steps. */
   tcase_add_test_unsanitized(tc, test_budget_ends_on_time);
   tcase_add_test_unsanitized(tc, test_budget_survives_resume);

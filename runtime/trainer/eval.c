@@ -2,6 +2,7 @@
  * `train` and the `eval` command (--limit, --inputs and --logits write what
  * the network saw and gave, for comparisons with other runtimes). */
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,7 +24,52 @@
 typedef struct {
   int64_t limit;
   FILE *inputs, *logits;
+  int tta;    /* --tta flip: logits averaged over each image and its mirror */
+  int mirror; /* --mirror: the mirror images instead of the images */
 } EvalDump;
+
+/* The batch's n images (NHWC in the arena) mirrored left to right. */
+static void mirror_batch(NetcState *s, int n) {
+  const NetcModel *m = s->model;
+  float *x = (float *)(s->arena + m->input_offset);
+  const int c = m->in_c, w = m->in_w;
+  for (int64_t row = 0; row < (int64_t)n * m->in_h; row++) {
+    float *r = x + row * w * c;
+    for (int a = 0, b = w - 1; a < b; a++, b--)
+      for (int k = 0; k < c; k++) {
+        float t = r[a * c + k];
+        r[a * c + k] = r[b * c + k], r[b * c + k] = t;
+      }
+  }
+}
+
+/* The forward of the batch's first n images with --tta flip: the logits
+ * of the image and of its mirror averaged, and their softmax in the
+ * arena's probabilities, which score_batch reads. `z`: n rows of
+ * classes. */
+static void forward_flip_tta(NetcState *s, int n, float *z) {
+  const NetcModel *m = s->model;
+  float *lg = (float *)(s->arena + m->logits_offset);
+  float *p = (float *)(s->arena + m->probs_offset);
+  const int64_t k = m->classes;
+  m->forward(s, 0);
+  memcpy(z, lg, sizeof(float) * (size_t)(n * k));
+  mirror_batch(s, n);
+  m->forward(s, 0);
+  mirror_batch(s, n); /* the images as they were, for --inputs */
+  for (int i = 0; i < n; i++) {
+    float *zi = z + i * k, *li = lg + i * k, *pi = p + i * k;
+    double top = -INFINITY, sum = 0;
+    for (int64_t j = 0; j < k; j++) {
+      li[j] = 0.5f * (zi[j] + li[j]);
+      top = li[j] > top ? li[j] : top;
+    }
+    for (int64_t j = 0; j < k; j++)
+      sum += exp((double)li[j] - top);
+    for (int64_t j = 0; j < k; j++)
+      pi[j] = (float)(exp((double)li[j] - top) / sum);
+  }
+}
 
 static int dump_batch(const NetcState *s, int n, const EvalDump *d) {
   const NetcModel *m = s->model;
@@ -62,11 +108,20 @@ static EvalResult evaluate_dump(NetcState *s, const Dataset *val,
   int32_t *y = (int32_t *)(s->arena + m->labels_offset);
   EvalResult e = {0};
   int64_t t1 = 0, t5 = 0;
+  float *z = d && d->tta ? xmalloc(sizeof(float) * (size_t)m->batch *
+                                   (size_t)m->classes)
+                         : NULL;
   loader_seek(l, 0, 0);
   for (int n; (n = loader_next(l, x, y)) > 0;) {
     if (d && d->limit && e.images + n > d->limit)
       n = (int)(d->limit - e.images);
-    m->forward(s, 0); /* the labels stay in the arena through the step */
+    if (d && d->mirror)
+      mirror_batch(s, m->batch);
+    /* the labels stay in the arena through the step */
+    if (z)
+      forward_flip_tta(s, m->batch, z);
+    else
+      m->forward(s, 0);
     score_batch(s, n, y, &e.loss, &t1, &t5);
     e.images += n;
     if (d && dump_batch(s, n, d))
@@ -75,6 +130,7 @@ static EvalResult evaluate_dump(NetcState *s, const Dataset *val,
       break;
   }
   loader_free(l);
+  free(z);
   double sums[4] = {e.loss, (double)t1, (double)t5, (double)e.images};
   comm_sum_f64(sums, 4);
   e.loss = sums[0], t1 = (int64_t)sums[1], t5 = (int64_t)sums[2];
@@ -137,10 +193,12 @@ typedef struct {
   long threads;
   int resize;
   long limit;  /* the first this many images, 0: all */
+  int tta, mirror;
   const char *inputs, *logits; /* where to write them, or NULL */
 } EvalArgs;
 
 static int parse_eval(int argc, char **argv, EvalArgs *e) {
+  static const char *const ttas[] = {"none", "flip", NULL};
   *e = (EvalArgs){0};
   const Option options[] = {
       {"--data", "DIR", "TinyImageNet-200 (release or ImageFolder layout)",
@@ -156,6 +214,11 @@ static int parse_eval(int argc, char **argv, EvalArgs *e) {
        "classes per image)", .text = &e->logits},
       {"--inputs", "FILE", "write each image as the network sees it (float32 "
        "NCHW, normalized)", .text = &e->inputs},
+      {"--tta", "KIND", "test-time augmentation: none, or flip (the logits "
+       "of each image and its mirror averaged)", .choice = &e->tta,
+       .choices = ttas},
+      {"--mirror", NULL, "the mirror images of the split instead (what "
+       "--tta flip averages in)", .flag = &e->mirror},
       {"--init", "FILE", "instead of a checkpoint: the weights and batchnorm "
        "statistics of FILE.safetensors (export's, or PyTorch's in netc's or "
        "torchvision's names)", .text = &e->init},
@@ -201,7 +264,7 @@ int cmd_eval(int argc, char **argv) {
     fprintf(stderr, "netc: %s was trained on other classes than %s has\n",
             e.checkpoint, e.data);
   } else {
-    EvalDump d = {.limit = e.limit};
+    EvalDump d = {.limit = e.limit, .tta = e.tta, .mirror = e.mirror};
     int failed = 0;
     if (e.inputs && !(d.inputs = fopen(e.inputs, "wb")))
       fprintf(stderr, "netc: cannot write %s: %s\n", e.inputs,
