@@ -20,8 +20,10 @@ static char *must(const char *fmt, ...) {
   va_end(ap);
   int status;
   char *out = run_command(cmd, &status);
-  if (status != 0)
-    ck_abort_msg("exit %d: %s\n%s", status, cmd, out);
+  if (status != 0) { /* check refuses a message of over 4 kB */
+    fprintf(stderr, "%s\n", out);
+    ck_abort_msg("exit %d: %s (its output is above)", status, cmd);
+  }
   free(cmd);
   return out;
 }
@@ -82,8 +84,11 @@ static const struct {
     /* The zoo's networks from papers, against modules written from those
      * papers (modules.py: SE, pre-activation, ResNet-D), direct
      * convolutions as ResNet-50 above. */
-    {"models/se_resnet50.net", "se_resnet50", 4, "--float64 --module paper",
-     "paper", "--conv direct"},
+    /* --perturbations 16 as ResNet-50: on an AVX-512 EPYC, 4 estimated
+     * PyTorch float32's own error on stage4.se_bottleneck2.batchnorm1.bias
+     * below 1e-3 where 16 find 6.66e-2, and netc's is 6.66e-2. */
+    {"models/se_resnet50.net", "se_resnet50", 4,
+     "--float64 --module paper --perturbations 16", "paper", "--conv direct"},
     {"models/preact_resnet18.net", "preact_resnet18", 4,
      "--float64 --module paper", "paper", "--conv direct"},
     {"models/resnet50d.net", "resnet50d", 4, "--float64 --module paper",
